@@ -1,0 +1,18 @@
+//! patchcord's sans-IO core: everything between the socket and the audio device that can
+//! be a plain state machine. Nothing in this crate reads a clock, touches a socket or a
+//! device: time is always an argument, which is what lets the tests run hours of lossy,
+//! jittery network in seconds, deterministically.
+//!
+//! - [`rtp`]: RTP/Opus packet building and validation, sequence/timestamp extension.
+//! - [`rtcp`]: sender reports and BYE, NTP time conversion, RTP/RTCP demux.
+//! - [`jitter`]: fixed-capacity packet store of the jitter buffer.
+//! - [`playout`]: one received stream: jitter buffer + decoder + sample-accurate timeline.
+//! - [`stats`]: RFC 3550 reception statistics and playout counters.
+//! - [`latency`]: end-to-end latency from sender reports and playback instants.
+
+pub mod jitter;
+pub mod latency;
+pub mod playout;
+pub mod rtcp;
+pub mod rtp;
+pub mod stats;

@@ -1,0 +1,525 @@
+//! One received stream (one SSRC): jitter buffer, Opus decoder with loss recovery, and the
+//! sample-accurate playout timeline. Pulled by the output callback; never allocates after
+//! [`StreamPlayout::new`], never reads a clock (time is an argument), never panics on
+//! input.
+//!
+//! # The timeline
+//! Output frames are counted by the caller (`out_frame`, the output device's own sample
+//! clock). Once the first packets of a stream are buffered, the stream gets an affine map
+//!
+//! ```text
+//!     out_frame(ts) = out_frame0 + (ts − ts0)          (extended RTP timestamps)
+//! ```
+//!
+//! chosen so that the newest buffered packet is pulled exactly `latency` after it arrived.
+//! From then on every output sample is attributable: it was decoded from packet *seq*,
+//! recovered from the FEC of packet *seq + 1*, or concealed (PLC); a [`SegmentSink`] is
+//! told about each decoded chunk as it starts to play.
+//!
+//! # Fixed delay
+//! The delay from arrival to pull is the constant `latency` (`--latency`); nothing adapts.
+//! A packet needed before it arrived is concealed (and counted `missing`); when it arrives
+//! after that it is counted `late` and dropped. If the buffer runs dry (no packet at all
+//! ahead of the playout point) that is an `underrun`: concealment continues for up to
+//! `idle_after`, then the stream goes idle and the next packet starts a new timeline
+//! (`resyncs`) with the configured delay, so an outage never leaves a long gap or a
+//! growing latency behind.
+//!
+//! # Loss recovery
+//! A missing packet is recovered from the in-band FEC of the next packet when that packet
+//! is buffered and is SILK/hybrid coded (CELT-only packets carry no FEC), otherwise it is
+//! concealed with Opus PLC.
+
+use crate::jitter::{PacketStore, StoreOutcome, StoredPacket};
+use crate::rtp::{opus_packet_may_carry_fec, RtpOpusHeader, SeqExtender, TimestampExtender};
+use crate::rtp::{MAX_OPUS_PACKET_SAMPLES, OPUS_RTP_CLOCK_HZ};
+use crate::stats::{ReceptionRegister, SeqVerdict, StreamCounters};
+
+/// Output sample rate; Opus and patchcord always run at 48 kHz.
+pub const SAMPLE_RATE: u32 = OPUS_RTP_CLOCK_HZ;
+/// Opus PLC works in multiples of 2.5 ms.
+const PLC_QUANTUM: u32 = 120;
+
+/// Converts a duration in nanoseconds to 48 kHz frames, rounding up.
+pub fn ns_to_frames_ceil(ns: i64) -> i64 {
+    let r = SAMPLE_RATE as i128;
+    let ns = ns as i128;
+    let frames = (ns * r + 999_999_999).div_euclid(1_000_000_000);
+    frames as i64
+}
+
+/// Converts 48 kHz frames to nanoseconds (rounded to nearest).
+pub fn frames_to_ns(frames: i64) -> i64 {
+    ((frames as i128 * 1_000_000_000 + SAMPLE_RATE as i128 / 2) / SAMPLE_RATE as i128) as i64
+}
+
+/// Configuration of one stream's playout.
+#[derive(Debug, Clone, Copy)]
+pub struct PlayoutConfig {
+    /// Channels of the decoded output (1 or 2); Opus up/down-mixes the stream to it.
+    pub channels: usize,
+    /// Fixed delay from a packet's arrival to its pull by the output callback.
+    pub latency_ns: i64,
+    /// Packet slots of the jitter buffer (bounds memory and the look-ahead).
+    pub capacity_packets: usize,
+    /// Continuous dry concealment after which the stream goes idle.
+    pub idle_after_ns: i64,
+}
+
+impl Default for PlayoutConfig {
+    fn default() -> Self {
+        PlayoutConfig {
+            channels: 2,
+            latency_ns: 20_000_000,
+            capacity_packets: 1024,
+            idle_after_ns: 500_000_000,
+        }
+    }
+}
+
+/// Where a played sample came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SampleSource {
+    /// No stream audio (before the timeline starts, or idle).
+    Silence,
+    /// Decoded from the packet with this extended sequence number.
+    Packet { seq: u64 },
+    /// Recovered from the in-band FEC carried by packet `seq + 1`.
+    Fec { seq: u64 },
+    /// Packet loss concealment.
+    Plc,
+}
+
+/// A run of output frames with one source. `rtp_ts` is the extended RTP timestamp of its
+/// first frame (meaningless for `Silence`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub out_frame: u64,
+    pub frames: u32,
+    pub rtp_ts: u64,
+    pub source: SampleSource,
+}
+
+/// Receives the segments as they start playing. Called from the audio thread: must not
+/// allocate, lock or block.
+pub trait SegmentSink {
+    fn segment(&mut self, segment: &Segment);
+}
+
+/// Discards segments.
+pub struct NoSegments;
+impl SegmentSink for NoSegments {
+    fn segment(&mut self, _segment: &Segment) {}
+}
+
+/// Result of [`StreamPlayout::insert`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertOutcome {
+    Buffered,
+    Duplicate,
+    Late,
+    Overflow,
+    /// Sequence jump (RFC 3550 A.1); dropped.
+    SeqJump,
+}
+
+/// The affine map from extended RTP timestamp to output frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeline {
+    pub out_frame0: u64,
+    pub ts0: u64,
+}
+
+impl Timeline {
+    pub fn ts_at(&self, out_frame: u64) -> Option<u64> {
+        out_frame.checked_sub(self.out_frame0).map(|d| self.ts0 + d)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PacketRef {
+    ext_seq: u64,
+    ext_ts: u64,
+    arrival_ns: i64,
+}
+
+pub struct StreamPlayout {
+    cfg: PlayoutConfig,
+    ssrc: u32,
+    store: PacketStore,
+    /// Last extended sequence number inserted into each slot position (duplicate check
+    /// that still works after the packet was played).
+    seen: Vec<u64>,
+    seq_ext: SeqExtender,
+    ts_ext: TimestampExtender,
+    register: ReceptionRegister,
+    counters: StreamCounters,
+    timeline: Option<Timeline>,
+    timelines_started: u64,
+    first_pending: Option<PacketRef>,
+    newest_pending: Option<PacketRef>,
+    next_seq: u64,
+    highest_ts_end: u64,
+    decoder: opus::Decoder,
+    dec: Vec<f32>,
+    dec_len: usize,
+    dec_pos: usize,
+    last_frame_samples: u32,
+    concealing: bool,
+    dry: bool,
+    dry_samples: u64,
+}
+
+/// Creating the decoder failed (only for an invalid channel count).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot create Opus decoder: {0}")]
+pub struct PlayoutError(#[from] opus::Error);
+
+impl StreamPlayout {
+    /// Allocates everything the stream will ever need.
+    pub fn new(ssrc: u32, cfg: PlayoutConfig) -> Result<Self, PlayoutError> {
+        let channels = if cfg.channels >= 2 { opus::Channels::Stereo } else { opus::Channels::Mono };
+        let ch = if cfg.channels >= 2 { 2 } else { 1 };
+        let cfg = PlayoutConfig { channels: ch, ..cfg };
+        let decoder = opus::Decoder::new(SAMPLE_RATE, channels)?;
+        Ok(StreamPlayout {
+            ssrc,
+            store: PacketStore::new(cfg.capacity_packets),
+            seen: vec![u64::MAX; cfg.capacity_packets.max(1)],
+            seq_ext: SeqExtender::new(),
+            ts_ext: TimestampExtender::new(),
+            register: ReceptionRegister::new(),
+            counters: StreamCounters::default(),
+            timeline: None,
+            timelines_started: 0,
+            first_pending: None,
+            newest_pending: None,
+            next_seq: 0,
+            highest_ts_end: 0,
+            decoder,
+            dec: vec![0.0; MAX_OPUS_PACKET_SAMPLES * ch],
+            dec_len: 0,
+            dec_pos: 0,
+            last_frame_samples: 480,
+            concealing: false,
+            dry: false,
+            dry_samples: 0,
+            cfg,
+        })
+    }
+
+    pub fn ssrc(&self) -> u32 {
+        self.ssrc
+    }
+
+    pub fn config(&self) -> &PlayoutConfig {
+        &self.cfg
+    }
+
+    pub fn counters(&self) -> &StreamCounters {
+        &self.counters
+    }
+
+    pub fn register(&self) -> &ReceptionRegister {
+        &self.register
+    }
+
+    pub fn register_mut(&mut self) -> &mut ReceptionRegister {
+        &mut self.register
+    }
+
+    pub fn timeline(&self) -> Option<Timeline> {
+        self.timeline
+    }
+
+    /// Audio buffered ahead of the playout point, in samples (0 when not playing).
+    pub fn buffered_samples(&self, next_out_frame: u64) -> u64 {
+        match self.timeline.and_then(|t| t.ts_at(next_out_frame)) {
+            Some(ts) => self.highest_ts_end.saturating_sub(ts),
+            None => 0,
+        }
+    }
+
+    /// Whether the stream currently has a playout timeline.
+    pub fn is_playing(&self) -> bool {
+        self.timeline.is_some()
+    }
+
+    /// Hand a validated packet to the stream. `arrival_ns` is its arrival instant on the
+    /// same clock as the `now_ns` given to [`pull`](Self::pull).
+    pub fn insert(&mut self, h: &RtpOpusHeader, payload: &[u8], arrival_ns: i64) -> InsertOutcome {
+        let arrival_rtp = (arrival_ns as i128 * SAMPLE_RATE as i128 / 1_000_000_000) as u32;
+        match self.register.update(h.sequence, h.timestamp, arrival_rtp) {
+            SeqVerdict::Jump => {
+                self.counters.seq_jumps += 1;
+                return InsertOutcome::SeqJump;
+            }
+            SeqVerdict::Restarted => self.restart(),
+            SeqVerdict::Valid => {}
+        }
+        self.counters.packets_received += 1;
+        self.counters.payload_bytes += payload.len() as u64;
+        let ext_seq = self.seq_ext.extend(h.sequence);
+        let ext_ts = self.ts_ext.extend(h.timestamp);
+        let slot = (ext_seq % self.seen.len() as u64) as usize;
+        if self.seen[slot] == ext_seq {
+            self.counters.duplicates += 1;
+            return InsertOutcome::Duplicate;
+        }
+        if self.timeline.is_some() {
+            if ext_seq < self.next_seq {
+                self.counters.late += 1;
+                self.seen[slot] = ext_seq;
+                return InsertOutcome::Late;
+            }
+            if ext_seq >= self.next_seq + self.store.capacity() as u64 {
+                self.counters.overflow += 1;
+                return InsertOutcome::Overflow;
+            }
+        }
+        let meta = StoredPacket {
+            ext_seq,
+            ext_ts,
+            duration_samples: h.duration_samples,
+            arrival_ns,
+            len: payload.len(),
+        };
+        match self.store.insert(meta, payload) {
+            StoreOutcome::Stored => {}
+            StoreOutcome::Duplicate => {
+                self.counters.duplicates += 1;
+                return InsertOutcome::Duplicate;
+            }
+            StoreOutcome::SlotBusy | StoreOutcome::TooLarge => {
+                self.counters.overflow += 1;
+                return InsertOutcome::Overflow;
+            }
+        }
+        self.seen[slot] = ext_seq;
+        self.highest_ts_end = self.highest_ts_end.max(ext_ts + h.duration_samples as u64);
+        if self.timeline.is_none() {
+            let r = PacketRef { ext_seq, ext_ts, arrival_ns };
+            if self.first_pending.is_none_or(|f| ext_seq < f.ext_seq) {
+                self.first_pending = Some(r);
+            }
+            if self.newest_pending.is_none_or(|n| ext_seq > n.ext_seq) {
+                self.newest_pending = Some(r);
+            }
+        }
+        InsertOutcome::Buffered
+    }
+
+    /// Forget the sequence/timestamp spaces and the timeline (sender restarted).
+    fn restart(&mut self) {
+        self.store.clear();
+        self.seen.iter_mut().for_each(|s| *s = u64::MAX);
+        self.seq_ext.reset();
+        self.ts_ext.reset();
+        self.go_idle();
+        self.highest_ts_end = 0;
+    }
+
+    fn go_idle(&mut self) {
+        self.timeline = None;
+        self.first_pending = None;
+        self.newest_pending = None;
+        self.dec_len = 0;
+        self.dec_pos = 0;
+        self.concealing = false;
+        self.dry = false;
+        self.dry_samples = 0;
+        let _ = self.decoder.reset_state();
+    }
+
+    fn establish(&mut self, out_frame: u64, now_ns: i64) {
+        let (Some(first), Some(newest)) = (self.first_pending, self.newest_pending) else {
+            return;
+        };
+        let wait_frames = ns_to_frames_ceil(newest.arrival_ns + self.cfg.latency_ns - now_ns);
+        let out_newest = out_frame as i64 + wait_frames;
+        let span = (newest.ext_ts - first.ext_ts.min(newest.ext_ts)) as i64;
+        let out_first = out_newest - span;
+        let timeline = if out_first >= out_frame as i64 {
+            Timeline { out_frame0: out_first as u64, ts0: first.ext_ts }
+        } else {
+            // The oldest buffered audio is already due: start the timeline at the point
+            // that keeps the configured delay; older packets are discarded as late.
+            Timeline { out_frame0: out_frame, ts0: first.ext_ts + (out_frame as i64 - out_first) as u64 }
+        };
+        self.timeline = Some(timeline);
+        self.timelines_started += 1;
+        if self.timelines_started > 1 {
+            self.counters.resyncs += 1;
+        }
+        self.next_seq = first.ext_seq;
+        self.first_pending = None;
+        self.newest_pending = None;
+        self.dec_len = 0;
+        self.dec_pos = 0;
+    }
+
+    /// Produce `out.len() / channels` interleaved frames for output frames starting at
+    /// `out_frame`, pulled at `now_ns`. Every frame is written.
+    pub fn pull(&mut self, out: &mut [f32], out_frame: u64, now_ns: i64, sink: &mut impl SegmentSink) {
+        let ch = self.cfg.channels;
+        let frames = out.len() / ch;
+        if self.timeline.is_none() {
+            self.establish(out_frame, now_ns);
+        }
+        let mut i = 0usize;
+        while i < frames {
+            let f = out_frame + i as u64;
+            let Some(tl) = self.timeline else {
+                out[i * ch..frames * ch].fill(0.0);
+                sink.segment(&Segment {
+                    out_frame: f,
+                    frames: (frames - i) as u32,
+                    rtp_ts: 0,
+                    source: SampleSource::Silence,
+                });
+                break;
+            };
+            if f < tl.out_frame0 {
+                let n = ((tl.out_frame0 - f) as usize).min(frames - i);
+                out[i * ch..(i + n) * ch].fill(0.0);
+                sink.segment(&Segment { out_frame: f, frames: n as u32, rtp_ts: 0, source: SampleSource::Silence });
+                i += n;
+                continue;
+            }
+            if self.dec_pos >= self.dec_len {
+                let need_ts = tl.ts0 + (f - tl.out_frame0);
+                self.refill(need_ts, f, sink);
+                continue;
+            }
+            let n = (self.dec_len - self.dec_pos).min(frames - i);
+            out[i * ch..(i + n) * ch].copy_from_slice(&self.dec[self.dec_pos * ch..(self.dec_pos + n) * ch]);
+            self.dec_pos += n;
+            i += n;
+        }
+    }
+
+    /// Make decoded audio available starting exactly at `need_ts`.
+    fn refill(&mut self, need_ts: u64, out_frame: u64, sink: &mut impl SegmentSink) {
+        // Each iteration either produces audio and returns, or removes one stale packet
+        // from the store, so the loop is bounded by the store's capacity.
+        for _ in 0..=self.store.capacity() {
+            let Some((meta, payload)) = self.store.get(self.next_seq) else {
+                break;
+            };
+            let dur = meta.duration_samples as u64;
+            if meta.ext_ts > need_ts {
+                // Timestamp gap with consecutive sequence numbers (DTX or a paused
+                // sender): conceal up to the packet.
+                let n = (meta.ext_ts - need_ts).min(self.last_frame_samples as u64) as u32;
+                self.conceal(n, need_ts, out_frame, sink);
+                return;
+            }
+            let ch = self.cfg.channels;
+            let decoded = self.decoder.decode_float(payload, &mut self.dec[..dur as usize * ch], false);
+            self.store.remove(meta.ext_seq);
+            self.next_seq += 1;
+            if meta.ext_ts + dur <= need_ts {
+                // Wholly in the past (its time was concealed): decoded only to keep the
+                // decoder state continuous.
+                self.counters.late += 1;
+                continue;
+            }
+            match decoded {
+                Ok(n) if n > 0 => {
+                    self.last_frame_samples = n as u32;
+                    self.dec_len = n;
+                    self.dec_pos = ((need_ts - meta.ext_ts) as usize).min(n);
+                    self.counters.played += 1;
+                    self.concealing = false;
+                    self.dry = false;
+                    self.dry_samples = 0;
+                    sink.segment(&Segment {
+                        out_frame,
+                        frames: (n - self.dec_pos) as u32,
+                        rtp_ts: need_ts,
+                        source: SampleSource::Packet { seq: meta.ext_seq },
+                    });
+                    return;
+                }
+                _ => {
+                    // A corrupt packet's TOC duration cannot be trusted: conceal up to the
+                    // next buffered packet, at most the duration it claimed.
+                    self.counters.decode_errors += 1;
+                    let mut n = meta.ext_ts + dur - need_ts;
+                    if let Some((next, _)) = self.store.get(self.next_seq) {
+                        n = n.min(next.ext_ts.saturating_sub(need_ts)).max(1);
+                    }
+                    self.conceal(n as u32, need_ts, out_frame, sink);
+                    return;
+                }
+            }
+        }
+        if !self.store.is_empty() {
+            // The packet due now is missing but later ones are buffered: lost (or late).
+            self.counters.missing += 1;
+            let lost_seq = self.next_seq;
+            self.next_seq += 1;
+            if self.recover_fec(lost_seq, need_ts) {
+                self.counters.recovered_fec += 1;
+                self.concealing = false;
+                sink.segment(&Segment {
+                    out_frame,
+                    frames: self.dec_len as u32,
+                    rtp_ts: need_ts,
+                    source: SampleSource::Fec { seq: lost_seq },
+                });
+                return;
+            }
+            self.conceal(self.last_frame_samples, need_ts, out_frame, sink);
+            return;
+        }
+        // Nothing buffered ahead of the playout point: the buffer ran dry.
+        if !self.dry {
+            self.dry = true;
+            self.counters.underruns += 1;
+        }
+        self.dry_samples += self.last_frame_samples as u64;
+        if frames_to_ns(self.dry_samples as i64) >= self.cfg.idle_after_ns {
+            self.go_idle();
+            return;
+        }
+        self.conceal(self.last_frame_samples, need_ts, out_frame, sink);
+    }
+
+    fn recover_fec(&mut self, lost_seq: u64, need_ts: u64) -> bool {
+        let Some((next, payload)) = self.store.get(lost_seq + 1) else {
+            return false;
+        };
+        let dur = next.duration_samples as u64;
+        if !opus_packet_may_carry_fec(payload) || next.ext_ts != need_ts + dur {
+            return false;
+        }
+        let ch = self.cfg.channels;
+        match self.decoder.decode_float(payload, &mut self.dec[..dur as usize * ch], true) {
+            Ok(n) if n > 0 => {
+                self.dec_len = n;
+                self.dec_pos = 0;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn conceal(&mut self, samples: u32, _need_ts: u64, out_frame: u64, sink: &mut impl SegmentSink) {
+        let samples = samples.clamp(1, MAX_OPUS_PACKET_SAMPLES as u32);
+        let quantized = samples.div_ceil(PLC_QUANTUM) * PLC_QUANTUM;
+        let ch = self.cfg.channels;
+        let len = (quantized as usize).min(MAX_OPUS_PACKET_SAMPLES) * ch;
+        if self.decoder.decode_float(&[], &mut self.dec[..len], false).is_err() {
+            self.dec[..len].fill(0.0);
+        }
+        self.dec_len = samples as usize;
+        self.dec_pos = 0;
+        self.counters.concealed_samples += samples as u64;
+        if !self.concealing {
+            self.concealing = true;
+            self.counters.concealment_events += 1;
+        }
+        sink.segment(&Segment { out_frame, frames: samples, rtp_ts: _need_ts, source: SampleSource::Plc });
+    }
+}
