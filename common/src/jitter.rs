@@ -77,7 +77,10 @@ impl PacketStore {
         }
         let start = i * self.slot_bytes;
         self.payloads[start..start + payload.len()].copy_from_slice(payload);
-        self.slots[i] = Some(StoredPacket { len: payload.len(), ..meta });
+        self.slots[i] = Some(StoredPacket {
+            len: payload.len(),
+            ..meta
+        });
         self.count += 1;
         StoreOutcome::Stored
     }
@@ -119,7 +122,13 @@ mod tests {
     use super::*;
 
     fn meta(seq: u64) -> StoredPacket {
-        StoredPacket { ext_seq: seq, ext_ts: seq * 480, duration_samples: 480, arrival_ns: 0, len: 0 }
+        StoredPacket {
+            ext_seq: seq,
+            ext_ts: seq * 480,
+            duration_samples: 480,
+            arrival_ns: 0,
+            len: 0,
+        }
     }
 
     #[test]
@@ -136,7 +145,10 @@ mod tests {
         assert_eq!(s.remove(10).map(|m| m.ext_seq), Some(10));
         assert!(s.get(10).is_none());
         assert_eq!(s.insert(meta(14), &[9]), StoreOutcome::Stored);
-        assert_eq!(s.insert(meta(1), &vec![0u8; MAX_DATAGRAM_LEN + 1]), StoreOutcome::TooLarge);
+        assert_eq!(
+            s.insert(meta(1), &vec![0u8; MAX_DATAGRAM_LEN + 1]),
+            StoreOutcome::TooLarge
+        );
         s.clear();
         assert!(s.is_empty());
     }

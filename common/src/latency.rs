@@ -21,7 +21,10 @@ pub struct CaptureClock {
 
 impl CaptureClock {
     pub fn from_sender_report(sr: &SenderReport) -> Self {
-        CaptureClock { capture_unix_ns: ntp_to_unix_ns(sr.ntp), rtp_ts: sr.rtp_timestamp }
+        CaptureClock {
+            capture_unix_ns: ntp_to_unix_ns(sr.ntp),
+            rtp_ts: sr.rtp_timestamp,
+        }
     }
 
     /// Capture instant of the sample with RTP timestamp `rtp_ts` (within ±2^31 samples of
@@ -58,6 +61,9 @@ mod tests {
         close(clock.capture_unix_ns_of(0), 1_000_000_000_000 + 1_000_000);
         close(clock.latency_ns(0, 1_000_000_000_000 + 11_000_000), 10_000_000);
         // 480 samples before the report
-        close(clock.capture_unix_ns_of(u32::MAX - 47 - 480), 1_000_000_000_000 - 10_000_000);
+        close(
+            clock.capture_unix_ns_of(u32::MAX - 47 - 480),
+            1_000_000_000_000 - 10_000_000,
+        );
     }
 }

@@ -168,6 +168,7 @@ pub struct StreamPlayout {
     concealing: bool,
     dry: bool,
     dry_samples: u64,
+    ended: bool,
 }
 
 /// Creating the decoder failed (only for an invalid channel count).
@@ -178,7 +179,11 @@ pub struct PlayoutError(#[from] opus::Error);
 impl StreamPlayout {
     /// Allocates everything the stream will ever need.
     pub fn new(ssrc: u32, cfg: PlayoutConfig) -> Result<Self, PlayoutError> {
-        let channels = if cfg.channels >= 2 { opus::Channels::Stereo } else { opus::Channels::Mono };
+        let channels = if cfg.channels >= 2 {
+            opus::Channels::Stereo
+        } else {
+            opus::Channels::Mono
+        };
         let ch = if cfg.channels >= 2 { 2 } else { 1 };
         let cfg = PlayoutConfig { channels: ch, ..cfg };
         let decoder = opus::Decoder::new(SAMPLE_RATE, channels)?;
@@ -204,6 +209,7 @@ impl StreamPlayout {
             concealing: false,
             dry: false,
             dry_samples: 0,
+            ended: false,
             cfg,
         })
     }
@@ -245,6 +251,12 @@ impl StreamPlayout {
         self.timeline.is_some()
     }
 
+    /// The sender said goodbye (RTCP BYE): play out what is buffered, then go idle without
+    /// counting the end of the stream as an underrun or concealment.
+    pub fn end_of_stream(&mut self) {
+        self.ended = true;
+    }
+
     /// Hand a validated packet to the stream. `arrival_ns` is its arrival instant on the
     /// same clock as the `now_ns` given to [`pull`](Self::pull).
     pub fn insert(&mut self, h: &RtpOpusHeader, payload: &[u8], arrival_ns: i64) -> InsertOutcome {
@@ -259,6 +271,7 @@ impl StreamPlayout {
         }
         self.counters.packets_received += 1;
         self.counters.payload_bytes += payload.len() as u64;
+        self.ended = false;
         let ext_seq = self.seq_ext.extend(h.sequence);
         let ext_ts = self.ts_ext.extend(h.timestamp);
         let slot = (ext_seq % self.seen.len() as u64) as usize;
@@ -298,7 +311,11 @@ impl StreamPlayout {
         self.seen[slot] = ext_seq;
         self.highest_ts_end = self.highest_ts_end.max(ext_ts + h.duration_samples as u64);
         if self.timeline.is_none() {
-            let r = PacketRef { ext_seq, ext_ts, arrival_ns };
+            let r = PacketRef {
+                ext_seq,
+                ext_ts,
+                arrival_ns,
+            };
             if self.first_pending.is_none_or(|f| ext_seq < f.ext_seq) {
                 self.first_pending = Some(r);
             }
@@ -340,11 +357,17 @@ impl StreamPlayout {
         let span = (newest.ext_ts - first.ext_ts.min(newest.ext_ts)) as i64;
         let out_first = out_newest - span;
         let timeline = if out_first >= out_frame as i64 {
-            Timeline { out_frame0: out_first as u64, ts0: first.ext_ts }
+            Timeline {
+                out_frame0: out_first as u64,
+                ts0: first.ext_ts,
+            }
         } else {
             // The oldest buffered audio is already due: start the timeline at the point
             // that keeps the configured delay; older packets are discarded as late.
-            Timeline { out_frame0: out_frame, ts0: first.ext_ts + (out_frame as i64 - out_first) as u64 }
+            Timeline {
+                out_frame0: out_frame,
+                ts0: first.ext_ts + (out_frame as i64 - out_first) as u64,
+            }
         };
         self.timeline = Some(timeline);
         self.timelines_started += 1;
@@ -382,7 +405,12 @@ impl StreamPlayout {
             if f < tl.out_frame0 {
                 let n = ((tl.out_frame0 - f) as usize).min(frames - i);
                 out[i * ch..(i + n) * ch].fill(0.0);
-                sink.segment(&Segment { out_frame: f, frames: n as u32, rtp_ts: 0, source: SampleSource::Silence });
+                sink.segment(&Segment {
+                    out_frame: f,
+                    frames: n as u32,
+                    rtp_ts: 0,
+                    source: SampleSource::Silence,
+                });
                 i += n;
                 continue;
             }
@@ -415,7 +443,9 @@ impl StreamPlayout {
                 return;
             }
             let ch = self.cfg.channels;
-            let decoded = self.decoder.decode_float(payload, &mut self.dec[..dur as usize * ch], false);
+            let decoded = self
+                .decoder
+                .decode_float(payload, &mut self.dec[..dur as usize * ch], false);
             self.store.remove(meta.ext_seq);
             self.next_seq += 1;
             if meta.ext_ts + dur <= need_ts {
@@ -474,6 +504,10 @@ impl StreamPlayout {
             return;
         }
         // Nothing buffered ahead of the playout point: the buffer ran dry.
+        if self.ended {
+            self.go_idle();
+            return;
+        }
         if !self.dry {
             self.dry = true;
             self.counters.underruns += 1;
@@ -495,7 +529,10 @@ impl StreamPlayout {
             return false;
         }
         let ch = self.cfg.channels;
-        match self.decoder.decode_float(payload, &mut self.dec[..dur as usize * ch], true) {
+        match self
+            .decoder
+            .decode_float(payload, &mut self.dec[..dur as usize * ch], true)
+        {
             Ok(n) if n > 0 => {
                 self.dec_len = n;
                 self.dec_pos = 0;
@@ -510,7 +547,11 @@ impl StreamPlayout {
         let quantized = samples.div_ceil(PLC_QUANTUM) * PLC_QUANTUM;
         let ch = self.cfg.channels;
         let len = (quantized as usize).min(MAX_OPUS_PACKET_SAMPLES) * ch;
-        if self.decoder.decode_float(&[], &mut self.dec[..len], false).is_err() {
+        if self
+            .decoder
+            .decode_float(&[], &mut self.dec[..len], false)
+            .is_err()
+        {
             self.dec[..len].fill(0.0);
         }
         self.dec_len = samples as usize;
@@ -520,6 +561,11 @@ impl StreamPlayout {
             self.concealing = true;
             self.counters.concealment_events += 1;
         }
-        sink.segment(&Segment { out_frame, frames: samples, rtp_ts: _need_ts, source: SampleSource::Plc });
+        sink.segment(&Segment {
+            out_frame,
+            frames: samples,
+            rtp_ts: _need_ts,
+            source: SampleSource::Plc,
+        });
     }
 }

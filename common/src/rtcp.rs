@@ -51,9 +51,14 @@ pub struct SenderReport {
 pub enum RtcpPacket {
     SenderReport(SenderReport),
     /// BYE for up to the first 31 sources (the count field's limit); `count` of them valid.
-    Bye { ssrcs: [u32; 31], count: usize },
+    Bye {
+        ssrcs: [u32; 31],
+        count: usize,
+    },
     /// Receiver reports, SDES, APP, feedback...: well-formed but not used.
-    Other { packet_type: u8 },
+    Other {
+        packet_type: u8,
+    },
 }
 
 /// The RTCP datagram is malformed; the rest of the datagram is ignored.
@@ -96,7 +101,10 @@ pub fn build_bye(ssrc: u32, out: &mut [u8]) -> Option<usize> {
 /// Iterate over the packets of a compound RTCP datagram. Stops at the first malformed
 /// packet, yielding the error once.
 pub fn parse_compound(datagram: &[u8]) -> RtcpIter<'_> {
-    RtcpIter { rest: datagram, failed: false }
+    RtcpIter {
+        rest: datagram,
+        failed: false,
+    }
 }
 
 pub struct RtcpIter<'a> {
@@ -177,7 +185,13 @@ mod tests {
 
     #[test]
     fn ntp_round_trip_is_sub_nanosecond() {
-        for ns in [0i64, 1, 999_999_999, 1_700_000_000_123_456_789, 2_000_000_000_999_999_999] {
+        for ns in [
+            0i64,
+            1,
+            999_999_999,
+            1_700_000_000_123_456_789,
+            2_000_000_000_999_999_999,
+        ] {
             let back = ntp_to_unix_ns(unix_ns_to_ntp(ns));
             assert!((back - ns).abs() <= 1, "{ns} -> {back}");
         }
@@ -221,11 +235,23 @@ mod tests {
 
     #[test]
     fn malformed_rtcp_is_an_error_not_a_panic() {
-        assert_eq!(parse_compound(&[0x80, 200, 0, 50]).next(), Some(Err(RtcpError::BadLength)));
-        assert_eq!(parse_compound(&[0x80, 200, 0, 0]).next(), Some(Err(RtcpError::Truncated)));
-        assert_eq!(parse_compound(&[0x40, 200, 0, 0]).next(), Some(Err(RtcpError::BadVersion)));
+        assert_eq!(
+            parse_compound(&[0x80, 200, 0, 50]).next(),
+            Some(Err(RtcpError::BadLength))
+        );
+        assert_eq!(
+            parse_compound(&[0x80, 200, 0, 0]).next(),
+            Some(Err(RtcpError::Truncated))
+        );
+        assert_eq!(
+            parse_compound(&[0x40, 200, 0, 0]).next(),
+            Some(Err(RtcpError::BadVersion))
+        );
         // BYE whose count exceeds its length
-        assert_eq!(parse_compound(&[0x85, 203, 0, 1, 0, 0, 0, 1]).next(), Some(Err(RtcpError::Truncated)));
+        assert_eq!(
+            parse_compound(&[0x85, 203, 0, 1, 0, 0, 0, 1]).next(),
+            Some(Err(RtcpError::Truncated))
+        );
         for len in 0..40 {
             let junk: Vec<u8> = (0..len).map(|i| (i * 37 + 0x80) as u8).collect();
             let _ = parse_compound(&junk).count();

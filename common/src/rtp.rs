@@ -407,7 +407,10 @@ mod tests {
     fn build_into_small_buffer_fails_cleanly() {
         let mut p = Packetizer::new(1, 96, 0, 0);
         let mut buf = [0u8; 8];
-        assert_eq!(p.build(0, &opus_payload(), &mut buf), Err(PacketizeError::BufferTooSmall));
+        assert_eq!(
+            p.build(0, &opus_payload(), &mut buf),
+            Err(PacketizeError::BufferTooSmall)
+        );
         assert_eq!(p.packets_sent(), 0);
     }
 

@@ -48,7 +48,10 @@ fn encode(signal: &[f32], frame: usize, app: opus::Application, fec: bool, seq0:
         let len = pk.build((i * frame) as u64, &buf[..n], &mut rtp).unwrap();
         out.push(rtp[..len].to_vec());
     }
-    Encoded { datagrams: out, frame }
+    Encoded {
+        datagrams: out,
+        frame,
+    }
 }
 
 /// Reference decode of all packets in order, no loss.
@@ -65,7 +68,12 @@ fn reference_decode(e: &Encoded) -> Vec<f32> {
 }
 
 fn cfg(latency_ms: i64) -> PlayoutConfig {
-    PlayoutConfig { channels: 1, latency_ns: latency_ms * 1_000_000, capacity_packets: 256, idle_after_ns: 500_000_000 }
+    PlayoutConfig {
+        channels: 1,
+        latency_ns: latency_ms * 1_000_000,
+        capacity_packets: 256,
+        idle_after_ns: 500_000_000,
+    }
 }
 
 /// Drive the playout: packet i is sent at i*frame and arrives `delay(i)` ns later (None =
@@ -124,7 +132,10 @@ fn clean_network_plays_every_sample_with_exact_fixed_delay() {
         .map(|s| s.out_frame + s.frames as u64)
         .max()
         .unwrap();
-    assert!(segs.iter().filter(|s| s.source == SampleSource::Plc).all(|s| s.out_frame >= last_packet_end));
+    assert!(segs
+        .iter()
+        .filter(|s| s.source == SampleSource::Plc)
+        .all(|s| s.out_frame >= last_packet_end));
     assert_eq!(c.played, 100);
     // first packet: sent at 10 ms (last sample captured), arrives 0.3 ms later, pulled 20 ms
     // after arrival: frame 48*30.3 = 1454.4 -> next callback boundary is not required, the
@@ -139,7 +150,10 @@ fn clean_network_plays_every_sample_with_exact_fixed_delay() {
     }
     assert!(out[..off as usize].iter().all(|&s| s == 0.0));
     // attribution: 100 packet segments, in order, contiguous
-    let pk: Vec<_> = segs.iter().filter(|s| matches!(s.source, SampleSource::Packet { .. })).collect();
+    let pk: Vec<_> = segs
+        .iter()
+        .filter(|s| matches!(s.source, SampleSource::Packet { .. }))
+        .collect();
     assert_eq!(pk.len(), 100);
     assert_eq!(pk[0].out_frame, off as u64);
     for w in pk.windows(2) {
@@ -164,7 +178,10 @@ fn lost_packet_is_concealed_and_counted() {
     // samples before the loss are bit-exact
     assert_eq!(&out[off..off + 40 * 480], &reference[..40 * 480]);
     let end = (off + 99 * 480) as u64;
-    let plc: Vec<_> = segs.iter().filter(|s| s.source == SampleSource::Plc && s.out_frame < end).collect();
+    let plc: Vec<_> = segs
+        .iter()
+        .filter(|s| s.source == SampleSource::Plc && s.out_frame < end)
+        .collect();
     assert_eq!(plc.len(), 1);
     assert_eq!(plc[0].out_frame as usize, off + 40 * 480);
     assert_eq!(plc[0].frames, 480);
@@ -185,7 +202,14 @@ fn fec_recovers_a_single_loss_in_silk_mode() {
 #[test]
 fn late_and_duplicate_packets_are_counted_and_dropped() {
     let sig = noise(24_000, 3);
-    let e = encode(&sig, 480, opus::Application::LowDelay, false, 65_500, u32::MAX - 2000);
+    let e = encode(
+        &sig,
+        480,
+        opus::Application::LowDelay,
+        false,
+        65_500,
+        u32::MAX - 2000,
+    );
     let mut p = StreamPlayout::new(1, cfg(20)).unwrap();
     let mut out = vec![0f32; 64];
     let mut sink = Collect(vec![]);
@@ -222,7 +246,13 @@ fn outage_longer_than_buffer_recovers_with_new_timeline() {
     let sig = noise(96_000, 4);
     let e = encode(&sig, 480, opus::Application::LowDelay, false, 0, 0);
     // packets 50..150 lost (1 s outage)
-    let (out, p, _) = run(&e, cfg(20), 64, 96_000, |i| if (50..150).contains(&i) { None } else { Some(0) });
+    let (out, p, _) = run(&e, cfg(20), 64, 96_000, |i| {
+        if (50..150).contains(&i) {
+            None
+        } else {
+            Some(0)
+        }
+    });
     let c = p.counters();
     assert_eq!(c.underruns, 1);
     assert_eq!(c.resyncs, 1);
@@ -237,7 +267,10 @@ fn outage_longer_than_buffer_recovers_with_new_timeline() {
     let seg = &out[play150 as usize + 4800..play150 as usize + 9600];
     let energy: f32 = seg.iter().map(|s| s * s).sum();
     let ref_energy: f32 = reference[160 * 480..170 * 480].iter().map(|s| s * s).sum();
-    assert!((energy / ref_energy - 1.0).abs() < 0.2, "{energy} vs {ref_energy}");
+    assert!(
+        (energy / ref_energy - 1.0).abs() < 0.2,
+        "{energy} vs {ref_energy}"
+    );
 }
 
 #[test]
@@ -251,7 +284,11 @@ fn sender_restart_with_new_sequence_resyncs() {
     let mut t = 0i64;
     for i in 0..150usize {
         t += 10_000_000;
-        let d = if i < 50 { &a.datagrams[i] } else { &b.datagrams[i - 50] };
+        let d = if i < 50 {
+            &a.datagrams[i]
+        } else {
+            &b.datagrams[i - 50]
+        };
         let h = validate_opus_rtp(d, PT).unwrap();
         p.insert(&h, h.payload(d), t);
         while frames_to_ns(f as i64) < t {

@@ -1,0 +1,656 @@
+//! Audio device selection for patchcord.
+//!
+//! The sender and receiver open every device through [`open_device`], which returns a plain
+//! [`cpal::Device`]. Real devices come from cpal's ALSA, JACK or PulseAudio hosts; virtual
+//! devices (`tone:HZ`, `wav:PATH`, `silence`, `null`) come from a cpal *custom host* implemented
+//! in [`mod@virtual_host`], so the audio path is identical with real or virtual devices.
+//!
+//! ```no_run
+//! use patchcord_devices::{open_device, Direction, HostChoice, VirtualOptions};
+//! let mic = open_device(HostChoice::Auto, Some("tone:440"), Direction::Input,
+//!                       VirtualOptions::default())?;
+//! assert!(mic.is_virtual);
+//! # Ok::<(), patchcord_devices::DeviceError>(())
+//! ```
+
+pub mod app;
+pub mod clock;
+mod list;
+pub mod matcher;
+pub mod virtual_host;
+
+use std::{fmt, str::FromStr};
+
+use cpal::{
+    traits::{DeviceTrait, HostTrait},
+    HostId,
+};
+
+pub use list::list_devices;
+use matcher::{match_keys, MatchError};
+use virtual_host::{is_virtual_name, VirtualDevice, VirtualHost};
+
+/// Which audio host to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum HostChoice {
+    /// cpal's default host (ALSA on Linux, or PulseAudio when a PulseAudio server is reachable),
+    /// except that virtual device names (`tone:…`, `wav:…`, `silence`, `null`) select the
+    /// virtual host.
+    #[default]
+    Auto,
+    /// ALSA.
+    Alsa,
+    /// JACK (needs a running JACK server).
+    Jack,
+    /// PulseAudio (needs a running PulseAudio or PipeWire-Pulse server).
+    PulseAudio,
+    /// patchcord's virtual devices.
+    Virtual,
+}
+
+impl HostChoice {
+    /// The cpal host id of a real host (`None` for `Auto` and `Virtual`).
+    pub fn host_id(self) -> Option<HostId> {
+        match self {
+            HostChoice::Alsa => Some(HostId::Alsa),
+            HostChoice::Jack => Some(HostId::Jack),
+            HostChoice::PulseAudio => Some(HostId::PulseAudio),
+            HostChoice::Auto | HostChoice::Virtual => None,
+        }
+    }
+}
+
+impl FromStr for HostChoice {
+    type Err = DeviceError;
+
+    /// Parses `auto`, `alsa`, `jack`, `pulseaudio` (or `pulse`), `virtual` (case-insensitive).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" | "default" => Ok(HostChoice::Auto),
+            "alsa" => Ok(HostChoice::Alsa),
+            "jack" => Ok(HostChoice::Jack),
+            "pulseaudio" | "pulse" => Ok(HostChoice::PulseAudio),
+            "virtual" => Ok(HostChoice::Virtual),
+            _ => Err(DeviceError::UnknownHost(s.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for HostChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HostChoice::Auto => "auto",
+            HostChoice::Alsa => "alsa",
+            HostChoice::Jack => "jack",
+            HostChoice::PulseAudio => "pulseaudio",
+            HostChoice::Virtual => "virtual",
+        })
+    }
+}
+
+/// Options of the virtual devices.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct VirtualOptions {
+    /// Clock offset of virtual devices in parts per million: their effective sample rate is
+    /// `48000 * (1 + clock_ppm * 1e-6)` frames per wall-clock second (positive = fast).
+    /// Must be within ±100000.
+    pub clock_ppm: f64,
+}
+
+impl Default for VirtualOptions {
+    fn default() -> Self {
+        Self { clock_ppm: 0.0 }
+    }
+}
+
+/// Stream direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Capture.
+    Input,
+    /// Playback.
+    Output,
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Direction::Input => "input",
+            Direction::Output => "output",
+        })
+    }
+}
+
+/// A device resolved by [`open_device`].
+#[derive(Clone, Debug)]
+pub struct OpenedDevice {
+    /// The device; build streams on it as usual.
+    pub device: cpal::Device,
+    /// Host name: `ALSA`, `JACK`, `PulseAudio` or `Virtual`.
+    pub host_name: String,
+    /// Human readable device name (for ALSA with the PCM id in parentheses).
+    pub device_name: String,
+    /// True for patchcord's virtual devices.
+    pub is_virtual: bool,
+}
+
+/// Errors of device selection. Messages say what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// `--host` value not recognised.
+    #[error("unknown audio host '{0}'; expected one of: auto, alsa, jack, pulseaudio (or pulse), virtual")]
+    UnknownHost(String),
+
+    /// The host could not be initialised.
+    #[error("host {host} is not available ({reason})")]
+    HostUnavailable {
+        /// Host name.
+        host: String,
+        /// Why, and what to check.
+        reason: String,
+    },
+
+    /// Listing the devices of a host failed.
+    #[error("cannot enumerate the devices of host {host}: {source}")]
+    Enumerate {
+        /// Host name.
+        host: String,
+        /// cpal's error.
+        #[source]
+        source: cpal::Error,
+    },
+
+    /// No device matches the requested name.
+    #[error(
+        "no {direction} device matching '{query}' on host {host}; {}; run with --list-devices",
+        candidates_text(.candidates)
+    )]
+    NoMatch {
+        /// Input or output.
+        direction: Direction,
+        /// The requested name.
+        query: String,
+        /// Host name.
+        host: String,
+        /// Names of the devices that exist.
+        candidates: Vec<String>,
+    },
+
+    /// Several devices match the requested name.
+    #[error(
+        "device name '{query}' is ambiguous on {host}: matches {}; use a longer or exact name{}",
+        quoted_list(.matches),
+        alsa_hint(.host)
+    )]
+    Ambiguous {
+        /// The requested name.
+        query: String,
+        /// Host name.
+        host: String,
+        /// Names of the matching devices.
+        matches: Vec<String>,
+    },
+
+    /// The host has no default device for this direction.
+    #[error("host {host} has no default {direction} device; pick one by name (run with --list-devices)")]
+    NoDefaultDevice {
+        /// Input or output.
+        direction: Direction,
+        /// Host name.
+        host: String,
+    },
+
+    /// Auto host, but the machine has no sound card.
+    #[error("no sound card found; use a virtual {direction} device instead: {}", virtual_choices(*.direction))]
+    NoSoundCard {
+        /// Input or output.
+        direction: Direction,
+    },
+
+    /// A virtual device spec is malformed or used in the wrong direction.
+    #[error("virtual device '{spec}': {reason}")]
+    InvalidVirtual {
+        /// The spec as given.
+        spec: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A `wav:` input file cannot be read or decoded.
+    #[error("cannot read wav:{path}: {reason}")]
+    WavRead {
+        /// File path.
+        path: String,
+        /// Underlying error.
+        reason: String,
+    },
+
+    /// A `wav:` input file is not 48 kHz.
+    #[error("wav:{path} has sample rate {rate}; patchcord runs at 48000 Hz (resample it, e.g. `sox in.wav -r 48000 out.wav`)")]
+    WavSampleRate {
+        /// File path.
+        path: String,
+        /// Its sample rate.
+        rate: u32,
+    },
+
+    /// A `wav:` output file cannot be created.
+    #[error("cannot write wav:{path}: {reason}")]
+    WavWrite {
+        /// File path.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// Invalid [`VirtualOptions`].
+    #[error("invalid virtual device options: {0}")]
+    InvalidOptions(String),
+}
+
+const MAX_LISTED_CANDIDATES: usize = 40;
+
+fn quoted_list(names: &[String]) -> String {
+    let mut parts: Vec<String> = names
+        .iter()
+        .take(MAX_LISTED_CANDIDATES)
+        .map(|n| format!("'{n}'"))
+        .collect();
+    if names.len() > MAX_LISTED_CANDIDATES {
+        parts.push(format!("and {} more", names.len() - MAX_LISTED_CANDIDATES));
+    }
+    parts.join(", ")
+}
+
+fn alsa_hint(host: &str) -> &'static str {
+    if host == HostId::Alsa.name() {
+        " (on ALSA the PCM id in parentheses is unique, e.g. plughw:CARD=0,DEV=0)"
+    } else {
+        ""
+    }
+}
+
+fn candidates_text(candidates: &[String]) -> String {
+    if candidates.is_empty() {
+        "the host has no such devices".to_owned()
+    } else {
+        format!("candidates: {}", quoted_list(candidates))
+    }
+}
+
+fn virtual_choices(direction: Direction) -> &'static str {
+    match direction {
+        Direction::Input => "tone:HZ (sine wave, e.g. tone:440), wav:PATH (plays a 48 kHz WAV file), silence",
+        Direction::Output => "wav:PATH (records a WAV file), null (discards the audio)",
+    }
+}
+
+/// The virtual devices as a [`cpal::Host`] (a cpal custom host, id [`HostId::Custom`]).
+pub fn virtual_host(opts: VirtualOptions) -> cpal::Host {
+    VirtualHost::new(opts).into_cpal()
+}
+
+/// Resolve a device.
+///
+/// * `name == None` (or blank) selects the host's default device.
+/// * Names beginning with a virtual prefix (`tone:`, `wav:`, `silence`, `null`) select the
+///   virtual host when `host` is [`HostChoice::Auto`] or [`HostChoice::Virtual`]; with an
+///   explicit real host they are matched against that host's devices like any other name.
+/// * Real devices: case-insensitive substring match on the device description name (and, for
+///   ALSA, on the PCM id such as `hw:CARD=0,DEV=0`); an exact match wins over substrings;
+///   several matches → [`DeviceError::Ambiguous`]; none → [`DeviceError::NoMatch`], both listing
+///   the candidates.
+/// * `Auto` uses cpal's default host. If that is ALSA and the machine has no sound card, the
+///   result is [`DeviceError::NoSoundCard`], which names the virtual devices.
+pub fn open_device(
+    host: HostChoice,
+    name: Option<&str>,
+    dir: Direction,
+    opts: VirtualOptions,
+) -> Result<OpenedDevice, DeviceError> {
+    let name = name.map(str::trim).filter(|n| !n.is_empty());
+    match host {
+        HostChoice::Virtual => open_virtual(name, dir, opts),
+        HostChoice::Auto if name.is_some_and(is_virtual_name) => open_virtual(name, dir, opts),
+        HostChoice::Auto => {
+            let host = cpal::default_host();
+            if host.id() == HostId::Alsa && !has_sound_card() {
+                return Err(DeviceError::NoSoundCard { direction: dir });
+            }
+            resolve_real(&host, name, dir)
+        }
+        HostChoice::Alsa | HostChoice::Jack | HostChoice::PulseAudio => {
+            let host = real_host(host)?;
+            resolve_real(&host, name, dir)
+        }
+    }
+}
+
+fn open_virtual(
+    name: Option<&str>,
+    dir: Direction,
+    opts: VirtualOptions,
+) -> Result<OpenedDevice, DeviceError> {
+    let device = match name {
+        Some(spec) => {
+            let device = VirtualDevice::open(spec, dir, opts)?;
+            if dir == Direction::Output {
+                if let Some(path) = virtual_host::wav_path(spec) {
+                    check_output_path(path)?;
+                }
+            }
+            device
+        }
+        None => {
+            virtual_host::check_clock_ppm(opts.clock_ppm).map_err(DeviceError::InvalidOptions)?;
+            let host = VirtualHost::new(opts);
+            let device = match dir {
+                Direction::Input => host.default_input_device(),
+                Direction::Output => host.default_output_device(),
+            };
+            device.ok_or_else(|| DeviceError::NoDefaultDevice {
+                direction: dir,
+                host: "Virtual".into(),
+            })?
+        }
+    };
+    Ok(OpenedDevice {
+        host_name: "Virtual".into(),
+        device_name: device.spec().to_owned(),
+        is_virtual: true,
+        device: device.into_cpal(),
+    })
+}
+
+/// Early, friendlier check of a `wav:` output path (the file itself is created when the stream
+/// is built).
+fn check_output_path(path: &std::path::Path) -> Result<(), DeviceError> {
+    let shown = path.display().to_string();
+    if path.is_dir() {
+        return Err(DeviceError::WavWrite {
+            path: shown,
+            reason: "it is a directory".into(),
+        });
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => return Ok(()),
+    };
+    if !parent.is_dir() {
+        return Err(DeviceError::WavWrite {
+            path: shown,
+            reason: format!("directory '{}' does not exist", parent.display()),
+        });
+    }
+    Ok(())
+}
+
+/// Initialise a real host, with a helpful error if it is not running.
+pub(crate) fn real_host_by_id(id: HostId) -> Result<cpal::Host, DeviceError> {
+    let host = cpal::host_from_id(id).map_err(|e| DeviceError::HostUnavailable {
+        host: id.name().to_owned(),
+        reason: unavailable_reason(id, Some(&e)),
+    })?;
+    if id == HostId::Jack {
+        // cpal's JACK host always initialises; without a server it simply has no devices.
+        let any = host.devices().map(|mut d| d.next().is_some()).unwrap_or(false);
+        if !any {
+            return Err(DeviceError::HostUnavailable {
+                host: id.name().to_owned(),
+                reason: unavailable_reason(id, None),
+            });
+        }
+    }
+    Ok(host)
+}
+
+fn real_host(choice: HostChoice) -> Result<cpal::Host, DeviceError> {
+    match choice.host_id() {
+        Some(id) => real_host_by_id(id),
+        None => Ok(cpal::default_host()),
+    }
+}
+
+pub(crate) fn unavailable_reason(id: HostId, error: Option<&cpal::Error>) -> String {
+    let hint = match id {
+        HostId::Jack => "is jackd running?",
+        HostId::PulseAudio => "is a PulseAudio or PipeWire-Pulse server running?",
+        _ => "is the audio subsystem installed?",
+    };
+    match error {
+        Some(e) => format!("{hint} cpal reported: {e}"),
+        None => hint.to_owned(),
+    }
+}
+
+/// Name shown for a real device, plus the keys a user may type to select it.
+pub(crate) fn describe_real(device: &cpal::Device) -> (String, Vec<String>) {
+    match device.description() {
+        Ok(desc) => {
+            let name = desc.name().to_owned();
+            match desc.driver() {
+                Some(driver) if !driver.is_empty() && driver != name => {
+                    (format!("{name} ({driver})"), vec![name, driver.to_owned()])
+                }
+                _ => (name.clone(), vec![name]),
+            }
+        }
+        Err(_) => {
+            let id = device
+                .id()
+                .map(|i| i.id().to_owned())
+                .unwrap_or_else(|_| "<unnamed device>".into());
+            (id.clone(), vec![id])
+        }
+    }
+}
+
+fn resolve_real(host: &cpal::Host, name: Option<&str>, dir: Direction) -> Result<OpenedDevice, DeviceError> {
+    let host_name = host.id().name().to_owned();
+    let device = match name {
+        None => match dir {
+            Direction::Input => host.default_input_device(),
+            Direction::Output => host.default_output_device(),
+        }
+        .ok_or_else(|| DeviceError::NoDefaultDevice {
+            direction: dir,
+            host: host_name.clone(),
+        })?,
+        Some(query) => {
+            let enumerate = |e| DeviceError::Enumerate {
+                host: host_name.clone(),
+                source: e,
+            };
+            let devices: Vec<cpal::Device> = match dir {
+                Direction::Input => host.input_devices().map_err(enumerate)?.collect(),
+                Direction::Output => host.output_devices().map_err(enumerate)?.collect(),
+            };
+            let described: Vec<(String, Vec<String>)> = devices.iter().map(describe_real).collect();
+            let keys: Vec<&[String]> = described.iter().map(|(_, k)| k.as_slice()).collect();
+            match match_keys(query, &keys) {
+                Ok(i) => devices[i].clone(),
+                Err(MatchError::NotFound) => {
+                    return Err(DeviceError::NoMatch {
+                        direction: dir,
+                        query: query.to_owned(),
+                        host: host_name,
+                        candidates: described.into_iter().map(|(label, _)| label).collect(),
+                    })
+                }
+                Err(MatchError::Ambiguous(indices)) => {
+                    return Err(DeviceError::Ambiguous {
+                        query: query.to_owned(),
+                        host: host_name,
+                        matches: indices.iter().map(|&i| described[i].0.clone()).collect(),
+                    })
+                }
+            }
+        }
+    };
+    let (device_name, _) = describe_real(&device);
+    Ok(OpenedDevice {
+        device,
+        host_name,
+        device_name,
+        is_virtual: false,
+    })
+}
+
+/// True if ALSA reports at least one hardware PCM (a PCM id on a card: `hw:…`, `plughw:…`,
+/// or any `…CARD=…`). Plugin and pseudo devices such as `null`, `default`, `pulse`, `jack` do
+/// not count. Used to print "no sound card found; use the virtual devices: …".
+pub fn has_sound_card() -> bool {
+    let Ok(host) = cpal::host_from_id(HostId::Alsa) else {
+        return false;
+    };
+    let Ok(mut devices) = host.devices() else {
+        return false;
+    };
+    devices.any(|d| {
+        d.description()
+            .ok()
+            .and_then(|desc| desc.driver().map(is_hardware_pcm_id))
+            .unwrap_or(false)
+    })
+}
+
+/// Whether an ALSA PCM id names a device on a sound card.
+pub(crate) fn is_hardware_pcm_id(pcm_id: &str) -> bool {
+    let id = pcm_id.to_ascii_lowercase();
+    id.starts_with("hw:") || id.starts_with("plughw:") || id.contains("card=")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_choice_parses_and_displays() {
+        for (s, h) in [
+            ("alsa", HostChoice::Alsa),
+            ("JACK", HostChoice::Jack),
+            ("pulse", HostChoice::PulseAudio),
+            ("pulseaudio", HostChoice::PulseAudio),
+            ("virtual", HostChoice::Virtual),
+            ("auto", HostChoice::Auto),
+        ] {
+            assert_eq!(s.parse::<HostChoice>().ok(), Some(h));
+            assert_eq!(h.to_string().parse::<HostChoice>().ok(), Some(h));
+        }
+        let err = "coreaudio".parse::<HostChoice>().err().map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("unknown audio host 'coreaudio'; expected one of: auto, alsa, jack, pulseaudio (or pulse), virtual")
+        );
+    }
+
+    #[test]
+    fn hardware_pcm_ids() {
+        assert!(is_hardware_pcm_id("hw:CARD=PCH,DEV=0"));
+        assert!(is_hardware_pcm_id("plughw:CARD=0,DEV=0"));
+        assert!(is_hardware_pcm_id("front:CARD=PCH,DEV=0"));
+        assert!(!is_hardware_pcm_id("null"));
+        assert!(!is_hardware_pcm_id("default"));
+        assert!(!is_hardware_pcm_id("pulse"));
+        assert!(!is_hardware_pcm_id("jack"));
+    }
+
+    #[test]
+    fn error_messages_are_actionable() {
+        let e = DeviceError::NoMatch {
+            direction: Direction::Input,
+            query: "USB Mic".into(),
+            host: "ALSA".into(),
+            candidates: vec!["a".into(), "b".into()],
+        };
+        assert_eq!(
+            e.to_string(),
+            "no input device matching 'USB Mic' on host ALSA; candidates: 'a', 'b'; run with --list-devices"
+        );
+        let e = DeviceError::Ambiguous {
+            query: "hw".into(),
+            host: "ALSA".into(),
+            matches: vec!["a".into(), "b".into()],
+        };
+        assert!(e
+            .to_string()
+            .starts_with("device name 'hw' is ambiguous on ALSA: matches 'a', 'b'"));
+        let e = DeviceError::HostUnavailable {
+            host: "JACK".into(),
+            reason: unavailable_reason(HostId::Jack, None),
+        };
+        assert_eq!(e.to_string(), "host JACK is not available (is jackd running?)");
+        let e = DeviceError::NoSoundCard {
+            direction: Direction::Output,
+        };
+        let msg = e.to_string();
+        assert!(msg.starts_with("no sound card found"), "{msg}");
+        assert!(msg.contains("wav:PATH") && msg.contains("null"), "{msg}");
+    }
+
+    #[test]
+    fn virtual_names_select_virtual_host_in_auto() {
+        let opts = VirtualOptions::default();
+        let d = open_device(HostChoice::Auto, Some("tone:440"), Direction::Input, opts);
+        let d = d.map_err(|e| e.to_string());
+        assert!(
+            matches!(&d, Ok(d) if d.is_virtual && d.host_name == "Virtual" && d.device_name == "tone:440")
+        );
+        let d = open_device(HostChoice::Auto, Some("null"), Direction::Output, opts);
+        assert!(matches!(&d, Ok(d) if d.is_virtual));
+        let d = open_device(HostChoice::Virtual, None, Direction::Output, opts);
+        assert!(matches!(&d, Ok(d) if d.device_name == "null"));
+    }
+
+    #[test]
+    fn bad_virtual_specs_are_clear() {
+        let opts = VirtualOptions::default();
+        let msg = |r: Result<OpenedDevice, DeviceError>| r.err().map(|e| e.to_string());
+        assert_eq!(
+            msg(open_device(
+                HostChoice::Auto,
+                Some("tone:abc"),
+                Direction::Input,
+                opts
+            ))
+            .as_deref(),
+            Some("virtual device 'tone:abc': frequency must be a number in (0, 24000)")
+        );
+        assert!(msg(open_device(
+            HostChoice::Auto,
+            Some("tone:24000"),
+            Direction::Input,
+            opts
+        ))
+        .is_some());
+        assert!(msg(open_device(
+            HostChoice::Auto,
+            Some("tone:-1"),
+            Direction::Input,
+            opts
+        ))
+        .is_some());
+        let m = msg(open_device(
+            HostChoice::Auto,
+            Some("silence"),
+            Direction::Output,
+            opts,
+        ));
+        assert!(m.as_deref().is_some_and(|m| m.contains("input-only")), "{m:?}");
+        let m = msg(open_device(
+            HostChoice::Virtual,
+            Some("foo"),
+            Direction::Input,
+            opts,
+        ));
+        assert!(m.as_deref().is_some_and(|m| m.contains("tone:HZ")), "{m:?}");
+        let bad_ppm = VirtualOptions { clock_ppm: f64::NAN };
+        assert!(msg(open_device(
+            HostChoice::Virtual,
+            Some("null"),
+            Direction::Output,
+            bad_ppm
+        ))
+        .is_some());
+    }
+}

@@ -1,0 +1,79 @@
+//! The capture side: the cpal input callback. It only copies frames into the sample ring,
+//! notes when they were captured, and wakes the encoder thread. No allocation, no lock, no
+//! logging, bounded time.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::Thread;
+
+use cpal::InputCallbackInfo;
+use patchcord_devices::clock::HostClock;
+
+/// When capture frame `frame_index` was captured, by the host clock (Unix ns).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CaptureMark {
+    pub frame_index: u64,
+    pub capture_unix_ns: i64,
+}
+
+/// Counters shared between the audio thread, the encoder thread and the control thread.
+#[derive(Default)]
+pub struct CaptureCounters {
+    pub frames_captured: AtomicU64,
+    /// Frames dropped because the sample ring was full (encoder too slow).
+    pub ring_overruns: AtomicU64,
+    pub callbacks: AtomicU64,
+    pub xruns: AtomicU64,
+}
+
+pub struct CaptureSide {
+    pub samples: rtrb::Producer<f32>,
+    pub marks: rtrb::Producer<CaptureMark>,
+    pub channels: usize,
+    pub clock: HostClock,
+    pub counters: Arc<CaptureCounters>,
+    pub encoder: Thread,
+    pub frame_index: u64,
+}
+
+impl CaptureSide {
+    /// The body of the input callback, for any sample format convertible to f32.
+    pub fn on_input<T: Copy>(&mut self, data: &[T], info: &InputCallbackInfo, to_f32: impl Fn(T) -> f32) {
+        let now = self.clock.now_unix_ns();
+        let ts = info.timestamp();
+        let since_capture = ts.callback.saturating_duration_since(ts.capture).as_nanos() as i64;
+        let frames = data.len() / self.channels;
+        let mark = CaptureMark {
+            frame_index: self.frame_index,
+            capture_unix_ns: now - since_capture,
+        };
+        // A full mark ring only means the encoder has not read recent marks: skip one.
+        let _ = self.marks.push(mark);
+        let want = frames * self.channels;
+        let room = self.samples.slots().min(want) / self.channels * self.channels;
+        if let Ok(mut chunk) = self.samples.write_chunk_uninit(room) {
+            let (a, b) = chunk.as_mut_slices();
+            let split = a.len();
+            for (dst, src) in a.iter_mut().zip(&data[..split]) {
+                dst.write(to_f32(*src));
+            }
+            for (dst, src) in b.iter_mut().zip(&data[split..room]) {
+                dst.write(to_f32(*src));
+            }
+            // SAFETY: all `room` slots were initialised just above.
+            unsafe { chunk.commit_all() };
+        }
+        if room < want {
+            self.counters
+                .ring_overruns
+                .fetch_add(((want - room) / self.channels) as u64, Ordering::Relaxed);
+        }
+        self.frame_index += frames as u64;
+        self.counters
+            .frames_captured
+            .fetch_add(frames as u64, Ordering::Relaxed);
+        self.counters.callbacks.fetch_add(1, Ordering::Relaxed);
+        // Futex wake of a parked thread: wait-free for the caller, never blocks.
+        self.encoder.unpark();
+    }
+}

@@ -1,0 +1,423 @@
+//! `patchcord-send`: capture audio from a device, encode it with Opus, send it as RTP
+//! (RFC 3550 / RFC 7587) over UDP.
+//!
+//! Threads: the cpal input callback (copy only) → rtrb sample ring → encoder thread
+//! (Opus + RTP + UDP send + RTCP SR) ; the main thread runs a small tokio runtime for
+//! name resolution, the once-a-second status line, stats output and signals.
+
+mod capture;
+mod encoder;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::Parser;
+use cpal::traits::{DeviceTrait, StreamTrait};
+use cpal::{BufferSize, SampleFormat, StreamConfig};
+use patchcord_common::rtp::Packetizer;
+use patchcord_devices::app::{parse_seconds, wait_for_stop, DeviceArgs, StatsSink, StopReason};
+use patchcord_devices::clock::HostClock;
+use patchcord_devices::{open_device, Direction};
+use serde_json::json;
+
+use capture::{CaptureCounters, CaptureMark, CaptureSide};
+use encoder::{EncoderConfig, EncoderStats, EncoderThread};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "patchcord-send",
+    version,
+    about = "Capture audio and send it as Opus over RTP/UDP"
+)]
+struct Args {
+    /// Destination HOST:PORT (IPv4, [IPv6] or a host name), e.g. 192.168.1.20:5004.
+    #[arg(long, value_name = "HOST:PORT", required_unless_present = "list_devices")]
+    to: Option<String>,
+    #[command(flatten)]
+    device: DeviceArgs,
+    /// Opus frame duration in ms: 2.5, 5, 10, 20, 40 or 60.
+    #[arg(long, default_value = "10", value_parser = parse_frame_ms)]
+    frame_ms: f64,
+    /// Opus bitrate in bits per second (6000..=510000).
+    #[arg(long, default_value_t = 128_000, value_parser = clap::value_parser!(i32).range(6000..=510_000))]
+    bitrate: i32,
+    /// Opus application: audio, voip or lowdelay (CELT only: lowest delay, no in-band FEC).
+    #[arg(long, default_value = "audio", value_parser = ["audio", "voip", "lowdelay"])]
+    application: String,
+    /// Enable Opus in-band FEC (SILK/hybrid modes only; ignored by lowdelay).
+    #[arg(long)]
+    fec: bool,
+    /// Expected packet loss in percent, tunes how much FEC the encoder adds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i32).range(0..=100))]
+    expected_loss: i32,
+    /// Opus encoder complexity 0..=10.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i32).range(0..=10))]
+    complexity: i32,
+    /// RTP payload type (dynamic range 96..=127).
+    #[arg(long, default_value_t = 96, value_parser = clap::value_parser!(u8).range(96..=127))]
+    payload_type: u8,
+    /// Send RTCP to the RTP port (RFC 5761 mux) instead of port + 1.
+    #[arg(long)]
+    rtcp_mux: bool,
+    /// Do not send RTCP at all.
+    #[arg(long, conflicts_with = "rtcp_mux")]
+    no_rtcp: bool,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    duration: Option<f64>,
+    /// Write statistics as JSON lines to PATH (or - for standard output), once a second
+    /// and a final summary.
+    #[arg(long, value_name = "PATH|-")]
+    stats_json: Option<String>,
+    /// No status line on stderr.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn parse_frame_ms(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if [2.5, 5.0, 10.0, 20.0, 40.0, 60.0].contains(&v) {
+        Ok(v)
+    } else {
+        Err("frame duration must be one of 2.5, 5, 10, 20, 40, 60 (ms)".into())
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.device.list_devices {
+        let mut out = std::io::stdout().lock();
+        return match patchcord_devices::list_devices(&mut out, args.device.virtual_options()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("patchcord-send: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("patchcord-send: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("patchcord-send: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn resolve(to: &str) -> Result<SocketAddr, String> {
+    let mut addrs = tokio::net::lookup_host(to).await.map_err(|e| {
+        format!("bad destination '{to}': {e} (expected HOST:PORT, e.g. 127.0.0.1:5004 or [::1]:5004)")
+    })?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("destination '{to}' resolved to no address"))
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let to = args.to.as_deref().ok_or("missing --to HOST:PORT")?;
+    let dest = resolve(to).await?;
+    if dest.port() == 0 {
+        return Err(format!("bad destination '{to}': port 0"));
+    }
+    let rtcp_dest = if args.no_rtcp {
+        None
+    } else if args.rtcp_mux {
+        Some(dest)
+    } else {
+        let mut d = dest;
+        d.set_port(
+            dest.port()
+                .checked_add(1)
+                .ok_or("RTP port 65535 leaves no port for RTCP; use --rtcp-mux")?,
+        );
+        Some(d)
+    };
+    let clock = HostClock::new();
+    let channels = args.device.channels as usize;
+    let frame_samples = (args.frame_ms * 48.0).round() as usize;
+
+    // Encoder
+    let app = match args.application.as_str() {
+        "voip" => opus::Application::Voip,
+        "lowdelay" => opus::Application::LowDelay,
+        _ => opus::Application::Audio,
+    };
+    let opus_channels = if channels == 2 {
+        opus::Channels::Stereo
+    } else {
+        opus::Channels::Mono
+    };
+    let mut enc = opus::Encoder::new(48_000, opus_channels, app).map_err(|e| format!("Opus encoder: {e}"))?;
+    enc.set_bitrate(opus::Bitrate::Bits(args.bitrate))
+        .map_err(|e| format!("Opus bitrate: {e}"))?;
+    enc.set_complexity(args.complexity)
+        .map_err(|e| format!("Opus complexity: {e}"))?;
+    if args.fec {
+        enc.set_inband_fec(true).map_err(|e| format!("Opus FEC: {e}"))?;
+        enc.set_packet_loss_perc(args.expected_loss)
+            .map_err(|e| format!("Opus FEC: {e}"))?;
+        if app == opus::Application::LowDelay {
+            eprintln!(
+                "patchcord-send: note: --fec has no effect with --application lowdelay (CELT carries no FEC)"
+            );
+        }
+    }
+    let lookahead = enc
+        .get_lookahead()
+        .map_err(|e| format!("Opus lookahead: {e}"))?
+        .max(0) as u32;
+
+    // Socket
+    let bind: SocketAddr = if dest.is_ipv6() {
+        "[::]:0".parse()
+    } else {
+        "0.0.0.0:0".parse()
+    }
+    .map_err(|e| format!("{e}"))?;
+    let socket = UdpSocket::bind(bind).map_err(|e| format!("cannot open UDP socket: {e}"))?;
+
+    // RTP identity: random SSRC, sequence and timestamp start (RFC 3550 §5.1).
+    let ssrc: u32 = rand::random();
+    let seq0: u16 = rand::random();
+    let ts0: u32 = rand::random();
+    let packetizer = Packetizer::new(ssrc, args.payload_type, seq0, ts0);
+
+    // Device
+    let opened = open_device(
+        args.device.host,
+        args.device.device.as_deref(),
+        Direction::Input,
+        args.device.virtual_options(),
+    )
+    .map_err(|e| e.to_string())?;
+    let supported = opened
+        .device
+        .supported_input_configs()
+        .map_err(|e| format!("cannot query input device '{}': {e}", opened.device_name))?;
+    let mut format = None;
+    let mut offered = vec![];
+    for range in supported {
+        offered.push(format!(
+            "{} ch {}-{} Hz {}",
+            range.channels(),
+            range.min_sample_rate(),
+            range.max_sample_rate(),
+            range.sample_format()
+        ));
+        if range.channels() as usize == channels
+            && range.min_sample_rate() <= 48_000
+            && range.max_sample_rate() >= 48_000
+        {
+            match range.sample_format() {
+                SampleFormat::F32 => format = Some(SampleFormat::F32),
+                SampleFormat::I16 if format.is_none() => format = Some(SampleFormat::I16),
+                _ => {}
+            }
+        }
+    }
+    let format = format.ok_or_else(|| {
+        format!(
+            "input device '{}' on {} does not support {channels} channel(s) at 48000 Hz as f32 or i16; it offers: {}",
+            opened.device_name,
+            opened.host_name,
+            if offered.is_empty() { "nothing".to_string() } else { offered.join(", ") }
+        )
+    })?;
+    let config = StreamConfig {
+        channels: channels as u16,
+        sample_rate: 48_000,
+        buffer_size: args
+            .device
+            .period
+            .map(BufferSize::Fixed)
+            .unwrap_or(BufferSize::Default),
+    };
+
+    // Rings between the audio thread and the encoder: one second of samples.
+    let (sample_tx, sample_rx) = rtrb::RingBuffer::<f32>::new(48_000 * channels);
+    let (mark_tx, mark_rx) = rtrb::RingBuffer::<CaptureMark>::new(1024);
+    let (err_tx, mut err_rx) = rtrb::RingBuffer::<cpal::Error>::new(64);
+    let capture_counters = Arc::new(CaptureCounters::default());
+    let enc_stats = Arc::new(EncoderStats::default());
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let encoder_thread = EncoderThread {
+        cfg: EncoderConfig {
+            channels,
+            frame_samples,
+            packetizer,
+            encoder: enc,
+            lookahead_samples: lookahead,
+            socket,
+            rtp_dest: dest,
+            rtcp_dest,
+            clock,
+        },
+        samples: sample_rx,
+        marks: mark_rx,
+        capture: capture_counters.clone(),
+        stats: enc_stats.clone(),
+        stop: stop.clone(),
+    };
+    let encoder_handle = std::thread::Builder::new()
+        .name("patchcord-encoder".into())
+        .spawn(move || encoder_thread.run())
+        .map_err(|e| format!("cannot start encoder thread: {e}"))?;
+
+    let mut side = CaptureSide {
+        samples: sample_tx,
+        marks: mark_tx,
+        channels,
+        clock,
+        counters: capture_counters.clone(),
+        encoder: encoder_handle.thread().clone(),
+        frame_index: 0,
+    };
+    let xruns = capture_counters.clone();
+    let mut err_tx = err_tx;
+    let err_cb = move |e: cpal::Error| {
+        if e.kind() == cpal::ErrorKind::Xrun {
+            xruns.xruns.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let _ = err_tx.push(e);
+        }
+    };
+    let build = match format {
+        SampleFormat::I16 => opened.device.build_input_stream::<i16, _, _>(
+            config,
+            move |data, info| side.on_input(data, info, |s| s as f32 / 32768.0),
+            err_cb,
+            None,
+        ),
+        _ => opened.device.build_input_stream::<f32, _, _>(
+            config,
+            move |data, info| side.on_input(data, info, |s| s),
+            err_cb,
+            None,
+        ),
+    };
+    let stream = build.map_err(|e| {
+        format!(
+            "cannot open input device '{}' on {}: {e}",
+            opened.device_name, opened.host_name
+        )
+    })?;
+    stream
+        .play()
+        .map_err(|e| format!("cannot start input device '{}': {e}", opened.device_name))?;
+
+    let mut stats_out = StatsSink::open(args.stats_json.as_deref()).map_err(|e| e.to_string())?;
+    if !args.quiet {
+        eprintln!(
+            "patchcord-send: {} on {} -> {dest} | {channels} ch, {} ms frames, {} kb/s, {}{} | SSRC {ssrc:08x}, PT {}, RTCP {}",
+            opened.device_name,
+            opened.host_name,
+            args.frame_ms,
+            args.bitrate / 1000,
+            args.application,
+            if args.fec { " +FEC" } else { "" },
+            args.payload_type,
+            match rtcp_dest {
+                None => "off".to_string(),
+                Some(d) => d.to_string(),
+            }
+        );
+    }
+
+    let started = Instant::now();
+    let snapshot = |final_: bool| {
+        let packets = enc_stats.packets_sent.load(Ordering::Relaxed);
+        let frames = capture_counters.frames_captured.load(Ordering::Relaxed);
+        json!({
+            "t": started.elapsed().as_secs_f64(),
+            "final": final_,
+            "ssrc": ssrc,
+            "initial_timestamp": ts0,
+            "initial_sequence": seq0,
+            "lookahead_samples": lookahead,
+            "frame_samples": frame_samples,
+            "packets_sent": packets,
+            "bytes_sent": enc_stats.bytes_sent.load(Ordering::Relaxed),
+            "payload_bytes": enc_stats.payload_bytes.load(Ordering::Relaxed),
+            "send_errors": enc_stats.send_errors.load(Ordering::Relaxed),
+            "encode_errors": enc_stats.encode_errors.load(Ordering::Relaxed),
+            "sender_reports": enc_stats.sender_reports.load(Ordering::Relaxed),
+            "frames_captured": frames,
+            "ring_overruns": capture_counters.ring_overruns.load(Ordering::Relaxed),
+            "xruns": capture_counters.xruns.load(Ordering::Relaxed),
+            "capture_start_unix_ns": enc_stats.capture_start_unix_ns.load(Ordering::Relaxed),
+            "encode_us_max": enc_stats.encode_ns_max.load(Ordering::Relaxed) as f64 / 1000.0,
+            "encode_us_mean": if packets > 0 { enc_stats.encode_ns_total.load(Ordering::Relaxed) as f64 / 1000.0 / packets as f64 } else { 0.0 },
+        })
+    };
+
+    let stop_fut = wait_for_stop(args.duration);
+    tokio::pin!(stop_fut);
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.tick().await;
+    let mut last_bytes = 0u64;
+    let reason = loop {
+        tokio::select! {
+            r = &mut stop_fut => break r,
+            _ = tick.tick() => {
+                while let Ok(e) = err_rx.pop() {
+                    eprintln!("patchcord-send: device error: {e}");
+                }
+                let s = snapshot(false);
+                let bytes = enc_stats.bytes_sent.load(Ordering::Relaxed);
+                if !args.quiet {
+                    eprintln!(
+                        "send {:>6.1}s | packets {:>7} | {:>6.1} kb/s | overruns {} | xruns {} | send errors {} | encode mean {:.0} us max {:.0} us",
+                        s["t"].as_f64().unwrap_or(0.0),
+                        s["packets_sent"],
+                        (bytes - last_bytes) as f64 * 8.0 / 1000.0,
+                        s["ring_overruns"],
+                        s["xruns"],
+                        s["send_errors"],
+                        s["encode_us_mean"].as_f64().unwrap_or(0.0),
+                        s["encode_us_max"].as_f64().unwrap_or(0.0),
+                    );
+                }
+                last_bytes = bytes;
+                if let Err(e) = stats_out.write(&s) {
+                    eprintln!("patchcord-send: stats output failed: {e}");
+                }
+            }
+        }
+    };
+    // Stop capture first, then let the encoder drain the ring and send BYE.
+    drop(stream);
+    stop.store(true, Ordering::Release);
+    encoder_handle.thread().unpark();
+    if encoder_handle.join().is_err() {
+        return Err("encoder thread panicked".into());
+    }
+    let summary = snapshot(true);
+    let _ = stats_out.write(&summary);
+    eprintln!(
+        "patchcord-send: stopped ({}) after {:.1} s: {} packets, {} bytes, {} frames captured, {} ring overruns, {} xruns, {} send errors",
+        match reason {
+            StopReason::Interrupted => "interrupted",
+            StopReason::Terminated => "terminated",
+            StopReason::DurationElapsed => "duration reached",
+        },
+        summary["t"].as_f64().unwrap_or(0.0),
+        summary["packets_sent"],
+        summary["bytes_sent"],
+        summary["frames_captured"],
+        summary["ring_overruns"],
+        summary["xruns"],
+        summary["send_errors"],
+    );
+    Ok(())
+}

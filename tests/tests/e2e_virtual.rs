@@ -1,0 +1,341 @@
+//! End-to-end: the real `patchcord-send` and `patchcord-recv` binaries over loopback UDP,
+//! on virtual devices (wav: in, wav: out). The output must be the input delayed by exactly
+//! the end-to-end latency the receiver reports.
+
+use std::net::UdpSocket;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use patchcord_tests::*;
+
+fn wait_for_file(p: &Path) {
+    let start = Instant::now();
+    while !p.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{} never appeared",
+            p.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+struct Run {
+    recv: serde_json::Value,
+    send: serde_json::Value,
+    input: Vec<f32>,
+    output: Vec<f32>,
+    out_channels: u16,
+    dir: std::path::PathBuf,
+}
+
+/// Stream `signal` (mono) through sender and receiver with the given extra flags.
+fn stream_through(name: &str, signal: &[f32], send_args: &[&str], recv_args: &[&str], channels: u16) -> Run {
+    let dir = scratch(name);
+    let input = dir.join("in.wav");
+    write_wav(&input, 1, signal);
+    let port = free_port_pair();
+    let secs = signal.len() as f64 / 48_000.0;
+    let s = |x: &str| x.to_string();
+    let mut rargs = vec![
+        s("--listen"),
+        format!("127.0.0.1:{port}"),
+        s("--device"),
+        format!("wav:{}", dir.join("out.wav").display()),
+        s("--channels"),
+        channels.to_string(),
+        s("--duration"),
+        format!("{}", secs + 2.5),
+        s("--stats-json"),
+        dir.join("recv.json").display().to_string(),
+        s("--timeline"),
+        dir.join("timeline.csv").display().to_string(),
+        s("-q"),
+    ];
+    rargs.extend(recv_args.iter().map(|a| a.to_string()));
+    let mut recv = Proc::spawn(&dir, "recv", &bin("patchcord-recv"), &rargs);
+    wait_for_file(&dir.join("recv.json"));
+    let mut sargs = vec![
+        s("--to"),
+        format!("127.0.0.1:{port}"),
+        s("--device"),
+        format!("wav:{}", input.display()),
+        s("--channels"),
+        channels.to_string(),
+        s("--duration"),
+        format!("{}", secs + 0.5),
+        s("--stats-json"),
+        dir.join("send.json").display().to_string(),
+        s("-q"),
+    ];
+    sargs.extend(send_args.iter().map(|a| a.to_string()));
+    let mut send = Proc::spawn(&dir, "send", &bin("patchcord-send"), &sargs);
+    let (ok, err) = send.wait(Duration::from_secs(60));
+    assert!(ok, "sender failed: {err}");
+    let (ok, err) = recv.wait(Duration::from_secs(60));
+    assert!(ok, "receiver failed: {err}");
+    let (out_channels, output) = read_wav(&dir.join("out.wav"));
+    Run {
+        recv: final_stats(&dir.join("recv.json")),
+        send: final_stats(&dir.join("send.json")),
+        input: signal.to_vec(),
+        output,
+        out_channels,
+        dir,
+    }
+}
+
+fn n(v: &serde_json::Value, k: &str) -> f64 {
+    v[k].as_f64().unwrap_or_else(|| panic!("missing {k} in {v}"))
+}
+
+fn assert_clean_and_aligned(run: &Run, min_snr_db: f64) {
+    let (r, s) = (&run.recv, &run.send);
+    // Exact accounting on a clean loopback: nothing lost, late, or concealed.
+    assert_eq!(
+        n(r, "packets_received"),
+        n(s, "packets_sent"),
+        "recv {r}\nsend {s}"
+    );
+    assert_eq!(n(r, "played"), n(s, "packets_sent"));
+    for k in [
+        "lost",
+        "missing",
+        "late",
+        "duplicates",
+        "concealed_samples",
+        "underruns",
+        "decode_errors",
+        "xruns",
+    ] {
+        assert_eq!(n(r, k), 0.0, "{k} in {r}");
+    }
+    assert_eq!(n(s, "ring_overruns"), 0.0);
+    assert_eq!(n(s, "send_errors"), 0.0);
+    for (k, v) in r["dropped"].as_object().unwrap() {
+        assert_eq!(v.as_u64(), Some(0), "dropped {k}");
+    }
+    // The receiver's reported end-to-end latency predicts where the input lands in the
+    // output file, to the sample.
+    let latency_ns = n(r, "latency_ns");
+    let capture0 = n(s, "capture_start_unix_ns");
+    let output0 = n(r, "output_start_unix_ns");
+    let predicted = (latency_ns + capture0 - output0) * 48_000.0 / 1e9;
+    let out0 = channel(&run.output, run.out_channels, 0);
+    let lag = best_lag(&run.input, &out0, out0.len());
+    eprintln!(
+        "{}: latency {:.3} ms, predicted lag {predicted:.2}, measured lag {lag}",
+        run.dir.display(),
+        latency_ns / 1e6
+    );
+    assert!(
+        (lag as f64 - predicted).abs() <= 1.0,
+        "measured lag {lag} vs predicted {predicted:.2}"
+    );
+    // High SNR over the whole signal, on every channel.
+    for ch in 0..run.out_channels as usize {
+        let y = channel(&run.output, run.out_channels, ch);
+        assert!(y.len() >= lag + run.input.len(), "output too short");
+        let snr = snr_db(&run.input, &y[lag..lag + run.input.len()]);
+        eprintln!("channel {ch}: SNR {snr:.1} dB");
+        assert!(snr > min_snr_db, "channel {ch} SNR {snr:.1} dB");
+    }
+}
+
+#[test]
+fn mono_10ms_frames_output_equals_input_delayed_by_reported_latency() {
+    let run = stream_through(
+        "mono_10ms",
+        &chirp(4.0),
+        &["--bitrate", "128000"],
+        &["--latency", "20"],
+        1,
+    );
+    assert_clean_and_aligned(&run, 30.0);
+    // latency = frame + look-ahead + buffer + device periods: sanity bounds only
+    let l = n(&run.recv, "latency_ms");
+    assert!(l > 36.0 && l < 60.0, "latency {l}");
+}
+
+#[test]
+fn stereo_lowdelay_2_5ms_frames_small_buffer() {
+    let run = stream_through(
+        "stereo_2_5ms",
+        &chirp(3.0),
+        &[
+            "--frame-ms",
+            "2.5",
+            "--application",
+            "lowdelay",
+            "--bitrate",
+            "256000",
+            "--period",
+            "64",
+        ],
+        &["--latency", "5", "--period", "64"],
+        2,
+    );
+    assert_clean_and_aligned(&run, 30.0);
+    let l = n(&run.recv, "latency_ms");
+    assert!(l < 15.0, "latency {l}");
+}
+
+#[test]
+fn timeline_attributes_every_played_sample() {
+    let run = stream_through("timeline", &chirp(2.0), &[], &["--latency", "15"], 1);
+    let csv = std::fs::read_to_string(run.dir.join("timeline.csv")).unwrap();
+    let mut next_frame: Option<u64> = None;
+    let mut packets = 0;
+    for line in csv.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let (frame, len): (u64, u64) = (f[0].parse().unwrap(), f[1].parse().unwrap());
+        if let Some(nf) = next_frame {
+            assert_eq!(frame, nf, "gap or overlap in the timeline at {line}");
+        }
+        next_frame = Some(frame + len);
+        assert!(
+            f[3] == "packet" || f[3] == "silence",
+            "unexpected source in {line}"
+        );
+        packets += (f[3] == "packet") as u64;
+    }
+    assert_eq!(packets as f64, n(&run.send, "packets_sent"));
+}
+
+/// Garbage of every kind sent at the receiver while it plays: each kind counted, nothing
+/// else disturbed.
+#[test]
+fn malformed_datagrams_are_counted_by_kind_and_never_disturb_playout() {
+    let dir = scratch("malformed");
+    let port = free_port_pair();
+    let mut recv = Proc::spawn(
+        &dir,
+        "recv",
+        &bin("patchcord-recv"),
+        &[
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--device".into(),
+            "null".into(),
+            "--duration".into(),
+            "4".into(),
+            "--stats-json".into(),
+            dir.join("recv.json").display().to_string(),
+            "-q".into(),
+        ],
+    );
+    wait_for_file(&dir.join("recv.json"));
+    let mut send = Proc::spawn(
+        &dir,
+        "send",
+        &bin("patchcord-send"),
+        &[
+            "--to".into(),
+            format!("127.0.0.1:{port}"),
+            "--device".into(),
+            "tone:1000".into(),
+            "--duration".into(),
+            "3".into(),
+            "--stats-json".into(),
+            dir.join("send.json").display().to_string(),
+            "-q".into(),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = format!("127.0.0.1:{port}");
+    let good_header = [0x80u8, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1];
+    let mut cases: Vec<(&str, Vec<u8>)> = vec![
+        ("truncated", vec![0x80, 96, 0]),
+        (
+            "bad_version",
+            [&[0x40u8, 96][..], &good_header[2..], &[0xf8]].concat(),
+        ),
+        (
+            "csrc_beyond_length",
+            [&[0x8fu8, 96][..], &good_header[2..], &[0xf8]].concat(),
+        ),
+        (
+            "bad_extension",
+            [&[0x90u8, 96][..], &good_header[2..], &[0, 0, 0, 9]].concat(),
+        ),
+        (
+            "bad_padding",
+            [&[0xa0u8, 96][..], &good_header[2..], &[0xf8, 40]].concat(),
+        ),
+        (
+            "wrong_payload_type",
+            [&[0x80u8, 111][..], &good_header[2..], &[0xf8]].concat(),
+        ),
+        ("empty_payload", good_header.to_vec()),
+        ("bad_opus", [&good_header[..], &[0xfb]].concat()),
+        ("oversized", [&good_header[..], &vec![0xf8; 2000][..]].concat()),
+    ];
+    cases.push(("rtcp_malformed", vec![0x80, 200, 0, 40, 1, 2, 3, 4]));
+    for round in 0..3 {
+        for (_, d) in &cases {
+            sock.send_to(d, &to).unwrap();
+        }
+        let _ = round;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (ok, err) = send.wait(Duration::from_secs(30));
+    assert!(ok, "{err}");
+    let (ok, err) = recv.wait(Duration::from_secs(30));
+    assert!(ok, "{err}");
+    let r = final_stats(&dir.join("recv.json"));
+    let s = final_stats(&dir.join("send.json"));
+    for (kind, _) in &cases[..cases.len() - 1] {
+        assert_eq!(r["dropped"][kind].as_u64(), Some(3), "{kind}: {}", r["dropped"]);
+    }
+    assert_eq!(r["rtcp_malformed"].as_u64(), Some(3));
+    // the stream itself was untouched
+    assert_eq!(r["packets_received"], s["packets_sent"]);
+    assert_eq!(r["lost"].as_i64(), Some(0));
+    assert_eq!(r["concealed_samples"].as_u64(), Some(0));
+}
+
+/// SIGTERM and SIGINT stop both binaries cleanly: exit 0, WAV finalized, summary printed.
+#[test]
+fn signals_stop_cleanly_and_finalize_the_wav() {
+    let dir = scratch("signals");
+    let port = free_port_pair();
+    let out = dir.join("out.wav");
+    let recv = Proc::spawn(
+        &dir,
+        "recv",
+        &bin("patchcord-recv"),
+        &[
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--device".into(),
+            format!("wav:{}", out.display()),
+            "--stats-json".into(),
+            dir.join("recv.json").display().to_string(),
+        ],
+    );
+    wait_for_file(&dir.join("recv.json"));
+    let send = Proc::spawn(
+        &dir,
+        "send",
+        &bin("patchcord-send"),
+        &[
+            "--to".into(),
+            format!("127.0.0.1:{port}"),
+            "--device".into(),
+            "tone:440".into(),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    send.signal("INT");
+    recv.signal("TERM");
+    let (mut send, mut recv) = (send, recv);
+    let (ok, err) = send.wait(Duration::from_secs(10));
+    assert!(ok && err.contains("stopped (interrupted)"), "{err}");
+    let (ok, err) = recv.wait(Duration::from_secs(10));
+    assert!(ok && err.contains("stopped (terminated)"), "{err}");
+    let (_, samples) = read_wav(&out);
+    let r = final_stats(&dir.join("recv.json"));
+    assert_eq!(samples.len() as u64 / 2, r["output_frames"].as_u64().unwrap());
+    assert!(samples.iter().any(|s| s.abs() > 0.3), "the tone is in the file");
+}
