@@ -64,6 +64,11 @@ pub struct PlayoutConfig {
     pub capacity_packets: usize,
     /// Continuous dry concealment after which the stream goes idle.
     pub idle_after_ns: i64,
+    /// Length of the level keeper's observation window, in output frames.
+    pub level_window_frames: u64,
+    /// How far (samples) the window's minimum buffer level may move from the level set at
+    /// the start of the timeline before the delay keeper slips it back.
+    pub level_tolerance_samples: u64,
 }
 
 impl Default for PlayoutConfig {
@@ -73,6 +78,8 @@ impl Default for PlayoutConfig {
             latency_ns: 20_000_000,
             capacity_packets: 1024,
             idle_after_ns: 500_000_000,
+            level_window_frames: SAMPLE_RATE as u64,
+            level_tolerance_samples: 48,
         }
     }
 }
@@ -169,6 +176,72 @@ pub struct StreamPlayout {
     dry: bool,
     dry_samples: u64,
     ended: bool,
+    level: LevelKeeper,
+    /// Packets wholly before this timestamp were skipped by the delay keeper, not late.
+    skip_until_ts: u64,
+}
+
+/// Holds a fixed playout delay when the sender's and the receiver's sample clocks differ
+/// (or an audio server drops a client's cycle): the minimum buffer level of each window
+/// is compared with the minimum of the first window after the timeline started; a
+/// difference beyond the tolerance in the same direction for [`LEVEL_PERSISTENCE`]
+/// windows in a row is corrected at the next chunk boundary, by skipping audio (level
+/// too high) or concealing (too low). Issue-3's resampler replaces these
+/// slips with an inaudible rate change; the measurement stays the same.
+#[derive(Debug, Clone, Copy, Default)]
+struct LevelKeeper {
+    window_frames: u64,
+    window_min: Option<u64>,
+    reference: Option<u64>,
+    /// Deviations of the last windows beyond the tolerance, all of one sign (0 = none).
+    streak: [i64; LEVEL_PERSISTENCE],
+    streak_len: usize,
+    pending_shift: i64,
+}
+
+/// Windows in a row that must deviate the same way before the keeper slips: clock drift
+/// is persistent, a jitter spike is not.
+const LEVEL_PERSISTENCE: usize = 3;
+
+impl LevelKeeper {
+    fn reset(&mut self) {
+        *self = LevelKeeper::default();
+    }
+
+    fn observe(&mut self, level: u64, frames: u64, cfg: &PlayoutConfig) {
+        self.window_min = Some(self.window_min.map_or(level, |m| m.min(level)));
+        self.window_frames += frames;
+        if self.window_frames < cfg.level_window_frames {
+            return;
+        }
+        let min = self.window_min.take().unwrap_or(level);
+        self.window_frames = 0;
+        let Some(r) = self.reference else {
+            self.reference = Some(min);
+            return;
+        };
+        let diff = min as i64 - r as i64;
+        let same_sign = self.streak_len == 0 || (self.streak[0] > 0) == (diff > 0);
+        if diff.unsigned_abs() <= cfg.level_tolerance_samples || !same_sign {
+            self.streak_len = 0;
+            if diff.unsigned_abs() <= cfg.level_tolerance_samples {
+                return;
+            }
+        }
+        self.streak[self.streak_len] = diff;
+        self.streak_len += 1;
+        if self.streak_len == LEVEL_PERSISTENCE {
+            // Correct by the smallest deviation of the streak: never overshoot.
+            let smallest = self
+                .streak
+                .iter()
+                .copied()
+                .min_by_key(|d| d.unsigned_abs())
+                .unwrap_or(0);
+            self.pending_shift = smallest;
+            self.streak_len = 0;
+        }
+    }
 }
 
 /// Creating the decoder failed (only for an invalid channel count).
@@ -210,6 +283,8 @@ impl StreamPlayout {
             dry: false,
             dry_samples: 0,
             ended: false,
+            level: LevelKeeper::default(),
+            skip_until_ts: 0,
             cfg,
         })
     }
@@ -375,6 +450,7 @@ impl StreamPlayout {
             self.counters.resyncs += 1;
         }
         self.next_seq = first.ext_seq;
+        self.level.reset();
         self.first_pending = None;
         self.newest_pending = None;
         self.dec_len = 0;
@@ -415,6 +491,19 @@ impl StreamPlayout {
                 continue;
             }
             if self.dec_pos >= self.dec_len {
+                let mut tl = tl;
+                let shift = std::mem::take(&mut self.level.pending_shift);
+                if shift > 0 {
+                    tl.ts0 += shift as u64;
+                    self.counters.skipped_samples += shift as u64;
+                    self.counters.delay_corrections += 1;
+                    self.skip_until_ts = tl.ts0 + (f - tl.out_frame0);
+                } else if shift < 0 {
+                    tl.ts0 = tl.ts0.saturating_sub(shift.unsigned_abs());
+                    self.counters.inserted_samples += shift.unsigned_abs();
+                    self.counters.delay_corrections += 1;
+                }
+                self.timeline = Some(tl);
                 let need_ts = tl.ts0 + (f - tl.out_frame0);
                 self.refill(need_ts, f, sink);
                 continue;
@@ -423,6 +512,12 @@ impl StreamPlayout {
             out[i * ch..(i + n) * ch].copy_from_slice(&self.dec[self.dec_pos * ch..(self.dec_pos + n) * ch]);
             self.dec_pos += n;
             i += n;
+        }
+        // Level keeper: samples buffered ahead of the next frame to play.
+        let next = out_frame + frames as u64;
+        if let Some(ts) = self.timeline.and_then(|t| t.ts_at(next)) {
+            let level = self.highest_ts_end.saturating_sub(ts);
+            self.level.observe(level, frames as u64, &self.cfg);
         }
     }
 
@@ -449,9 +544,11 @@ impl StreamPlayout {
             self.store.remove(meta.ext_seq);
             self.next_seq += 1;
             if meta.ext_ts + dur <= need_ts {
-                // Wholly in the past (its time was concealed): decoded only to keep the
-                // decoder state continuous.
-                self.counters.late += 1;
+                // Wholly in the past (its time was concealed, or skipped by the delay
+                // keeper): decoded only to keep the decoder state continuous.
+                if meta.ext_ts + dur > self.skip_until_ts {
+                    self.counters.late += 1;
+                }
                 continue;
             }
             match decoded {

@@ -185,6 +185,13 @@ pub struct StreamCounters {
     pub seq_jumps: u64,
     /// New playout timelines started after a sender restart or a long outage.
     pub resyncs: u64,
+    /// Slips made by the fixed-delay keeper to hold the delay against clock drift.
+    pub delay_corrections: u64,
+    /// Samples dropped by those slips (buffer level too high).
+    pub skipped_samples: u64,
+    /// Samples of concealment inserted by those slips (level too low); also counted in
+    /// `concealed_samples`.
+    pub inserted_samples: u64,
 }
 
 #[cfg(test)]

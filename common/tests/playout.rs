@@ -72,7 +72,7 @@ fn cfg(latency_ms: i64) -> PlayoutConfig {
         channels: 1,
         latency_ns: latency_ms * 1_000_000,
         capacity_packets: 256,
-        idle_after_ns: 500_000_000,
+        ..PlayoutConfig::default()
     }
 }
 
@@ -313,4 +313,80 @@ fn garbage_payload_is_concealed_not_fatal() {
     let (_, p, _) = run(&e, cfg(20), 64, 12_032, |_| Some(0));
     assert_eq!(p.counters().decode_errors, 1, "{:?}", p.counters());
     assert_eq!(p.counters().played, 20 - 1);
+}
+
+/// Sender clock runs `ppm` fast or slow relative to the receiver's: the fixed-delay keeper
+/// holds the buffer level (and so the delay) within its tolerance by slipping.
+fn drift_run(ppm: f64) -> (StreamPlayout, Vec<i64>) {
+    drift_run_with(ppm, |_| 0)
+}
+
+fn drift_run_with(ppm: f64, extra_delay_ns: impl Fn(usize) -> i64) -> (StreamPlayout, Vec<i64>) {
+    let secs = 30usize;
+    let sig = noise(48_000 * secs, 9);
+    let e = encode(&sig, 480, opus::Application::LowDelay, false, 0, 0);
+    let mut p = StreamPlayout::new(1, cfg(20)).unwrap();
+    let mut out = vec![0f32; 64];
+    let mut f = 0u64;
+    let mut levels = vec![];
+    let mut window_min = i64::MAX;
+    let scale = 1.0 / (1.0 + ppm * 1e-6);
+    for (i, d) in e.datagrams.iter().enumerate() {
+        // packet i is complete at sender time (i+1)*10 ms on the sender's clock
+        let at = (frames_to_ns(((i + 1) * 480) as i64) as f64 * scale) as i64 + 200_000 + extra_delay_ns(i);
+        while frames_to_ns(f as i64) < at {
+            p.pull(&mut out, f, frames_to_ns(f as i64), &mut Collect(vec![]));
+            f += 64;
+            window_min = window_min.min(p.buffered_samples(f) as i64);
+            if f % 48_000 < 64 {
+                levels.push(window_min);
+                window_min = i64::MAX;
+            }
+        }
+        let h = validate_opus_rtp(d, PT).unwrap();
+        p.insert(&h, h.payload(d), at);
+    }
+    (p, levels)
+}
+
+#[test]
+fn fixed_delay_holds_against_fast_sender_clock() {
+    // 1000 ppm fast: 48 extra samples per second would pile up (1.4 s -> 30 s: 1.4 ms... x30)
+    let (p, levels) = drift_run(1000.0);
+    let c = p.counters();
+    assert!(c.delay_corrections >= 5, "{c:?}");
+    assert!(c.skipped_samples >= 1000, "{c:?}");
+    assert_eq!(c.inserted_samples, 0);
+    assert_eq!((c.missing, c.late, c.underruns), (0, 0, 0), "{c:?}");
+    let spread = levels.iter().skip(2).max().unwrap() - levels.iter().skip(2).min().unwrap();
+    assert!(spread < 48 * 8, "level wandered {spread} samples: {levels:?}");
+}
+
+#[test]
+fn fixed_delay_holds_against_slow_sender_clock() {
+    let (p, levels) = drift_run(-1000.0);
+    let c = p.counters();
+    assert!(c.delay_corrections >= 5, "{c:?}");
+    assert!(c.inserted_samples >= 1000, "{c:?}");
+    assert_eq!(c.skipped_samples, 0);
+    assert_eq!(c.underruns, 0, "{c:?}");
+    let spread = levels.iter().skip(2).max().unwrap() - levels.iter().skip(2).min().unwrap();
+    assert!(spread < 48 * 8, "level wandered {spread} samples: {levels:?}");
+}
+
+#[test]
+fn no_corrections_without_drift() {
+    let (p, _) = drift_run(0.0);
+    let c = p.counters();
+    assert_eq!(c.delay_corrections, 0, "{c:?}");
+    assert_eq!(c.concealed_samples, 0);
+}
+
+#[test]
+fn jitter_spikes_are_not_mistaken_for_drift() {
+    // every 4 s, one packet 8 ms late (still within the 20 ms buffer)
+    let (p, _) = drift_run_with(0.0, |i| if i % 400 == 150 { 8_000_000 } else { 0 });
+    let c = p.counters();
+    assert_eq!(c.delay_corrections, 0, "{c:?}");
+    assert_eq!((c.late, c.concealed_samples), (0, 0), "{c:?}");
 }

@@ -7,6 +7,7 @@
 //! audio on the output device's clock. The same tokio thread parses RTCP, prints the
 //! status line once a second, writes JSON stats and handles signals.
 
+mod monitor;
 mod output;
 
 use std::collections::HashMap;
@@ -14,21 +15,21 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Parser;
 use cpal::traits::{DeviceTrait, StreamTrait};
 use cpal::{BufferSize, SampleFormat, StreamConfig};
 use patchcord_common::latency::CaptureClock;
-use patchcord_common::playout::{frames_to_ns, PlayoutConfig, SampleSource, Segment, StreamPlayout};
+use patchcord_common::playout::{PlayoutConfig, Segment, StreamPlayout};
 use patchcord_common::rtcp::{is_rtcp, parse_compound, RtcpPacket};
-use patchcord_common::rtp::{validate_opus_rtp, DropReason, MAX_DATAGRAM_LEN};
+use patchcord_common::rtp::{validate_opus_rtp, RtpOpusHeader, MAX_DATAGRAM_LEN};
 use patchcord_devices::app::{parse_seconds, wait_for_stop, DeviceArgs, StatsSink, StopReason};
 use patchcord_devices::clock::HostClock;
 use patchcord_devices::{open_device, Direction};
-use serde_json::json;
 use tokio::net::UdpSocket;
 
+use monitor::{Monitor, NetCounters};
 use output::{OutputSide, PacketSlot, Snapshot};
 
 #[derive(Parser, Debug)]
@@ -108,53 +109,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// Minimum over a sliding window of two buckets: a robust estimate of a clock offset from
-/// samples that can only be late (a callback reads the clock after the device did).
-struct MinWindow {
-    current: Option<i64>,
-    previous: Option<i64>,
-    count: u32,
-    bucket: u32,
-}
-
-impl MinWindow {
-    fn new(bucket: u32) -> Self {
-        MinWindow {
-            current: None,
-            previous: None,
-            count: 0,
-            bucket,
-        }
-    }
-    fn push(&mut self, v: i64) {
-        self.current = Some(self.current.map_or(v, |c| c.min(v)));
-        self.count += 1;
-        if self.count >= self.bucket {
-            self.previous = self.current.take();
-            self.count = 0;
-        }
-    }
-    fn get(&self) -> Option<i64> {
-        match (self.current, self.previous) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-}
-
-#[derive(Default)]
-struct NetCounters {
-    datagrams: u64,
-    rtcp: u64,
-    rtcp_malformed: u64,
-    sender_reports: u64,
-    byes: u64,
-    dropped: [u64; DropReason::ALL.len()],
-    queue_full: u64,
-    other_ssrc: u64,
-    streams_started: u64,
-}
-
 fn bind_error(addr: &str, e: std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::AddrInUse => format!(
@@ -210,8 +164,7 @@ async fn run(args: Args) -> Result<(), String> {
     let playout_cfg = PlayoutConfig {
         channels,
         latency_ns: (args.latency * 1e6).round() as i64,
-        capacity_packets: 1024,
-        idle_after_ns: 500_000_000,
+        ..PlayoutConfig::default()
     };
 
     // Device
@@ -268,9 +221,9 @@ async fn run(args: Args) -> Result<(), String> {
     // Queues between the network/control thread and the audio thread.
     let (mut packet_tx, packet_rx) = rtrb::RingBuffer::<PacketSlot>::new(512);
     let (mut stream_tx, stream_rx) = rtrb::RingBuffer::<Box<StreamPlayout>>::new(8);
-    let (retired_tx, mut retired_rx) = rtrb::RingBuffer::<Box<StreamPlayout>>::new(64);
-    let (snap_tx, mut snap_rx) = rtrb::RingBuffer::<Snapshot>::new(4096);
-    let (seg_tx, mut seg_rx) = if args.timeline.is_some() {
+    let (retired_tx, retired_rx) = rtrb::RingBuffer::<Box<StreamPlayout>>::new(64);
+    let (snap_tx, snap_rx) = rtrb::RingBuffer::<Snapshot>::new(4096);
+    let (seg_tx, seg_rx) = if args.timeline.is_some() {
         let (tx, rx) = rtrb::RingBuffer::<Segment>::new(1 << 16);
         (Some(tx), Some(rx))
     } else {
@@ -329,7 +282,7 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("cannot start output device '{}': {e}", opened.device_name))?;
 
     let mut stats_out = StatsSink::open(args.stats_json.as_deref()).map_err(|e| e.to_string())?;
-    let mut timeline_out = match &args.timeline {
+    let timeline_out = match &args.timeline {
         Some(p) => {
             let mut w = BufWriter::new(
                 File::create(p).map_err(|e| format!("cannot create timeline file '{p}': {e}"))?,
@@ -350,19 +303,14 @@ async fn run(args: Args) -> Result<(), String> {
         );
     }
 
-    let started = Instant::now();
+    let mut monitor = Monitor::new(snap_rx, retired_rx, seg_rx, timeline_out);
     let mut net = NetCounters::default();
     let mut active: Option<(u32, i64)> = None; // (ssrc, last arrival)
     let mut capture_clocks: HashMap<u32, CaptureClock> = HashMap::new();
-    let mut last: Snapshot = Snapshot::default();
-    let mut out_start = MinWindow::new(2000);
-    let mut callback_ns: Vec<u32> = Vec::with_capacity(4096);
-    let mut callback_ns_max_total: u32 = 0;
-    let mut latency_ns: Option<i64> = None;
     let mut buf = vec![0u8; 65_536];
     let mut rtcp_buf = vec![0u8; 65_536];
     let timeout_ns = (args.stream_timeout * 1e9) as i64;
-    let pending_silence: &mut Option<Segment> = &mut None;
+    let xrun_count = || xruns.load(std::sync::atomic::Ordering::Relaxed);
 
     let stop_fut = wait_for_stop(args.duration);
     tokio::pin!(stop_fut);
@@ -378,32 +326,48 @@ async fn run(args: Args) -> Result<(), String> {
                 let Ok((len, _from)) = res else { continue };
                 let arrival = clock.now_unix_ns();
                 net.datagrams += 1;
-                handle_datagram(&buf[..len], arrival, &args, &playout_cfg, &mut net, &mut active, &mut capture_clocks,
-                                &mut packet_tx, &mut stream_tx, timeout_ns);
+                let mut ctx = NetContext {
+                    payload_type: args.payload_type,
+                    playout: &playout_cfg,
+                    net: &mut net,
+                    active: &mut active,
+                    clocks: &mut capture_clocks,
+                    packets: &mut packet_tx,
+                    streams: &mut stream_tx,
+                    timeout_ns,
+                };
+                ctx.datagram(&buf[..len], arrival);
             }
-            res = async { match &rtcp_socket { Some(s) => s.recv_from(&mut rtcp_buf).await, None => std::future::pending().await } } => {
+            res = async {
+                match &rtcp_socket {
+                    Some(s) => s.recv_from(&mut rtcp_buf).await,
+                    None => std::future::pending().await,
+                }
+            } => {
                 let Ok((len, _)) = res else { continue };
                 net.datagrams += 1;
-                handle_rtcp(&rtcp_buf[..len], &mut net, &mut capture_clocks, &mut packet_tx, active);
+                let mut ctx = NetContext {
+                    payload_type: args.payload_type,
+                    playout: &playout_cfg,
+                    net: &mut net,
+                    active: &mut active,
+                    clocks: &mut capture_clocks,
+                    packets: &mut packet_tx,
+                    streams: &mut stream_tx,
+                    timeout_ns,
+                };
+                ctx.rtcp(&rtcp_buf[..len]);
             }
-            _ = drain.tick() => {
-                drain_queues(&mut snap_rx, &mut last, &mut out_start, &mut callback_ns, &mut callback_ns_max_total,
-                             &mut retired_rx, &mut seg_rx, &mut timeline_out, pending_silence);
-            }
+            _ = drain.tick() => monitor.drain(&capture_clocks),
             _ = tick.tick() => {
-                drain_queues(&mut snap_rx, &mut last, &mut out_start, &mut callback_ns, &mut callback_ns_max_total,
-                             &mut retired_rx, &mut seg_rx, &mut timeline_out, pending_silence);
+                monitor.drain(&capture_clocks);
+                monitor.end_second();
                 while let Ok(e) = err_rx.pop() {
                     eprintln!("patchcord-recv: device error: {e}");
                 }
-                let now_latency = end_to_end_latency(&last, &out_start, &capture_clocks);
-                if now_latency.is_some() {
-                    latency_ns = now_latency;
-                }
-                let s = stats_json(&last, &net, &mut callback_ns, callback_ns_max_total, latency_ns, &out_start,
-                                   xruns.load(std::sync::atomic::Ordering::Relaxed), started, &playout_cfg, false);
+                let s = monitor.stats_json(&net, xrun_count(), &playout_cfg, false);
                 if !args.quiet {
-                    let bytes = last.counters.payload_bytes;
+                    let bytes = monitor.last.counters.payload_bytes;
                     print_status(&s, (bytes - last_bytes.min(bytes)) as f64 * 8.0 / 1000.0);
                     last_bytes = bytes;
                 }
@@ -415,317 +379,122 @@ async fn run(args: Args) -> Result<(), String> {
     };
     // Let the callback report its last periods, then stop the device (finalizes WAVs).
     tokio::time::sleep(Duration::from_millis(30)).await;
-    drain_queues(
-        &mut snap_rx,
-        &mut last,
-        &mut out_start,
-        &mut callback_ns,
-        &mut callback_ns_max_total,
-        &mut retired_rx,
-        &mut seg_rx,
-        &mut timeline_out,
-        pending_silence,
-    );
-    if let Some(l) = end_to_end_latency(&last, &out_start, &capture_clocks) {
-        latency_ns = Some(l);
-    }
+    monitor.drain(&capture_clocks);
+    monitor.end_second();
     drop(stream);
-    drain_queues(
-        &mut snap_rx,
-        &mut last,
-        &mut out_start,
-        &mut callback_ns,
-        &mut callback_ns_max_total,
-        &mut retired_rx,
-        &mut seg_rx,
-        &mut timeline_out,
-        pending_silence,
-    );
-    if let Some(w) = timeline_out.as_mut() {
-        if let Some(s) = pending_silence.take() {
-            write_segment(w, &s);
-        }
-        if let Err(e) = w.flush() {
-            eprintln!("patchcord-recv: timeline file: {e}");
-        }
+    monitor.drain(&capture_clocks);
+    if let Err(e) = monitor.finish_timeline() {
+        eprintln!("patchcord-recv: timeline file: {e}");
     }
-    let summary = stats_json(
-        &last,
-        &net,
-        &mut callback_ns,
-        callback_ns_max_total,
-        latency_ns,
-        &out_start,
-        xruns.load(std::sync::atomic::Ordering::Relaxed),
-        started,
-        &playout_cfg,
-        true,
-    );
+    let summary = monitor.stats_json(&net, xrun_count(), &playout_cfg, true);
     let _ = stats_out.write(&summary);
     print_summary(&summary, reason);
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn handle_datagram(
-    d: &[u8],
-    arrival: i64,
-    args: &Args,
-    cfg: &PlayoutConfig,
-    net: &mut NetCounters,
-    active: &mut Option<(u32, i64)>,
-    clocks: &mut HashMap<u32, CaptureClock>,
-    packets: &mut rtrb::Producer<PacketSlot>,
-    streams: &mut rtrb::Producer<Box<StreamPlayout>>,
+/// The network side's state, borrowed for one datagram.
+struct NetContext<'a> {
+    payload_type: u8,
+    playout: &'a PlayoutConfig,
+    net: &'a mut NetCounters,
+    active: &'a mut Option<(u32, i64)>,
+    clocks: &'a mut HashMap<u32, CaptureClock>,
+    packets: &'a mut rtrb::Producer<PacketSlot>,
+    streams: &'a mut rtrb::Producer<Box<StreamPlayout>>,
     timeout_ns: i64,
-) {
-    if is_rtcp(d) {
-        handle_rtcp(d, net, clocks, packets, *active);
-        return;
-    }
-    let header = match validate_opus_rtp(d, args.payload_type) {
-        Ok(h) => h,
-        Err(reason) => {
-            net.dropped[reason.index()] += 1;
+}
+
+impl NetContext<'_> {
+    fn datagram(&mut self, d: &[u8], arrival: i64) {
+        if is_rtcp(d) {
+            self.rtcp(d);
             return;
         }
-    };
-    match *active {
-        Some((ssrc, _)) if ssrc == header.ssrc => {}
-        Some((_, last)) if arrival - last < timeout_ns => {
-            net.other_ssrc += 1;
-            return;
-        }
-        _ => {
-            // A new sender (or the old one restarted with a new SSRC): new stream. All
-            // allocation happens here, off the audio thread.
-            let Ok(playout) = StreamPlayout::new(header.ssrc, *cfg) else {
-                net.other_ssrc += 1;
-                return;
-            };
-            if streams.push(Box::new(playout)).is_err() {
-                net.queue_full += 1;
+        let header = match validate_opus_rtp(d, self.payload_type) {
+            Ok(h) => h,
+            Err(reason) => {
+                self.net.dropped[reason.index()] += 1;
                 return;
             }
-            net.streams_started += 1;
+        };
+        match *self.active {
+            Some((ssrc, _)) if ssrc == header.ssrc => {}
+            Some((_, last)) if arrival - last < self.timeout_ns => {
+                self.net.other_ssrc += 1;
+                return;
+            }
+            _ => {
+                // A new sender (or the old one restarted with a new SSRC): new stream. All
+                // allocation happens here, off the audio thread.
+                let Ok(playout) = StreamPlayout::new(header.ssrc, *self.playout) else {
+                    self.net.other_ssrc += 1;
+                    return;
+                };
+                if self.streams.push(Box::new(playout)).is_err() {
+                    self.net.queue_full += 1;
+                    return;
+                }
+                self.net.streams_started += 1;
+            }
+        }
+        *self.active = Some((header.ssrc, arrival));
+        let mut slot = PacketSlot {
+            bye: false,
+            header,
+            arrival_unix_ns: arrival,
+            len: d.len(),
+            data: [0; MAX_DATAGRAM_LEN],
+        };
+        slot.data[..d.len()].copy_from_slice(d);
+        if self.packets.push(slot).is_err() {
+            self.net.queue_full += 1;
         }
     }
-    *active = Some((header.ssrc, arrival));
-    let mut slot = PacketSlot {
-        bye: false,
-        header,
-        arrival_unix_ns: arrival,
-        len: d.len(),
-        data: [0; MAX_DATAGRAM_LEN],
-    };
-    slot.data[..d.len()].copy_from_slice(d);
-    if packets.push(slot).is_err() {
-        net.queue_full += 1;
-    }
-}
 
-fn handle_rtcp(
-    d: &[u8],
-    net: &mut NetCounters,
-    clocks: &mut HashMap<u32, CaptureClock>,
-    packets: &mut rtrb::Producer<PacketSlot>,
-    active: Option<(u32, i64)>,
-) {
-    net.rtcp += 1;
-    for p in parse_compound(d) {
-        match p {
-            Ok(RtcpPacket::SenderReport(sr)) => {
-                net.sender_reports += 1;
-                if clocks.len() < 1024 || clocks.contains_key(&sr.ssrc) {
-                    clocks.insert(sr.ssrc, CaptureClock::from_sender_report(&sr));
-                }
-            }
-            Ok(RtcpPacket::Bye { ssrcs, count }) => {
-                net.byes += 1;
-                if let Some((playing, _)) = active {
-                    if ssrcs[..count.min(31)].contains(&playing) {
-                        let header = patchcord_common::rtp::RtpOpusHeader {
-                            marker: false,
-                            payload_type: 0,
-                            sequence: 0,
-                            timestamp: 0,
-                            ssrc: playing,
-                            payload_offset: 0,
-                            payload_len: 0,
-                            duration_samples: 0,
-                        };
-                        let slot = PacketSlot {
-                            bye: true,
-                            header,
-                            arrival_unix_ns: 0,
-                            len: 0,
-                            data: [0; MAX_DATAGRAM_LEN],
-                        };
-                        if packets.push(slot).is_err() {
-                            net.queue_full += 1;
-                        }
+    fn rtcp(&mut self, d: &[u8]) {
+        self.net.rtcp += 1;
+        for p in parse_compound(d) {
+            match p {
+                Ok(RtcpPacket::SenderReport(sr)) => {
+                    self.net.sender_reports += 1;
+                    if self.clocks.len() < 1024 || self.clocks.contains_key(&sr.ssrc) {
+                        self.clocks.insert(sr.ssrc, CaptureClock::from_sender_report(&sr));
                     }
                 }
-            }
-            Ok(RtcpPacket::Other { .. }) => {}
-            Err(_) => net.rtcp_malformed += 1,
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn drain_queues(
-    snaps: &mut rtrb::Consumer<Snapshot>,
-    last: &mut Snapshot,
-    out_start: &mut MinWindow,
-    callback_ns: &mut Vec<u32>,
-    callback_ns_max_total: &mut u32,
-    retired: &mut rtrb::Consumer<Box<StreamPlayout>>,
-    segments: &mut Option<rtrb::Consumer<Segment>>,
-    timeline_out: &mut Option<BufWriter<File>>,
-    pending_silence: &mut Option<Segment>,
-) {
-    while let Ok(s) = snaps.pop() {
-        out_start.push(s.playback_unix_ns - frames_to_ns(s.out_frame as i64));
-        if callback_ns.len() < 1 << 20 {
-            callback_ns.push(s.callback_ns);
-        }
-        *callback_ns_max_total = (*callback_ns_max_total).max(s.callback_ns);
-        *last = s;
-    }
-    while let Ok(old) = retired.pop() {
-        drop(old);
-    }
-    if let (Some(rx), Some(w)) = (segments.as_mut(), timeline_out.as_mut()) {
-        while let Ok(seg) = rx.pop() {
-            // Merge runs of silence; write everything else as it is.
-            if seg.source == SampleSource::Silence {
-                match pending_silence {
-                    Some(p) if p.out_frame + p.frames as u64 == seg.out_frame => p.frames += seg.frames,
-                    _ => {
-                        if let Some(p) = pending_silence.take() {
-                            write_segment(w, &p);
-                        }
-                        *pending_silence = Some(seg);
+                Ok(RtcpPacket::Bye { ssrcs, count }) => {
+                    self.net.byes += 1;
+                    let Some((playing, _)) = *self.active else {
+                        continue;
+                    };
+                    if !ssrcs[..count.min(31)].contains(&playing) {
+                        continue;
+                    }
+                    let header = RtpOpusHeader {
+                        marker: false,
+                        payload_type: 0,
+                        sequence: 0,
+                        timestamp: 0,
+                        ssrc: playing,
+                        payload_offset: 0,
+                        payload_len: 0,
+                        duration_samples: 0,
+                    };
+                    let slot = PacketSlot {
+                        bye: true,
+                        header,
+                        arrival_unix_ns: 0,
+                        len: 0,
+                        data: [0; MAX_DATAGRAM_LEN],
+                    };
+                    if self.packets.push(slot).is_err() {
+                        self.net.queue_full += 1;
                     }
                 }
-                continue;
+                Ok(RtcpPacket::Other { .. }) => {}
+                Err(_) => self.net.rtcp_malformed += 1,
             }
-            if let Some(p) = pending_silence.take() {
-                write_segment(w, &p);
-            }
-            write_segment(w, &seg);
         }
     }
-}
-
-fn write_segment(w: &mut BufWriter<File>, s: &Segment) {
-    let (source, seq) = match s.source {
-        SampleSource::Silence => ("silence", String::new()),
-        SampleSource::Packet { seq } => ("packet", (seq as u16).to_string()),
-        SampleSource::Fec { seq } => ("fec", (seq as u16).to_string()),
-        SampleSource::Plc => ("plc", String::new()),
-    };
-    let ts = if s.source == SampleSource::Silence {
-        String::new()
-    } else {
-        (s.rtp_ts as u32).to_string()
-    };
-    let _ = writeln!(w, "{},{},{},{},{}", s.out_frame, s.frames, ts, source, seq);
-}
-
-/// End-to-end latency of the sample played at the start of the last period: its playback
-/// instant minus its capture instant from the sender's reports.
-fn end_to_end_latency(
-    last: &Snapshot,
-    out_start: &MinWindow,
-    clocks: &HashMap<u32, CaptureClock>,
-) -> Option<i64> {
-    let ssrc = last.ssrc?;
-    let ts = last.rtp_ts_at_frame?;
-    let clock = clocks.get(&ssrc)?;
-    let playback = out_start.get()? + frames_to_ns(last.out_frame as i64);
-    Some(clock.latency_ns(ts, playback))
-}
-
-fn percentile(sorted: &[u32], p: f64) -> u32 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-#[allow(clippy::too_many_arguments)]
-fn stats_json(
-    s: &Snapshot,
-    net: &NetCounters,
-    callback_ns: &mut Vec<u32>,
-    callback_ns_max_total: u32,
-    latency_ns: Option<i64>,
-    out_start: &MinWindow,
-    xruns: u64,
-    started: Instant,
-    cfg: &PlayoutConfig,
-    final_: bool,
-) -> serde_json::Value {
-    callback_ns.sort_unstable();
-    let period_ns = frames_to_ns(s.frames as i64).max(1) as f64;
-    let c = &s.counters;
-    let dropped: serde_json::Map<String, serde_json::Value> = DropReason::ALL
-        .iter()
-        .map(|r| (r.name().to_string(), json!(net.dropped[r.index()])))
-        .collect();
-    let v = json!({
-        "t": started.elapsed().as_secs_f64(),
-        "final": final_,
-        "ssrc": s.ssrc,
-        "packets_received": c.packets_received,
-        "payload_bytes": c.payload_bytes,
-        "played": c.played,
-        "missing": c.missing,
-        "lost": s.rfc3550_lost,
-        "expected": s.rfc3550_expected,
-        "late": c.late,
-        "duplicates": c.duplicates,
-        "overflow": c.overflow,
-        "recovered_fec": c.recovered_fec,
-        "concealed_samples": c.concealed_samples,
-        "concealed_ms": c.concealed_samples as f64 / 48.0,
-        "concealment_events": c.concealment_events,
-        "underruns": c.underruns,
-        "decode_errors": c.decode_errors,
-        "seq_jumps": c.seq_jumps,
-        "resyncs": c.resyncs,
-        "jitter_ms": s.jitter_rtp / 48.0,
-        "buffer_ms": s.buffered_samples as f64 / 48.0,
-        "target_latency_ms": cfg.latency_ns as f64 / 1e6,
-        "latency_ms": latency_ns.map(|l| l as f64 / 1e6),
-        "latency_ns": latency_ns,
-        "output_start_unix_ns": out_start.get(),
-        "output_frames": s.out_frame + s.frames as u64,
-        "period_frames": s.frames,
-        "xruns": xruns,
-        "callback_p50": percentile(callback_ns, 0.5) as f64 / period_ns,
-        "callback_p99": percentile(callback_ns, 0.99) as f64 / period_ns,
-        "callback_max": callback_ns_max_total as f64 / period_ns,
-        "datagrams": net.datagrams,
-        "rtcp_packets": net.rtcp,
-        "rtcp_malformed": net.rtcp_malformed,
-        "sender_reports": net.sender_reports,
-        "byes": net.byes,
-        "dropped": dropped,
-        "receive_queue_full": net.queue_full,
-        "other_ssrc": net.other_ssrc,
-        "streams_started": net.streams_started,
-        "unrouted_packets": s.unrouted_packets,
-        "segments_dropped": s.segments_dropped,
-        "snapshots_dropped": s.snapshots_dropped,
-    });
-    if !final_ {
-        callback_ns.clear();
-    }
-    v
 }
 
 fn print_status(s: &serde_json::Value, kbps: f64) {

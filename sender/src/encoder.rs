@@ -68,10 +68,15 @@ impl EncoderThread {
         // Min-filter of (capture instant − frame/rate): the callback reads the clock a
         // little after the device did, never before, so the smallest value is the best.
         let mut start_estimate: Option<i64> = None;
+        // The same, over the marks since the last sender report only: follows a device
+        // clock that runs at a different rate than the host clock.
+        let mut window_estimate: Option<i64> = None;
+        let mut report_estimate: Option<i64> = None;
         let mut last_sr_unix_ns: Option<i64> = None;
         loop {
             while let Ok(m) = self.marks.pop() {
                 let est = m.capture_unix_ns - frames_to_ns(m.frame_index as i64);
+                window_estimate = Some(window_estimate.map_or(est, |w: i64| w.min(est)));
                 if start_estimate.is_none_or(|s| est < s) {
                     start_estimate = Some(est);
                     self.stats.capture_start_unix_ns.store(est, Ordering::Relaxed);
@@ -93,11 +98,16 @@ impl EncoderThread {
                 self.encode_and_send(&pcm, frame_index, &mut opus_buf, &mut packet);
                 frame_index += n as u64;
                 let now = self.cfg.clock.now_unix_ns();
-                if let (Some(start), Some(dest)) = (start_estimate, self.cfg.rtcp_dest) {
+                if let Some(dest) = self.cfg.rtcp_dest {
                     // First report right away, then every second.
                     if last_sr_unix_ns.is_none_or(|t| now - t >= 1_000_000_000) {
-                        last_sr_unix_ns = Some(now);
-                        self.send_sender_report(start, frame_index - n as u64, dest, &mut packet);
+                        if let Some(w) = window_estimate.take() {
+                            report_estimate = Some(w);
+                        }
+                        if let Some(start) = report_estimate {
+                            last_sr_unix_ns = Some(now);
+                            self.send_sender_report(start, frame_index - n as u64, dest, &mut packet);
+                        }
                     }
                 }
                 continue;

@@ -4,6 +4,7 @@
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rustfft::{num_complex::Complex, FftPlanner};
@@ -48,6 +49,13 @@ pub fn free_port_pair() -> u16 {
         }
     }
     panic!("no free UDP port pair");
+}
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// End-to-end tests measure real time on a 2-core machine: run them one at a time.
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A scratch directory under the target dir, fresh for each test.
