@@ -32,6 +32,9 @@ pub struct DeviceArgs {
     /// to simulate clock drift between two machines.
     #[arg(long, value_name = "PPM", default_value_t = 0.0, allow_negative_numbers = true, value_parser = parse_ppm)]
     pub clock_ppm: f64,
+    /// Do not give the encoder / network thread real-time (SCHED_FIFO) priority.
+    #[arg(long)]
+    pub no_realtime: bool,
 }
 
 impl DeviceArgs {

@@ -303,6 +303,12 @@ async fn run(args: Args) -> Result<(), String> {
         );
     }
 
+    // The network thread is on the audio path (arrival -> playout): real-time priority.
+    if !args.device.no_realtime {
+        if let Err(e) = patchcord_devices::realtime::promote_current_thread(480) {
+            eprintln!("patchcord-recv: note: network thread: {e}");
+        }
+    }
     let mut monitor = Monitor::new(snap_rx, retired_rx, seg_rx, timeline_out);
     let mut net = NetCounters::default();
     let mut active: Option<(u32, i64)> = None; // (ssrc, last arrival)

@@ -269,9 +269,17 @@ async fn run(args: Args) -> Result<(), String> {
         stats: enc_stats.clone(),
         stop: stop.clone(),
     };
+    let no_realtime = args.device.no_realtime;
     let encoder_handle = std::thread::Builder::new()
         .name("patchcord-encoder".into())
-        .spawn(move || encoder_thread.run())
+        .spawn(move || {
+            if !no_realtime {
+                if let Err(e) = patchcord_devices::realtime::promote_current_thread(frame_samples as u32) {
+                    eprintln!("patchcord-send: note: encoder thread: {e}");
+                }
+            }
+            encoder_thread.run()
+        })
         .map_err(|e| format!("cannot start encoder thread: {e}"))?;
 
     let mut side = CaptureSide {

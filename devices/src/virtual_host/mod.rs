@@ -641,7 +641,12 @@ fn spawn_clock<T: clock::Tick>(
     let label = Arc::clone(spec);
     std::thread::Builder::new()
         .name(format!("patchcord-virtual-{suffix}"))
-        .spawn(move || run_clock(&shared, cfg, ticker, &errors, &label))
+        .spawn(move || {
+            // Best effort: a virtual device is the machine's sound card; give its clock
+            // thread the priority a driver thread would have.
+            let _ = crate::realtime::promote_current_thread(128);
+            run_clock(&shared, cfg, ticker, &errors, &label)
+        })
         .map_err(spawn_error)
 }
 
