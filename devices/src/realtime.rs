@@ -7,12 +7,9 @@
 /// Promote the calling thread to real-time priority for the rest of its life.
 pub fn promote_current_thread(period_frames: u32) -> Result<(), String> {
     match audio_thread_priority::promote_current_thread_to_real_time(period_frames, 48_000) {
-        Ok(handle) => {
-            // The handle only restores the old policy when used; the thread keeps its
-            // priority until it ends.
-            std::mem::forget(handle);
-            Ok(())
-        }
+        // The handle only restores the old policy when passed back to the crate; the
+        // thread keeps its priority until it ends.
+        Ok(_handle) => Ok(()),
         Err(e) => Err(format!(
             "real-time priority unavailable ({e}); running with normal priority"
         )),

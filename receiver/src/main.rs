@@ -10,6 +10,12 @@
 mod monitor;
 mod output;
 
+/// Tests run the real callbacks under an allocator that counts allocations made inside
+/// `assert_no_alloc` scopes.
+#[cfg(test)]
+#[global_allocator]
+static ALLOCATOR: assert_no_alloc::AllocDisabler = assert_no_alloc::AllocDisabler;
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};

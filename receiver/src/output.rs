@@ -174,3 +174,122 @@ impl OutputSide {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use assert_no_alloc::{assert_no_alloc, reset_violation_count, violation_count};
+    use cpal::{OutputStreamTimestamp, StreamInstant};
+    use patchcord_common::playout::{frames_to_ns, PlayoutConfig};
+    use patchcord_common::rtp::{validate_opus_rtp, Packetizer};
+
+    fn info(frame: u64) -> OutputCallbackInfo {
+        let t = frames_to_ns(frame as i64) as u64;
+        let callback = StreamInstant::from_nanos(t);
+        let playback = StreamInstant::from_nanos(t + 2_666_667);
+        OutputCallbackInfo::new(OutputStreamTimestamp { callback, playback })
+    }
+
+    /// The output callback, fed as the binary feeds it: streams created and retired on the
+    /// control side, packets (with loss, a BYE, a second sender) through the slot queue.
+    /// Every callback runs in its own no-allocation scope; 1000 stream life cycles.
+    #[test]
+    fn output_callback_never_allocates() {
+        let (mut packet_tx, packets) = rtrb::RingBuffer::<PacketSlot>::new(512);
+        let (mut stream_tx, new_streams) = rtrb::RingBuffer::<Box<StreamPlayout>>::new(8);
+        let (retired, mut retired_rx) = rtrb::RingBuffer::<Box<StreamPlayout>>::new(64);
+        let (snapshots, mut snap_rx) = rtrb::RingBuffer::<Snapshot>::new(64);
+        let (seg_tx, mut seg_rx) = rtrb::RingBuffer::<Segment>::new(64);
+        let mut side = OutputSide {
+            packets,
+            new_streams,
+            retired,
+            snapshots,
+            segments: Some(seg_tx),
+            stream: None,
+            scratch: vec![0.0; 4096],
+            channels: 2,
+            clock: HostClock::new(),
+            out_frame: 0,
+            unrouted_packets: 0,
+            retire_queue_full: 0,
+            segments_dropped: 0,
+            snapshots_dropped: 0,
+        };
+        let mut enc =
+            opus::Encoder::new(48_000, opus::Channels::Stereo, opus::Application::LowDelay).unwrap();
+        let pcm = vec![0.1f32; 2 * 240];
+        let mut opus_buf = [0u8; 1500];
+        let mut rtp = [0u8; 1500];
+        let mut out_f32 = vec![0f32; 2 * 128];
+        let mut out_i16 = vec![0i16; 2 * 128];
+        let mut frame = 0u64;
+        let mut freed = 0;
+        reset_violation_count();
+        for life in 0..1000u32 {
+            let ssrc = 1000 + life;
+            // control side: a new stream (allocation happens here)
+            let cfg = PlayoutConfig {
+                channels: 2,
+                latency_ns: 5_000_000,
+                ..PlayoutConfig::default()
+            };
+            assert!(stream_tx
+                .push(Box::new(StreamPlayout::new(ssrc, cfg).unwrap()))
+                .is_ok());
+            let mut pk = Packetizer::new(ssrc, 96, life as u16, life * 7);
+            let mut last_len = 0;
+            for i in 0..12u64 {
+                let n = enc.encode_float(&pcm, &mut opus_buf).unwrap();
+                let len = pk.build(i * 240, &opus_buf[..n], &mut rtp).unwrap();
+                last_len = len;
+                if i % 5 != 3 {
+                    let header = validate_opus_rtp(&rtp[..len], 96).unwrap();
+                    let mut slot = PacketSlot {
+                        bye: false,
+                        header,
+                        arrival_unix_ns: side.clock.now_unix_ns(),
+                        len,
+                        data: [0; MAX_DATAGRAM_LEN],
+                    };
+                    slot.data[..len].copy_from_slice(&rtp[..len]);
+                    // a packet from another SSRC now and then: counted, not played
+                    if i == 7 {
+                        slot.header.ssrc ^= 0xffff;
+                    }
+                    let _ = packet_tx.push(slot);
+                }
+                // audio thread: two periods per packet, alternating sample formats
+                for k in 0..2 {
+                    let i = info(frame);
+                    if (life + k) % 2 == 0 {
+                        assert_no_alloc(|| side.on_output_f32(&mut out_f32, &i));
+                    } else {
+                        assert_no_alloc(|| side.on_output_i16(&mut out_i16, &i));
+                    }
+                    frame += 128;
+                }
+            }
+            // the sender says goodbye
+            let header = validate_opus_rtp(&rtp[..last_len], 96).unwrap();
+            let _ = packet_tx.push(PacketSlot {
+                bye: true,
+                header,
+                arrival_unix_ns: 0,
+                len: 0,
+                data: [0; MAX_DATAGRAM_LEN],
+            });
+            // control side: free retired streams, drain reports
+            while let Ok(old) = retired_rx.pop() {
+                drop(old);
+                freed += 1;
+            }
+            while snap_rx.pop().is_ok() {}
+            while seg_rx.pop().is_ok() {}
+        }
+        assert_eq!(violation_count(), 0, "the output callback allocated or freed");
+        assert!(freed >= 990, "streams were not handed back to be freed: {freed}");
+        assert_eq!(side.retire_queue_full, 0);
+        assert!(side.unrouted_packets >= 1000);
+    }
+}

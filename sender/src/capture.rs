@@ -77,3 +77,52 @@ impl CaptureSide {
         self.encoder.unpark();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use assert_no_alloc::{assert_no_alloc, reset_violation_count, violation_count};
+    use cpal::{InputStreamTimestamp, StreamInstant};
+
+    /// The capture callback copies into the ring, records marks, counts overruns and wakes
+    /// the encoder: none of it may allocate, also when the ring is full.
+    #[test]
+    fn capture_callback_never_allocates() {
+        let (samples, mut consumer) = rtrb::RingBuffer::<f32>::new(48_000);
+        let (marks, mut mark_rx) = rtrb::RingBuffer::<CaptureMark>::new(16);
+        let counters = Arc::new(CaptureCounters::default());
+        let mut side = CaptureSide {
+            samples,
+            marks,
+            channels: 2,
+            clock: HostClock::new(),
+            counters: counters.clone(),
+            encoder: std::thread::current(),
+            frame_index: 0,
+        };
+        let f32_data = vec![0.25f32; 2 * 64];
+        let i16_data = vec![1000i16; 2 * 64];
+        reset_violation_count();
+        for k in 0..2000u64 {
+            let t = k * 1_333_333;
+            let info = InputCallbackInfo::new(InputStreamTimestamp {
+                callback: StreamInstant::from_nanos(t + 1_333_333),
+                capture: StreamInstant::from_nanos(t),
+            });
+            if k % 2 == 0 {
+                assert_no_alloc(|| side.on_input(&f32_data, &info, |s| s));
+            } else {
+                assert_no_alloc(|| side.on_input(&i16_data, &info, |s| s as f32 / 32768.0));
+            }
+            // the "encoder" drains only the first half of the time: the ring then fills up
+            if k < 1000 {
+                while consumer.pop().is_ok() {}
+                while mark_rx.pop().is_ok() {}
+            }
+        }
+        assert_eq!(violation_count(), 0, "the capture callback allocated");
+        assert_eq!(counters.frames_captured.load(Ordering::Relaxed), 2000 * 64);
+        // 1000 callbacks of 64 frames into a 24000-frame ring: 40000 frames did not fit
+        assert_eq!(counters.ring_overruns.load(Ordering::Relaxed), 1000 * 64 - 24_000);
+    }
+}

@@ -8,6 +8,12 @@
 mod capture;
 mod encoder;
 
+/// Tests run the real callbacks under an allocator that counts allocations made inside
+/// `assert_no_alloc` scopes.
+#[cfg(test)]
+#[global_allocator]
+static ALLOCATOR: assert_no_alloc::AllocDisabler = assert_no_alloc::AllocDisabler;
+
 use std::net::{SocketAddr, UdpSocket};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};

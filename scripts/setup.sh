@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what patchcord needs on Debian 12 (run as root): the C toolchain pieces for the
+# bundled libopus (cmake), ALSA and JACK headers for cpal, the JACK server and tools used by
+# the tests, and a Rust toolchain if none is present. Installs only what is missing.
+set -euo pipefail
+
+PACKAGES=(build-essential cmake pkg-config libasound2-dev libjack-jackd2-dev jackd2 coreutils procps psmisc)
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}" >&2
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "setup: need root to install packages (or install them yourself: apt-get install ${missing[*]})" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >&2
+    apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    if [ -x "$HOME/.cargo/bin/cargo" ]; then
+        export PATH="$HOME/.cargo/bin:$PATH"
+    else
+        echo "setup: no Rust toolchain; installing it with rustup" >&2
+        apt-get install -y -q --no-install-recommends curl ca-certificates >&2
+        curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy,rustfmt >&2
+        export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+fi
