@@ -10,9 +10,12 @@
 //! - [`stats`]: RFC 3550 reception statistics and playout counters.
 //! - [`latency`]: end-to-end latency from sender reports and playback instants.
 
+pub mod delay;
 pub mod jitter;
 pub mod latency;
 pub mod playout;
+pub mod rate;
+pub mod red;
 pub mod rtcp;
 pub mod rtp;
 pub mod stats;

@@ -30,13 +30,17 @@
 //! is buffered and is SILK/hybrid coded (CELT-only packets carry no FEC), otherwise it is
 //! concealed with Opus PLC.
 
+use crate::delay::{DelayEstimator, RateController};
 use crate::jitter::{PacketStore, StoreOutcome, StoredPacket};
+use crate::rate::RateStage;
 use crate::rtp::{opus_packet_may_carry_fec, RtpOpusHeader, SeqExtender, TimestampExtender};
 use crate::rtp::{MAX_OPUS_PACKET_SAMPLES, OPUS_RTP_CLOCK_HZ};
 use crate::stats::{ReceptionRegister, SeqVerdict, StreamCounters};
 
 /// Output sample rate; Opus and patchcord always run at 48 kHz.
 pub const SAMPLE_RATE: u32 = OPUS_RTP_CLOCK_HZ;
+/// Concealment this long in one run is an interruption (as WebRTC counts them): 150 ms.
+const INTERRUPTION_SAMPLES: u64 = 7200;
 /// Opus PLC works in multiples of 2.5 ms.
 const PLC_QUANTUM: u32 = 120;
 
@@ -53,12 +57,25 @@ pub fn frames_to_ns(frames: i64) -> i64 {
     ((frames as i128 * 1_000_000_000 + SAMPLE_RATE as i128 / 2) / SAMPLE_RATE as i128) as i64
 }
 
+/// How the playout delay is chosen.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DelayMode {
+    /// Constant delay `latency_ns` from arrival to pull; drift held by slips.
+    Fixed,
+    /// Target follows the `quantile` of relative arrival delay (1 − glitch budget), within
+    /// `[min_ns, max_ns]`; reached by resampling (see [`crate::delay`]).
+    Adaptive { min_ns: i64, max_ns: i64, quantile: f64 },
+}
+
 /// Configuration of one stream's playout.
 #[derive(Debug, Clone, Copy)]
 pub struct PlayoutConfig {
+    /// Fixed or adaptive delay.
+    pub mode: DelayMode,
     /// Channels of the decoded output (1 or 2); Opus up/down-mixes the stream to it.
     pub channels: usize,
-    /// Fixed delay from a packet's arrival to its pull by the output callback.
+    /// Fixed mode: delay from a packet's arrival to its pull by the output callback.
+    /// Adaptive mode: the initial target.
     pub latency_ns: i64,
     /// Packet slots of the jitter buffer (bounds memory and the look-ahead).
     pub capacity_packets: usize,
@@ -74,6 +91,7 @@ pub struct PlayoutConfig {
 impl Default for PlayoutConfig {
     fn default() -> Self {
         PlayoutConfig {
+            mode: DelayMode::Fixed,
             channels: 2,
             latency_ns: 20_000_000,
             capacity_packets: 1024,
@@ -179,6 +197,21 @@ pub struct StreamPlayout {
     level: LevelKeeper,
     /// Packets wholly before this timestamp were skipped by the delay keeper, not late.
     skip_until_ts: u64,
+    /// Stream frames read so far: the timeline's domain. Equal to the output frame in
+    /// fixed mode; advances at the controlled rate in adaptive mode.
+    read_frame: u64,
+    /// Adaptive mode: the resampler between stream and output.
+    rate_stage: Option<RateStage>,
+    estimator: DelayEstimator,
+    controller: RateController,
+    /// Extended timestamp whose media time is 0 (first packet since the last restart).
+    ts_base: Option<u64>,
+    target_delay_ns: i64,
+    delay_ns: Option<i64>,
+    last_pull_ns: Option<i64>,
+    highest_seq: Option<u64>,
+    conceal_run: u64,
+    interrupted: bool,
 }
 
 /// Holds a fixed playout delay when the sender's and the receiver's sample clocks differ
@@ -244,10 +277,14 @@ impl LevelKeeper {
     }
 }
 
-/// Creating the decoder failed (only for an invalid channel count).
+/// Creating the stream failed.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot create Opus decoder: {0}")]
-pub struct PlayoutError(#[from] opus::Error);
+pub enum PlayoutError {
+    #[error("cannot create Opus decoder: {0}")]
+    Decoder(#[from] opus::Error),
+    #[error("{0}")]
+    Resampler(String),
+}
 
 impl StreamPlayout {
     /// Allocates everything the stream will ever need.
@@ -285,6 +322,25 @@ impl StreamPlayout {
             ended: false,
             level: LevelKeeper::default(),
             skip_until_ts: 0,
+            read_frame: 0,
+            rate_stage: match cfg.mode {
+                DelayMode::Adaptive { .. } => {
+                    Some(RateStage::new(ch).map_err(|e| PlayoutError::Resampler(e.to_string()))?)
+                }
+                DelayMode::Fixed => None,
+            },
+            estimator: DelayEstimator::new(match cfg.mode {
+                DelayMode::Adaptive { quantile, .. } => quantile,
+                DelayMode::Fixed => 0.99,
+            }),
+            controller: RateController::new(),
+            ts_base: None,
+            target_delay_ns: cfg.latency_ns,
+            delay_ns: None,
+            last_pull_ns: None,
+            highest_seq: None,
+            conceal_run: 0,
+            interrupted: false,
             cfg,
         })
     }
@@ -315,9 +371,47 @@ impl StreamPlayout {
 
     /// Audio buffered ahead of the playout point, in samples (0 when not playing).
     pub fn buffered_samples(&self, next_out_frame: u64) -> u64 {
-        match self.timeline.and_then(|t| t.ts_at(next_out_frame)) {
+        let pos = if self.rate_stage.is_some() {
+            self.read_frame
+        } else {
+            next_out_frame
+        };
+        match self.timeline.and_then(|t| t.ts_at(pos)) {
             Some(ts) => self.highest_ts_end.saturating_sub(ts),
             None => 0,
+        }
+    }
+
+    /// Current target delay (above the fastest path; fixed mode: the configured latency).
+    pub fn target_delay_ns(&self) -> i64 {
+        self.target_delay_ns
+    }
+
+    /// Measured delay of the playout point above the fastest path, at the last pull.
+    pub fn delay_ns(&self) -> Option<i64> {
+        self.delay_ns
+    }
+
+    /// Playout rate (stream samples per output sample); 1 in fixed mode.
+    pub fn rate(&self) -> f64 {
+        self.rate_stage.as_ref().map_or(1.0, |r| r.rate())
+    }
+
+    /// Estimated clock offset of the sender relative to the output (adaptive mode).
+    pub fn drift(&self) -> f64 {
+        self.controller.drift()
+    }
+
+    /// RTP timestamp (extended) of the sample the device plays at the first frame of the
+    /// next pull; in adaptive mode this accounts for the resampler's delay (±1 frame).
+    pub fn playing_ts(&self, out_frame: u64) -> Option<u64> {
+        let tl = self.timeline?;
+        match &self.rate_stage {
+            None => tl.ts_at(out_frame),
+            Some(stage) => {
+                let ts = tl.ts_at(self.read_frame)?;
+                Some(ts.saturating_sub(stage.latency_stream_frames().round() as u64))
+            }
         }
     }
 
@@ -358,6 +452,7 @@ impl StreamPlayout {
             if ext_seq < self.next_seq {
                 self.counters.late += 1;
                 self.seen[slot] = ext_seq;
+                self.observe_arrival(ext_seq, ext_ts, arrival_ns);
                 return InsertOutcome::Late;
             }
             if ext_seq >= self.next_seq + self.store.capacity() as u64 {
@@ -385,6 +480,7 @@ impl StreamPlayout {
         }
         self.seen[slot] = ext_seq;
         self.highest_ts_end = self.highest_ts_end.max(ext_ts + h.duration_samples as u64);
+        self.observe_arrival(ext_seq, ext_ts, arrival_ns);
         if self.timeline.is_none() {
             let r = PacketRef {
                 ext_seq,
@@ -401,6 +497,17 @@ impl StreamPlayout {
         InsertOutcome::Buffered
     }
 
+    /// Feed the delay estimator and the reorder count with a (non-duplicate) arrival.
+    fn observe_arrival(&mut self, ext_seq: u64, ext_ts: u64, arrival_ns: i64) {
+        match self.highest_seq {
+            Some(h) if ext_seq < h => self.counters.reordered += 1,
+            _ => self.highest_seq = Some(ext_seq),
+        }
+        let base = *self.ts_base.get_or_insert(ext_ts);
+        let media = frames_to_ns(ext_ts as i64 - base as i64);
+        self.estimator.observe(arrival_ns, media);
+    }
+
     /// Forget the sequence/timestamp spaces and the timeline (sender restarted).
     fn restart(&mut self) {
         self.store.clear();
@@ -409,6 +516,9 @@ impl StreamPlayout {
         self.ts_ext.reset();
         self.go_idle();
         self.highest_ts_end = 0;
+        self.ts_base = None;
+        self.highest_seq = None;
+        self.estimator.reset();
     }
 
     fn go_idle(&mut self) {
@@ -420,6 +530,13 @@ impl StreamPlayout {
         self.concealing = false;
         self.dry = false;
         self.dry_samples = 0;
+        self.conceal_run = 0;
+        self.interrupted = false;
+        if let Some(stage) = self.rate_stage.as_mut() {
+            stage.reset();
+        }
+        self.controller = RateController::new();
+        self.delay_ns = None;
         let _ = self.decoder.reset_state();
     }
 
@@ -462,9 +579,74 @@ impl StreamPlayout {
     pub fn pull(&mut self, out: &mut [f32], out_frame: u64, now_ns: i64, sink: &mut impl SegmentSink) {
         let ch = self.cfg.channels;
         let frames = out.len() / ch;
+        let period_ns = frames_to_ns(frames as i64);
+        self.update_delay(out_frame, now_ns, period_ns);
+        let Some(mut stage) = self.rate_stage.take() else {
+            // Fixed mode: the stream position is the output frame, sample for sample.
+            if self.timeline.is_none() {
+                self.establish(out_frame, now_ns);
+            }
+            self.read_stream(out, out_frame, sink);
+            self.keep_level(out_frame + frames as u64, frames as u64);
+            return;
+        };
         if self.timeline.is_none() {
-            self.establish(out_frame, now_ns);
+            self.cfg.latency_ns = self.target_delay_ns;
+            self.establish(self.read_frame, now_ns);
         }
+        stage.set_rate(self.controller.rate());
+        let mut read_frame = self.read_frame;
+        stage.render(out, |buf| {
+            self.read_stream(buf, read_frame, sink);
+            read_frame += (buf.len() / ch) as u64;
+        });
+        self.read_frame = read_frame;
+        self.rate_stage = Some(stage);
+    }
+
+    /// Measure the delay above the fastest path, update the target (adaptive) and the rate.
+    fn update_delay(&mut self, out_frame: u64, now_ns: i64, period_ns: i64) {
+        let dt = self
+            .last_pull_ns
+            .map_or(0.0, |l| ((now_ns - l).max(0)) as f64 * 1e-9);
+        self.last_pull_ns = Some(now_ns);
+        if let DelayMode::Adaptive { min_ns, max_ns, .. } = self.cfg.mode {
+            if self.estimator.samples() > 0 {
+                // a packet must be there at the start of the callback that needs it
+                let want = self.estimator.quantile_ns() + period_ns + 500_000;
+                self.target_delay_ns = want.clamp(min_ns, max_ns.max(min_ns));
+            }
+        }
+        let (Some(ts), Some(base), Some(min_transit)) = (
+            self.playing_ts(out_frame),
+            self.ts_base,
+            self.estimator.min_transit_ns(),
+        ) else {
+            self.delay_ns = None;
+            return;
+        };
+        let media = frames_to_ns(ts as i64 - base as i64);
+        let delay = now_ns - media - min_transit;
+        self.delay_ns = Some(delay);
+        if self.rate_stage.is_some() && self.timeline.is_some() && dt > 0.0 && dt < 1.0 {
+            self.controller
+                .update((delay - self.target_delay_ns) as f64 * 1e-9, dt);
+        }
+    }
+
+    /// Level keeper of fixed mode: samples buffered ahead of the next frame to play.
+    fn keep_level(&mut self, next: u64, frames: u64) {
+        if let Some(ts) = self.timeline.and_then(|t| t.ts_at(next)) {
+            let level = self.highest_ts_end.saturating_sub(ts);
+            self.level.observe(level, frames, &self.cfg);
+        }
+    }
+
+    /// Produce stream frames for timeline positions `[pos, pos + n)` (interleaved).
+    fn read_stream(&mut self, out: &mut [f32], pos: u64, sink: &mut impl SegmentSink) {
+        let ch = self.cfg.channels;
+        let frames = out.len() / ch;
+        let out_frame = pos;
         let mut i = 0usize;
         while i < frames {
             let f = out_frame + i as u64;
@@ -512,12 +694,6 @@ impl StreamPlayout {
             out[i * ch..(i + n) * ch].copy_from_slice(&self.dec[self.dec_pos * ch..(self.dec_pos + n) * ch]);
             self.dec_pos += n;
             i += n;
-        }
-        // Level keeper: samples buffered ahead of the next frame to play.
-        let next = out_frame + frames as u64;
-        if let Some(ts) = self.timeline.and_then(|t| t.ts_at(next)) {
-            let level = self.highest_ts_end.saturating_sub(ts);
-            self.level.observe(level, frames as u64, &self.cfg);
         }
     }
 
@@ -654,9 +830,17 @@ impl StreamPlayout {
         self.dec_len = samples as usize;
         self.dec_pos = 0;
         self.counters.concealed_samples += samples as u64;
+        self.counters.concealed_frames += 1;
         if !self.concealing {
             self.concealing = true;
             self.counters.concealment_events += 1;
+            self.conceal_run = 0;
+            self.interrupted = false;
+        }
+        self.conceal_run += samples as u64;
+        if !self.interrupted && self.conceal_run >= INTERRUPTION_SAMPLES {
+            self.interrupted = true;
+            self.counters.interruptions += 1;
         }
         sink.segment(&Segment {
             out_frame,

@@ -185,6 +185,14 @@ pub struct StreamCounters {
     pub seq_jumps: u64,
     /// New playout timelines started after a sender restart or a long outage.
     pub resyncs: u64,
+    /// Packets that arrived after a packet with a higher sequence number.
+    pub reordered: u64,
+    /// Missing packets recovered from RFC 2198 redundancy carried by later packets.
+    pub recovered_red: u64,
+    /// Concealment operations (one per missing frame or gap chunk).
+    pub concealed_frames: u64,
+    /// Runs of concealment of 150 ms or more.
+    pub interruptions: u64,
     /// Slips made by the fixed-delay keeper to hold the delay against clock drift.
     pub delay_corrections: u64,
     /// Samples dropped by those slips (buffer level too high).

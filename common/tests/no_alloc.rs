@@ -5,7 +5,7 @@
 //! and drift corrections.
 
 use assert_no_alloc::{assert_no_alloc, reset_violation_count, violation_count, AllocDisabler};
-use patchcord_common::playout::{frames_to_ns, NoSegments, PlayoutConfig, StreamPlayout};
+use patchcord_common::playout::{frames_to_ns, DelayMode, NoSegments, PlayoutConfig, StreamPlayout};
 use patchcord_common::rtp::{validate_opus_rtp, Packetizer};
 
 #[global_allocator]
@@ -13,6 +13,19 @@ static A: AllocDisabler = AllocDisabler;
 
 #[test]
 fn playout_never_allocates_after_creation() {
+    for mode in [
+        DelayMode::Fixed,
+        DelayMode::Adaptive {
+            min_ns: 5_000_000,
+            max_ns: 500_000_000,
+            quantile: 0.99,
+        },
+    ] {
+        never_allocates(mode);
+    }
+}
+
+fn never_allocates(mode: DelayMode) {
     // Packets prepared up front (allocation allowed here).
     let mut enc = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
     enc.set_inband_fec(true).unwrap();

@@ -27,7 +27,7 @@ use clap::Parser;
 use cpal::traits::{DeviceTrait, StreamTrait};
 use cpal::{BufferSize, SampleFormat, StreamConfig};
 use patchcord_common::latency::CaptureClock;
-use patchcord_common::playout::{PlayoutConfig, Segment, StreamPlayout};
+use patchcord_common::playout::{DelayMode, PlayoutConfig, Segment, StreamPlayout};
 use patchcord_common::rtcp::{is_rtcp, parse_compound, RtcpPacket};
 use patchcord_common::rtp::{validate_opus_rtp, RtpOpusHeader, MAX_DATAGRAM_LEN};
 use patchcord_devices::app::{parse_seconds, wait_for_stop, DeviceArgs, StatsSink, StopReason};
@@ -51,9 +51,20 @@ struct Args {
     listen: String,
     #[command(flatten)]
     device: DeviceArgs,
-    /// Fixed playout delay in ms, from a packet's arrival to its playout (0.5..=2000).
-    #[arg(long, value_name = "MS", default_value = "20", value_parser = parse_latency_ms)]
-    latency: f64,
+    /// Playout delay: `auto` (adaptive: follows the measured jitter within --latency-min
+    /// and --latency-max) or a fixed delay in ms from a packet's arrival to its playout.
+    #[arg(long, value_name = "auto|MS", default_value = "auto", value_parser = parse_latency)]
+    latency: Latency,
+    /// Adaptive mode: lowest delay above the fastest packets, ms.
+    #[arg(long, value_name = "MS", default_value = "5", value_parser = parse_latency_ms)]
+    latency_min: f64,
+    /// Adaptive mode: highest delay, ms.
+    #[arg(long, value_name = "MS", default_value = "500", value_parser = parse_latency_ms)]
+    latency_max: f64,
+    /// Adaptive mode: share of packets allowed to arrive too late, in percent; the target
+    /// is the (100 − budget) % quantile of the packets' relative arrival delay.
+    #[arg(long, value_name = "PCT", default_value = "1", value_parser = parse_budget)]
+    glitch_budget: f64,
     /// Expected RTP payload type (96..=127); other payload types are counted and dropped.
     #[arg(long, default_value_t = 96, value_parser = clap::value_parser!(u8).range(96..=127))]
     payload_type: u8,
@@ -74,6 +85,31 @@ struct Args {
     /// No status line on stderr.
     #[arg(long, short)]
     quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Latency {
+    Auto,
+    Fixed(f64),
+}
+
+fn parse_latency(s: &str) -> Result<Latency, String> {
+    if s.eq_ignore_ascii_case("auto") {
+        Ok(Latency::Auto)
+    } else {
+        parse_latency_ms(s).map(Latency::Fixed)
+    }
+}
+
+fn parse_budget(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("'{s}' is not a percentage"))?;
+    if !(0.01..=20.0).contains(&v) {
+        return Err("glitch budget must be between 0.01 and 20 percent".into());
+    }
+    Ok(v)
 }
 
 fn parse_latency_ms(s: &str) -> Result<f64, String> {
@@ -167,10 +203,36 @@ async fn run(args: Args) -> Result<(), String> {
 
     let clock = HostClock::new();
     let channels = args.device.channels as usize;
-    let playout_cfg = PlayoutConfig {
-        channels,
-        latency_ns: (args.latency * 1e6).round() as i64,
-        ..PlayoutConfig::default()
+    if args.latency_min > args.latency_max {
+        return Err(format!(
+            "--latency-min {} ms is above --latency-max {} ms",
+            args.latency_min, args.latency_max
+        ));
+    }
+    let playout_cfg = match args.latency {
+        Latency::Fixed(ms) => PlayoutConfig {
+            mode: DelayMode::Fixed,
+            channels,
+            latency_ns: (ms * 1e6).round() as i64,
+            ..PlayoutConfig::default()
+        },
+        Latency::Auto => PlayoutConfig {
+            mode: DelayMode::Adaptive {
+                min_ns: (args.latency_min * 1e6).round() as i64,
+                max_ns: (args.latency_max * 1e6).round() as i64,
+                quantile: 1.0 - args.glitch_budget / 100.0,
+            },
+            channels,
+            latency_ns: (args.latency_min * 1e6).round() as i64,
+            ..PlayoutConfig::default()
+        },
+    };
+    let latency_text = match args.latency {
+        Latency::Fixed(ms) => format!("fixed latency {ms} ms"),
+        Latency::Auto => format!(
+            "adaptive latency {}..{} ms, glitch budget {} %",
+            args.latency_min, args.latency_max, args.glitch_budget
+        ),
     };
 
     // Device
@@ -300,11 +362,10 @@ async fn run(args: Args) -> Result<(), String> {
     };
     if !args.quiet {
         eprintln!(
-            "patchcord-recv: listening on {local} (RTCP also on {}) -> {} on {} | {channels} ch, fixed latency {} ms, PT {}",
+            "patchcord-recv: listening on {local} (RTCP also on {}) -> {} on {} | {channels} ch, {latency_text}, PT {}",
             rtcp_socket.as_ref().and_then(|s| s.local_addr().ok()).map(|a| a.to_string()).unwrap_or("-".into()),
             opened.device_name,
             opened.host_name,
-            args.latency,
             args.payload_type
         );
     }
@@ -516,13 +577,14 @@ fn print_status(s: &serde_json::Value, kbps: f64) {
         .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
         .unwrap_or(0);
     eprintln!(
-        "recv {:>6.1}s | packets {:>7} | lost {} | late {} | concealed {:.1} ms | buffer {:.1} ms | underruns {} | xruns {} | {:.1} kb/s | latency {} | bad {} | cb p99 {:.0}%",
+        "recv {:>6.1}s | packets {:>7} | lost {} | late {} | concealed {:.1} ms | delay {:.1}/{:.1} ms | underruns {} | xruns {} | {:.1} kb/s | latency {} | bad {} | cb p99 {:.0}%",
         f("t"),
         s["packets_received"],
         s["lost"],
         s["late"],
         f("concealed_ms"),
-        f("buffer_ms"),
+        f("delay_ms"),
+        f("target_delay_ms"),
         s["underruns"],
         s["xruns"],
         kbps,
@@ -551,20 +613,21 @@ fn print_summary(s: &serde_json::Value, reason: StopReason) {
         s["packets_received"], s["played"], s["lost"], s["missing"], s["late"], s["duplicates"], s["recovered_fec"]
     );
     eprintln!(
-        "  concealed {:.1} ms in {} events, underruns {}, xruns {}, resyncs {}, bad datagrams {} {}, jitter {:.2} ms",
+        "  concealed {:.1} ms in {} events ({} interruptions >= 150 ms), underruns {}, xruns {}, resyncs {}, bad datagrams {}, jitter {:.2} ms",
         f("concealed_ms"),
         s["concealment_events"],
+        s["interruptions"],
         s["underruns"],
         s["xruns"],
         s["resyncs"],
         s["dropped"].as_object().map(|m| m.values().filter_map(|v| v.as_u64()).sum::<u64>()).unwrap_or(0),
-        s["dropped"],
         f("jitter_ms")
     );
     match s["latency_ms"].as_f64() {
         Some(l) => eprintln!(
-            "  end-to-end latency (capture -> playback, from RTCP SR): {l:.2} ms (fixed jitter-buffer delay {} ms)",
-            s["target_latency_ms"]
+            "  end-to-end latency (capture -> playback, from RTCP SR): {l:.2} ms (jitter buffer: delay {:.2} ms, target {:.2} ms)",
+            f("delay_ms"),
+            f("target_delay_ms")
         ),
         None => eprintln!("  end-to-end latency: unknown (no RTCP sender report received)"),
     }

@@ -47,6 +47,10 @@ pub struct Snapshot {
     /// RTP timestamp played at `out_frame`, if the stream is playing.
     pub rtp_ts_at_frame: Option<u32>,
     pub buffered_samples: u64,
+    pub target_delay_ns: i64,
+    pub delay_ns: Option<i64>,
+    pub rate: f64,
+    pub drift: f64,
     pub counters: StreamCounters,
     pub rfc3550_expected: u64,
     pub rfc3550_lost: i64,

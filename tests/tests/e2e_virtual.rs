@@ -219,6 +219,8 @@ fn malformed_datagrams_are_counted_by_kind_and_never_disturb_playout() {
             format!("127.0.0.1:{port}"),
             "--device".into(),
             "null".into(),
+            "--latency".into(),
+            "20".into(),
             "--duration".into(),
             "4".into(),
             "--stats-json".into(),

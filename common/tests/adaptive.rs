@@ -1,0 +1,158 @@
+//! Adaptive delay: the target follows the jitter (up fast, down slowly), the delay follows
+//! the target by resampling, and clock drift is absorbed by the same loop.
+
+use patchcord_common::playout::{frames_to_ns, DelayMode, NoSegments, PlayoutConfig, StreamPlayout};
+use patchcord_common::rtp::{validate_opus_rtp, Packetizer};
+
+const FRAME: usize = 480;
+
+fn packets(n: usize) -> Vec<Vec<u8>> {
+    let mut enc = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::LowDelay).unwrap();
+    let mut pk = Packetizer::new(1, 96, 100, 1000);
+    let pcm: Vec<f32> = (0..FRAME).map(|i| (i as f32 * 0.07).sin() * 0.3).collect();
+    let mut buf = [0u8; 1500];
+    let mut rtp = [0u8; 1500];
+    (0..n)
+        .map(|i| {
+            let len = enc.encode_float(&pcm, &mut buf).unwrap();
+            let l = pk.build((i * FRAME) as u64, &buf[..len], &mut rtp).unwrap();
+            rtp[..l].to_vec()
+        })
+        .collect()
+}
+
+struct Trace {
+    /// (time s, target ms, delay ms, rate) once a second
+    seconds: Vec<(f64, f64, f64, f64)>,
+}
+
+/// Sender clock `ppm` fast; packet i leaves at its capture end and arrives after 1 ms plus
+/// `jitter_ms(i, t)` (uniform in [0, j) from a fixed PRNG).
+fn run(secs: usize, ppm: f64, jitter_ms: impl Fn(f64) -> f64, min_ms: i64) -> (StreamPlayout, Trace) {
+    let n = secs * 48_000 / FRAME;
+    let dgrams = packets(n);
+    let mut seed = 0x1234_5678_9abc_def1u64;
+    let mut arrivals: Vec<(i64, usize)> = (0..n)
+        .map(|i| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let u = (seed >> 11) as f64 / (1u64 << 53) as f64;
+            let sent = (frames_to_ns(((i + 1) * FRAME) as i64) as f64 / (1.0 + ppm * 1e-6)) as i64;
+            let j = jitter_ms(sent as f64 * 1e-9);
+            (sent + 1_000_000 + (u * j * 1e6) as i64, i)
+        })
+        .collect();
+    arrivals.sort();
+    let cfg = PlayoutConfig {
+        mode: DelayMode::Adaptive {
+            min_ns: min_ms * 1_000_000,
+            max_ns: 500_000_000,
+            quantile: 0.99,
+        },
+        channels: 1,
+        latency_ns: min_ms * 1_000_000,
+        ..PlayoutConfig::default()
+    };
+    let mut p = StreamPlayout::new(1, cfg).unwrap();
+    let mut out = vec![0f32; 128];
+    let mut f = 0u64;
+    let mut next = 0;
+    let mut trace = Trace { seconds: vec![] };
+    let end = frames_to_ns((n * FRAME) as i64) - 100_000_000;
+    loop {
+        let now = frames_to_ns(f as i64);
+        if now > end {
+            break;
+        }
+        while next < arrivals.len() && arrivals[next].0 <= now {
+            let d = &dgrams[arrivals[next].1];
+            let h = validate_opus_rtp(d, 96).unwrap();
+            p.insert(&h, h.payload(d), arrivals[next].0);
+            next += 1;
+        }
+        p.pull(&mut out, f, now, &mut NoSegments);
+        f += 128;
+        if f % 48_000 < 128 {
+            trace.seconds.push((
+                now as f64 * 1e-9,
+                p.target_delay_ns() as f64 / 1e6,
+                p.delay_ns().unwrap_or(0) as f64 / 1e6,
+                p.rate(),
+            ));
+        }
+    }
+    (p, trace)
+}
+
+fn at(t: &Trace, s: f64) -> (f64, f64, f64, f64) {
+    *t.seconds.iter().find(|x| x.0 >= s).unwrap()
+}
+
+#[test]
+fn clean_network_stays_at_the_minimum_without_glitches() {
+    let (p, t) = run(60, 0.0, |_| 0.3, 5);
+    let c = p.counters();
+    let (_, target, delay, _) = at(&t, 50.0);
+    assert!(target <= 5.0 + 0.01, "target {target}");
+    assert!((delay - target).abs() < 1.0, "delay {delay} vs target {target}");
+    assert_eq!((c.late, c.missing, c.underruns), (0, 0, 0), "{c:?}");
+}
+
+#[test]
+fn target_rises_with_jitter_and_comes_back_down() {
+    // 20 ms of jitter from 20 s to 80 s
+    let (p, t) = run(
+        180,
+        0.0,
+        |s| if (20.0..80.0).contains(&s) { 20.0 } else { 0.3 },
+        5,
+    );
+    let (_, before, _, _) = at(&t, 18.0);
+    let (_, rising, _, _) = at(&t, 21.0);
+    let (_, settled, delay, _) = at(&t, 70.0);
+    let (_, after_3s, _, _) = at(&t, 83.0);
+    let (_, after, delay_after, _) = at(&t, 150.0);
+    eprintln!("{:?}", t.seconds.iter().step_by(5).collect::<Vec<_>>());
+    assert!(before <= 5.01, "before {before}");
+    assert!(rising > 18.0, "target did not rise within a second: {rising}");
+    // p99 of uniform 0..20 ms is 19.8 ms; + period 2.7 ms + 0.5 ms margin, one bucket
+    assert!((21.0..=24.5).contains(&settled), "settled target {settled}");
+    assert!(
+        (delay - settled).abs() < 2.0,
+        "delay {delay} did not follow {settled}"
+    );
+    assert!(after_3s > 15.0, "fell too fast: {after_3s}");
+    assert!(
+        after <= 5.01 && delay_after < 7.0,
+        "did not come down: {after} / {delay_after}"
+    );
+    let c = p.counters();
+    // glitch budget: about 1 % of the packets of the jittery minute, mostly while rising
+    assert!(c.late < 6000 / 25, "{c:?}");
+    assert_eq!(c.underruns.saturating_sub(c.late), 0, "{c:?}");
+}
+
+#[test]
+fn clock_drift_is_absorbed_by_the_same_loop() {
+    for ppm in [500.0, -500.0] {
+        let (p, t) = run(90, ppm, |_| 0.3, 5);
+        let c = p.counters();
+        let (_, target, delay, rate) = at(&t, 80.0);
+        assert!(
+            (delay - target).abs() < 1.0,
+            "{ppm} ppm: delay {delay} vs target {target}"
+        );
+        assert!((rate - 1.0 - ppm * 1e-6).abs() < 100e-6, "{ppm} ppm: rate {rate}");
+        assert!(
+            (p.drift() - ppm * 1e-6).abs() < 100e-6,
+            "{ppm} ppm: drift {}",
+            p.drift()
+        );
+        assert_eq!(
+            (c.late, c.underruns, c.delay_corrections),
+            (0, 0, 0),
+            "{ppm}: {c:?}"
+        );
+    }
+}
