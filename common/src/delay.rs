@@ -254,7 +254,7 @@ mod tests {
         let mut i = 0u64;
         while t < 60.0 {
             let media = (t * 1e9) as i64;
-            let spike = if i % 400 == 0 { 150_000_000 } else { 0 }; // 0.25 % of packets
+            let spike = if i.is_multiple_of(400) { 150_000_000 } else { 0 }; // 0.25 % of packets
             e.observe(media + 3_000_000 + spike, media);
             t += 0.01;
             i += 1;

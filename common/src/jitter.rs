@@ -15,6 +15,8 @@ pub struct StoredPacket {
     pub duration_samples: u32,
     pub arrival_ns: i64,
     pub len: usize,
+    /// A stand-in recovered from RFC 2198 redundancy of a later packet, not the original.
+    pub redundant: bool,
 }
 
 /// What happened to an inserted packet.
@@ -109,6 +111,14 @@ impl PacketStore {
         }
     }
 
+    /// Stored packets that are originals (not redundancy stand-ins). O(capacity).
+    pub fn originals(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| s.is_some_and(|p| !p.redundant))
+            .count()
+    }
+
     pub fn clear(&mut self) {
         for s in self.slots.iter_mut() {
             *s = None;
@@ -128,6 +138,7 @@ mod tests {
             duration_samples: 480,
             arrival_ns: 0,
             len: 0,
+            redundant: false,
         }
     }
 

@@ -111,6 +111,8 @@ pub enum SampleSource {
     Packet { seq: u64 },
     /// Recovered from the in-band FEC carried by packet `seq + 1`.
     Fec { seq: u64 },
+    /// Decoded from an RFC 2198 redundant copy of packet `seq` carried by a later packet.
+    Redundancy { seq: u64 },
     /// Packet loss concealment.
     Plc,
 }
@@ -415,6 +417,11 @@ impl StreamPlayout {
         }
     }
 
+    /// Original packets waiting in the jitter buffer, and its capacity. O(capacity).
+    pub fn buffered_packets(&self) -> (usize, usize) {
+        (self.store.originals(), self.store.capacity())
+    }
+
     /// Whether the stream currently has a playout timeline.
     pub fn is_playing(&self) -> bool {
         self.timeline.is_some()
@@ -466,7 +473,12 @@ impl StreamPlayout {
             duration_samples: h.duration_samples,
             arrival_ns,
             len: payload.len(),
+            redundant: false,
         };
+        if self.store.get(ext_seq).is_some_and(|(m, _)| m.redundant) {
+            // The original arrived after a redundant copy stood in for it: it replaces it.
+            self.store.remove(ext_seq);
+        }
         match self.store.insert(meta, payload) {
             StoreOutcome::Stored => {}
             StoreOutcome::Duplicate => {
@@ -497,6 +509,38 @@ impl StreamPlayout {
         InsertOutcome::Buffered
     }
 
+    /// Offer a frame recovered from RFC 2198 redundancy: the Opus frame of packet `sequence`
+    /// (timestamp `timestamp`), carried by a later packet. Stored as a stand-in if that
+    /// packet has not arrived and its playout time has not passed; the original replaces it
+    /// if it still arrives. Redundant copies are not counted as received packets.
+    pub fn insert_redundant(&mut self, sequence: u16, timestamp: u32, duration_samples: u32, payload: &[u8]) {
+        if self.seq_ext.highest().is_none() || duration_samples == 0 {
+            return;
+        }
+        let ext_seq = self.seq_ext.peek(sequence);
+        let ext_ts = self.ts_ext.peek(timestamp);
+        let slot = (ext_seq % self.seen.len() as u64) as usize;
+        if self.seen[slot] == ext_seq || self.store.get(ext_seq).is_some() {
+            return;
+        }
+        if self.timeline.is_some()
+            && (ext_seq < self.next_seq || ext_seq >= self.next_seq + self.store.capacity() as u64)
+        {
+            return;
+        }
+        let meta = StoredPacket {
+            ext_seq,
+            ext_ts,
+            duration_samples,
+            arrival_ns: 0,
+            len: payload.len(),
+            redundant: true,
+        };
+        if self.store.insert(meta, payload) == StoreOutcome::Stored {
+            self.highest_ts_end = self.highest_ts_end.max(ext_ts + duration_samples as u64);
+        }
+    }
+
     /// Feed the delay estimator and the reorder count with a (non-duplicate) arrival.
     fn observe_arrival(&mut self, ext_seq: u64, ext_ts: u64, arrival_ns: i64) {
         match self.highest_seq {
@@ -510,6 +554,7 @@ impl StreamPlayout {
 
     /// Forget the sequence/timestamp spaces and the timeline (sender restarted).
     fn restart(&mut self) {
+        self.counters.discarded += self.store.originals() as u64;
         self.store.clear();
         self.seen.iter_mut().for_each(|s| *s = u64::MAX);
         self.seq_ext.reset();
@@ -722,7 +767,7 @@ impl StreamPlayout {
             if meta.ext_ts + dur <= need_ts {
                 // Wholly in the past (its time was concealed, or skipped by the delay
                 // keeper): decoded only to keep the decoder state continuous.
-                if meta.ext_ts + dur > self.skip_until_ts {
+                if meta.ext_ts + dur > self.skip_until_ts && !meta.redundant {
                     self.counters.late += 1;
                 }
                 continue;
@@ -732,7 +777,12 @@ impl StreamPlayout {
                     self.last_frame_samples = n as u32;
                     self.dec_len = n;
                     self.dec_pos = ((need_ts - meta.ext_ts) as usize).min(n);
-                    self.counters.played += 1;
+                    if meta.redundant {
+                        self.counters.missing += 1;
+                        self.counters.recovered_red += 1;
+                    } else {
+                        self.counters.played += 1;
+                    }
                     self.concealing = false;
                     self.dry = false;
                     self.dry_samples = 0;
@@ -740,14 +790,20 @@ impl StreamPlayout {
                         out_frame,
                         frames: (n - self.dec_pos) as u32,
                         rtp_ts: need_ts,
-                        source: SampleSource::Packet { seq: meta.ext_seq },
+                        source: if meta.redundant {
+                            SampleSource::Redundancy { seq: meta.ext_seq }
+                        } else {
+                            SampleSource::Packet { seq: meta.ext_seq }
+                        },
                     });
                     return;
                 }
                 _ => {
                     // A corrupt packet's TOC duration cannot be trusted: conceal up to the
                     // next buffered packet, at most the duration it claimed.
-                    self.counters.decode_errors += 1;
+                    if !meta.redundant {
+                        self.counters.decode_errors += 1;
+                    }
                     let mut n = meta.ext_ts + dur - need_ts;
                     if let Some((next, _)) = self.store.get(self.next_seq) {
                         n = n.min(next.ext_ts.saturating_sub(need_ts)).max(1);

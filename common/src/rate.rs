@@ -54,10 +54,11 @@ impl RateStage {
 
     /// Stream samples consumed per output sample.
     pub fn set_rate(&mut self, rate: f64) {
-        if rate != self.rate && rate.is_finite() {
-            if self.resampler.set_resample_ratio(1.0 / rate, true).is_ok() {
-                self.rate = rate;
-            }
+        if rate != self.rate
+            && rate.is_finite()
+            && self.resampler.set_resample_ratio(1.0 / rate, true).is_ok()
+        {
+            self.rate = rate;
         }
     }
 

@@ -183,6 +183,8 @@ pub struct StreamCounters {
     pub decode_errors: u64,
     /// Sequence jumps beyond RFC 3550 MAX_DROPOUT (packet dropped).
     pub seq_jumps: u64,
+    /// Buffered packets thrown away when the sender restarted.
+    pub discarded: u64,
     /// New playout timelines started after a sender restart or a long outage.
     pub resyncs: u64,
     /// Packets that arrived after a packet with a higher sequence number.

@@ -25,7 +25,7 @@ fn playout_never_allocates_after_creation() {
     }
 }
 
-fn never_allocates(mode: DelayMode) {
+fn never_allocates(_mode: DelayMode) {
     // Packets prepared up front (allocation allowed here).
     let mut enc = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
     enc.set_inband_fec(true).unwrap();

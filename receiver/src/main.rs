@@ -28,6 +28,7 @@ use cpal::traits::{DeviceTrait, StreamTrait};
 use cpal::{BufferSize, SampleFormat, StreamConfig};
 use patchcord_common::latency::CaptureClock;
 use patchcord_common::playout::{DelayMode, PlayoutConfig, Segment, StreamPlayout};
+use patchcord_common::red::{validate_red_rtp, RedInfo};
 use patchcord_common::rtcp::{is_rtcp, parse_compound, RtcpPacket};
 use patchcord_common::rtp::{validate_opus_rtp, RtpOpusHeader, MAX_DATAGRAM_LEN};
 use patchcord_devices::app::{parse_seconds, wait_for_stop, DeviceArgs, StatsSink, StopReason};
@@ -68,6 +69,9 @@ struct Args {
     /// Expected RTP payload type (96..=127); other payload types are counted and dropped.
     #[arg(long, default_value_t = 96, value_parser = clap::value_parser!(u8).range(96..=127))]
     payload_type: u8,
+    /// RTP payload type of RFC 2198 redundant packets (sender --redundancy); 96..=127.
+    #[arg(long, default_value_t = 97, value_parser = clap::value_parser!(u8).range(96..=127))]
+    red_payload_type: u8,
     /// A stream silent this long may be replaced by a new sender (new SSRC).
     #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = parse_seconds)]
     stream_timeout: f64,
@@ -203,6 +207,12 @@ async fn run(args: Args) -> Result<(), String> {
 
     let clock = HostClock::new();
     let channels = args.device.channels as usize;
+    if args.red_payload_type == args.payload_type {
+        return Err(format!(
+            "--red-payload-type {} equals --payload-type; choose two different dynamic payload types",
+            args.red_payload_type
+        ));
+    }
     if args.latency_min > args.latency_max {
         return Err(format!(
             "--latency-min {} ms is above --latency-max {} ms",
@@ -401,6 +411,7 @@ async fn run(args: Args) -> Result<(), String> {
                 net.datagrams += 1;
                 let mut ctx = NetContext {
                     payload_type: args.payload_type,
+                    red_payload_type: args.red_payload_type,
                     playout: &playout_cfg,
                     net: &mut net,
                     active: &mut active,
@@ -421,6 +432,7 @@ async fn run(args: Args) -> Result<(), String> {
                 net.datagrams += 1;
                 let mut ctx = NetContext {
                     payload_type: args.payload_type,
+                    red_payload_type: args.red_payload_type,
                     playout: &playout_cfg,
                     net: &mut net,
                     active: &mut active,
@@ -468,6 +480,7 @@ async fn run(args: Args) -> Result<(), String> {
 /// The network side's state, borrowed for one datagram.
 struct NetContext<'a> {
     payload_type: u8,
+    red_payload_type: u8,
     playout: &'a PlayoutConfig,
     net: &'a mut NetCounters,
     active: &'a mut Option<(u32, i64)>,
@@ -483,8 +496,13 @@ impl NetContext<'_> {
             self.rtcp(d);
             return;
         }
-        let header = match validate_opus_rtp(d, self.payload_type) {
-            Ok(h) => h,
+        let validated = if d.len() > 1 && d[1] & 0x7f == self.red_payload_type {
+            validate_red_rtp(d, self.red_payload_type, self.payload_type)
+        } else {
+            validate_opus_rtp(d, self.payload_type).map(|h| (h, RedInfo::default()))
+        };
+        let (header, red) = match validated {
+            Ok(v) => v,
             Err(reason) => {
                 self.net.dropped[reason.index()] += 1;
                 return;
@@ -514,6 +532,7 @@ impl NetContext<'_> {
         let mut slot = PacketSlot {
             bye: false,
             header,
+            red,
             arrival_unix_ns: arrival,
             len: d.len(),
             data: [0; MAX_DATAGRAM_LEN],
@@ -555,6 +574,7 @@ impl NetContext<'_> {
                     let slot = PacketSlot {
                         bye: true,
                         header,
+                        red: RedInfo::default(),
                         arrival_unix_ns: 0,
                         len: 0,
                         data: [0; MAX_DATAGRAM_LEN],

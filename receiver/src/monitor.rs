@@ -230,6 +230,7 @@ fn write_segment(w: &mut BufWriter<File>, s: &Segment) {
         SampleSource::Silence => ("silence", String::new()),
         SampleSource::Packet { seq } => ("packet", (seq as u16).to_string()),
         SampleSource::Fec { seq } => ("fec", (seq as u16).to_string()),
+        SampleSource::Redundancy { seq } => ("red", (seq as u16).to_string()),
         SampleSource::Plc => ("plc", String::new()),
     };
     let ts = if s.source == SampleSource::Silence {

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use cpal::OutputCallbackInfo;
 use patchcord_common::playout::{Segment, SegmentSink, StreamPlayout};
+use patchcord_common::red::RedInfo;
 use patchcord_common::rtp::{RtpOpusHeader, MAX_DATAGRAM_LEN};
 use patchcord_common::stats::StreamCounters;
 use patchcord_devices::clock::HostClock;
@@ -20,6 +21,8 @@ pub struct PacketSlot {
     /// An RTCP BYE for `header.ssrc` rather than a packet.
     pub bye: bool,
     pub header: RtpOpusHeader,
+    /// RFC 2198 redundant blocks carried by the packet (empty for plain Opus).
+    pub red: RedInfo,
     pub arrival_unix_ns: i64,
     pub len: usize,
     pub data: [u8; MAX_DATAGRAM_LEN],
@@ -135,6 +138,20 @@ impl OutputSide {
                 Some(s) if s.ssrc() == p.header.ssrc => {
                     let d = p.datagram();
                     s.insert(&p.header, p.header.payload(d), p.arrival_unix_ns);
+                    // Redundant copies of earlier frames: one frame per packet, so the block
+                    // `k` frames back belongs to sequence number − k.
+                    for b in p.red.redundant() {
+                        if b.duration_samples == 0 || b.ts_offset % b.duration_samples != 0 {
+                            continue;
+                        }
+                        let k = (b.ts_offset / b.duration_samples) as u16;
+                        s.insert_redundant(
+                            p.header.sequence.wrapping_sub(k),
+                            b.timestamp(p.header.timestamp),
+                            b.duration_samples,
+                            b.payload(d),
+                        );
+                    }
                 }
                 _ => self.unrouted_packets += 1,
             }
@@ -252,6 +269,7 @@ mod tests {
                     let mut slot = PacketSlot {
                         bye: false,
                         header,
+                        red: RedInfo::default(),
                         arrival_unix_ns: side.clock.now_unix_ns(),
                         len,
                         data: [0; MAX_DATAGRAM_LEN],
@@ -279,6 +297,7 @@ mod tests {
             let _ = packet_tx.push(PacketSlot {
                 bye: true,
                 header,
+                red: RedInfo::default(),
                 arrival_unix_ns: 0,
                 len: 0,
                 data: [0; MAX_DATAGRAM_LEN],

@@ -23,6 +23,7 @@ use std::time::Instant;
 use clap::Parser;
 use cpal::traits::{DeviceTrait, StreamTrait};
 use cpal::{BufferSize, SampleFormat, StreamConfig};
+use patchcord_common::red::{RedEncoder, MAX_RED_BLOCK_LEN, MAX_RED_PAYLOAD_LEN};
 use patchcord_common::rtp::Packetizer;
 use patchcord_devices::app::{parse_seconds, wait_for_stop, DeviceArgs, StatsSink, StopReason};
 use patchcord_devices::clock::HostClock;
@@ -65,6 +66,15 @@ struct Args {
     /// RTP payload type (dynamic range 96..=127).
     #[arg(long, default_value_t = 96, value_parser = clap::value_parser!(u8).range(96..=127))]
     payload_type: u8,
+    /// RFC 2198 redundancy (0..=3): each packet also carries the previous N Opus frames, so
+    /// up to N consecutive lost packets are recovered exactly; costs about (N+1)× the
+    /// bitrate. The loss protection for --application lowdelay, which has no Opus FEC.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=3))]
+    redundancy: u8,
+    /// RTP payload type of the RED packets sent with --redundancy (96..=127, not the
+    /// --payload-type, which stays the type of the Opus blocks inside).
+    #[arg(long, value_name = "PT", default_value_t = 97, value_parser = clap::value_parser!(u8).range(96..=127))]
+    red_payload_type: u8,
     /// Send RTCP to the RTP port (RFC 5761 mux) instead of port + 1.
     #[arg(long)]
     rtcp_mux: bool,
@@ -131,6 +141,14 @@ async fn resolve(to: &str) -> Result<SocketAddr, String> {
 
 async fn run(args: Args) -> Result<(), String> {
     let to = args.to.as_deref().ok_or("missing --to HOST:PORT")?;
+    let redundancy = usize::from(args.redundancy);
+    if redundancy > 0 && args.red_payload_type == args.payload_type {
+        return Err(format!(
+            "--red-payload-type {} is also the --payload-type: RED packets need a payload type of their own (e.g. --red-payload-type {})",
+            args.red_payload_type,
+            if args.payload_type == 127 { 126 } else { args.payload_type + 1 }
+        ));
+    }
     let dest = resolve(to).await?;
     if dest.port() == 0 {
         return Err(format!("bad destination '{to}': port 0"));
@@ -178,6 +196,33 @@ async fn run(args: Args) -> Result<(), String> {
             );
         }
     }
+    if args.fec && redundancy > 0 {
+        eprintln!(
+            "patchcord-send: note: --fec and --redundancy together: both add bitrate; FEC repairs a single loss with a lower-quality copy (SILK/hybrid only), RED up to {redundancy} consecutive losses exactly"
+        );
+    }
+    let red = if redundancy > 0 {
+        // Only whole frames that fit in one datagram (1488 bytes of RED payload) and in the
+        // 10-bit block length (1023 bytes) can be repeated; say so when the bitrate is too high.
+        let frame_bytes = args.bitrate as f64 * args.frame_ms / 8000.0;
+        let fit = ((MAX_RED_PAYLOAD_LEN as f64 - 1.0 - frame_bytes) / (frame_bytes + 4.0)).floor();
+        if frame_bytes > MAX_RED_BLOCK_LEN as f64 || fit < redundancy as f64 {
+            eprintln!(
+                "patchcord-send: note: at {} kb/s with {} ms frames (~{frame_bytes:.0} bytes each) only {} of {redundancy} redundant frames fit in a packet; lower --bitrate or --frame-ms",
+                args.bitrate / 1000,
+                args.frame_ms,
+                if frame_bytes > MAX_RED_BLOCK_LEN as f64 { 0.0 } else { fit.max(0.0) }
+            );
+        }
+        Some(RedEncoder::new(redundancy).map_err(|e| format!("--redundancy: {e}"))?)
+    } else {
+        None
+    };
+    let rtp_payload_type = if red.is_some() {
+        args.red_payload_type
+    } else {
+        args.payload_type
+    };
     let lookahead = enc
         .get_lookahead()
         .map_err(|e| format!("Opus lookahead: {e}"))?
@@ -196,7 +241,7 @@ async fn run(args: Args) -> Result<(), String> {
     let ssrc: u32 = rand::random();
     let seq0: u16 = rand::random();
     let ts0: u32 = rand::random();
-    let packetizer = Packetizer::new(ssrc, args.payload_type, seq0, ts0);
+    let packetizer = Packetizer::new(ssrc, rtp_payload_type, seq0, ts0);
 
     // Device
     let opened = open_device(
@@ -268,6 +313,8 @@ async fn run(args: Args) -> Result<(), String> {
             rtp_dest: dest,
             rtcp_dest,
             clock,
+            red,
+            opus_payload_type: args.payload_type,
         },
         samples: sample_rx,
         marks: mark_rx,
@@ -333,7 +380,7 @@ async fn run(args: Args) -> Result<(), String> {
     let mut stats_out = StatsSink::open(args.stats_json.as_deref()).map_err(|e| e.to_string())?;
     if !args.quiet {
         eprintln!(
-            "patchcord-send: {} on {} -> {dest} | {channels} ch, {} ms frames, {} kb/s, {}{} | SSRC {ssrc:08x}, PT {}, RTCP {}",
+            "patchcord-send: {} on {} -> {dest} | {channels} ch, {} ms frames, {} kb/s, {}{} | SSRC {ssrc:08x}, PT {}, {} | RTCP {}",
             opened.device_name,
             opened.host_name,
             args.frame_ms,
@@ -341,6 +388,11 @@ async fn run(args: Args) -> Result<(), String> {
             args.application,
             if args.fec { " +FEC" } else { "" },
             args.payload_type,
+            if redundancy > 0 {
+                format!("RED {redundancy} (PT {}, ~{}x bitrate)", args.red_payload_type, redundancy + 1)
+            } else {
+                "RED off".to_string()
+            },
             match rtcp_dest {
                 None => "off".to_string(),
                 Some(d) => d.to_string(),
@@ -360,6 +412,10 @@ async fn run(args: Args) -> Result<(), String> {
             "initial_sequence": seq0,
             "lookahead_samples": lookahead,
             "frame_samples": frame_samples,
+            "redundancy": redundancy,
+            "red_payload_type": if redundancy > 0 { Some(args.red_payload_type) } else { None },
+            "red_blocks_sent": enc_stats.red_blocks_sent.load(Ordering::Relaxed),
+            "red_blocks_skipped": enc_stats.red_blocks_skipped.load(Ordering::Relaxed),
             "packets_sent": packets,
             "bytes_sent": enc_stats.bytes_sent.load(Ordering::Relaxed),
             "payload_bytes": enc_stats.payload_bytes.load(Ordering::Relaxed),
