@@ -132,10 +132,15 @@ impl DelayEstimator {
 
     /// The configured quantile of the relative delay, in ns (upper edge of its bucket).
     pub fn quantile_ns(&self) -> i64 {
+        self.quantile_at(self.quantile)
+    }
+
+    /// Any quantile `q` in [0, 1] of the relative delay (1 = the largest seen, still weighted).
+    pub fn quantile_at(&self, q: f64) -> i64 {
         if self.total <= 0.0 {
             return 0;
         }
-        let want = self.quantile * self.total;
+        let want = q.clamp(0.0, 1.0) * self.total * (1.0 - 1e-12);
         let mut acc = 0.0;
         for (i, b) in self.histogram.iter().enumerate() {
             acc += b;

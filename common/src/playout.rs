@@ -39,6 +39,11 @@ use crate::stats::{ReceptionRegister, SeqVerdict, StreamCounters};
 
 /// Output sample rate; Opus and patchcord always run at 48 kHz.
 pub const SAMPLE_RATE: u32 = OPUS_RTP_CLOCK_HZ;
+/// Adaptive mode listens this long to a new stream before it starts playing it.
+const ADAPTIVE_WARMUP_NS: i64 = 200_000_000;
+/// A typical output period (frames), used for the start-up target before the first pull
+/// size is known.
+const PULL_MARGIN_FRAMES: i64 = 256;
 /// Concealment this long in one run is an interruption (as WebRTC counts them): 150 ms.
 const INTERRUPTION_SAMPLES: u64 = 7200;
 /// Opus PLC works in multiples of 2.5 ms.
@@ -217,8 +222,9 @@ pub struct StreamPlayout {
 }
 
 /// Holds a fixed playout delay when the sender's and the receiver's sample clocks differ
-/// (or an audio server drops a client's cycle): the minimum buffer level of each window
-/// is compared with the minimum of the first window after the timeline started; a
+/// (or an audio server drops a client's cycle): the minimum, per window, of the playout
+/// delay above the fastest path (see [`crate::delay`]) is compared with the minimum of the
+/// first window after the timeline started; a
 /// difference beyond the tolerance in the same direction for [`LEVEL_PERSISTENCE`]
 /// windows in a row is corrected at the next chunk boundary, by skipping audio (level
 /// too high) or concealing (too low). Issue-3's resampler replaces these
@@ -589,10 +595,32 @@ impl StreamPlayout {
         let (Some(first), Some(newest)) = (self.first_pending, self.newest_pending) else {
             return;
         };
-        let wait_frames = ns_to_frames_ceil(newest.arrival_ns + self.cfg.latency_ns - now_ns);
-        let out_newest = out_frame as i64 + wait_frames;
-        let span = (newest.ext_ts - first.ext_ts.min(newest.ext_ts)) as i64;
-        let out_first = out_newest - span;
+        if let DelayMode::Adaptive { min_ns, max_ns, .. } = self.cfg.mode {
+            // Warm-up: listen to the path for a moment, then start from the largest relative
+            // delay seen (a conservative start; the target then falls slowly to the quantile).
+            if now_ns - first.arrival_ns < ADAPTIVE_WARMUP_NS {
+                return;
+            }
+            let start = self.estimator.quantile_at(1.0) + frames_to_ns(PULL_MARGIN_FRAMES) + 500_000;
+            self.target_delay_ns = self.target_delay_ns.max(start).clamp(min_ns, max_ns.max(min_ns));
+        }
+        let adaptive_start = match (self.cfg.mode, self.ts_base, self.estimator.min_transit_ns()) {
+            // Adaptive: start with the delay above the fastest path equal to the target, so
+            // a packet held up by a spike does not set the delay.
+            (DelayMode::Adaptive { .. }, Some(base), Some(min_transit)) => {
+                let media = frames_to_ns(first.ext_ts as i64 - base as i64);
+                Some(
+                    out_frame as i64 + ns_to_frames_ceil(media + min_transit + self.target_delay_ns - now_ns),
+                )
+            }
+            _ => None,
+        };
+        let out_first = adaptive_start.unwrap_or_else(|| {
+            // Fixed: the newest buffered packet is pulled exactly `latency` after it arrived.
+            let wait_frames = ns_to_frames_ceil(newest.arrival_ns + self.cfg.latency_ns - now_ns);
+            let span = (newest.ext_ts - first.ext_ts.min(newest.ext_ts)) as i64;
+            out_frame as i64 + wait_frames - span
+        });
         let timeline = if out_first >= out_frame as i64 {
             Timeline {
                 out_frame0: out_first as u64,
@@ -600,10 +628,12 @@ impl StreamPlayout {
             }
         } else {
             // The oldest buffered audio is already due: start the timeline at the point
-            // that keeps the configured delay; older packets are discarded as late.
+            // that keeps the configured delay; older packets are discarded.
+            let ts0 = first.ext_ts + (out_frame as i64 - out_first) as u64;
+            self.skip_until_ts = ts0;
             Timeline {
                 out_frame0: out_frame,
-                ts0: first.ext_ts + (out_frame as i64 - out_first) as u64,
+                ts0,
             }
         };
         self.timeline = Some(timeline);
@@ -632,7 +662,7 @@ impl StreamPlayout {
                 self.establish(out_frame, now_ns);
             }
             self.read_stream(out, out_frame, sink);
-            self.keep_level(out_frame + frames as u64, frames as u64);
+            self.keep_level(frames as u64);
             return;
         };
         if self.timeline.is_none() {
@@ -679,11 +709,12 @@ impl StreamPlayout {
         }
     }
 
-    /// Level keeper of fixed mode: samples buffered ahead of the next frame to play.
-    fn keep_level(&mut self, next: u64, frames: u64) {
-        if let Some(ts) = self.timeline.and_then(|t| t.ts_at(next)) {
-            let level = self.highest_ts_end.saturating_sub(ts);
-            self.level.observe(level, frames, &self.cfg);
+    /// Delay keeper of fixed mode: observes the delay above the fastest path (the quantity
+    /// the adaptive controller regulates; loss does not move it, drift does).
+    fn keep_level(&mut self, frames: u64) {
+        if let (Some(d), Some(_)) = (self.delay_ns, self.timeline) {
+            let d_frames = ns_to_frames_ceil(d.max(0));
+            self.level.observe(d_frames as u64, frames, &self.cfg);
         }
     }
 
@@ -744,8 +775,23 @@ impl StreamPlayout {
 
     /// Make decoded audio available starting exactly at `need_ts`.
     fn refill(&mut self, need_ts: u64, out_frame: u64, sink: &mut impl SegmentSink) {
-        // Each iteration either produces audio and returns, or removes one stale packet
-        // from the store, so the loop is bounded by the store's capacity.
+        // Each step either produces audio, or moves `next_seq` forward past packets whose
+        // time is over: bounded by the store's capacity.
+        for _ in 0..=self.store.capacity() {
+            if self.refill_step(need_ts, out_frame, sink) {
+                return;
+            }
+        }
+        self.conceal(self.last_frame_samples, need_ts, out_frame, sink);
+    }
+
+    /// First buffered packet after `seq` (scan bounded by the capacity).
+    fn first_buffered_after(&self, seq: u64) -> Option<StoredPacket> {
+        (seq + 1..seq + 1 + self.store.capacity() as u64).find_map(|s| self.store.get(s).map(|(m, _)| m))
+    }
+
+    /// One step of [`refill`](Self::refill); `true` when audio is available at `need_ts`.
+    fn refill_step(&mut self, need_ts: u64, out_frame: u64, sink: &mut impl SegmentSink) -> bool {
         for _ in 0..=self.store.capacity() {
             let Some((meta, payload)) = self.store.get(self.next_seq) else {
                 break;
@@ -756,7 +802,7 @@ impl StreamPlayout {
                 // sender): conceal up to the packet.
                 let n = (meta.ext_ts - need_ts).min(self.last_frame_samples as u64) as u32;
                 self.conceal(n, need_ts, out_frame, sink);
-                return;
+                return true;
             }
             let ch = self.cfg.channels;
             let decoded = self
@@ -766,10 +812,27 @@ impl StreamPlayout {
             self.next_seq += 1;
             if meta.ext_ts + dur <= need_ts {
                 // Wholly in the past (its time was concealed, or skipped by the delay
-                // keeper): decoded only to keep the decoder state continuous.
-                if meta.ext_ts + dur > self.skip_until_ts && !meta.redundant {
+                // keeper): decoded only to keep the decoder state continuous. Reported
+                // as a zero-length segment so the decode sequence can be replayed.
+                if meta.redundant {
+                } else if meta.ext_ts + dur > self.skip_until_ts {
+                    // its time was concealed while the buffer was dry: missing, then late
                     self.counters.late += 1;
+                    self.counters.missing += 1;
+                } else {
+                    // skipped on purpose (stream start, or a delay-keeper slip)
+                    self.counters.discarded += 1;
                 }
+                sink.segment(&Segment {
+                    out_frame,
+                    frames: 0,
+                    rtp_ts: meta.ext_ts,
+                    source: if meta.redundant {
+                        SampleSource::Redundancy { seq: meta.ext_seq }
+                    } else {
+                        SampleSource::Packet { seq: meta.ext_seq }
+                    },
+                });
                 continue;
             }
             match decoded {
@@ -796,7 +859,7 @@ impl StreamPlayout {
                             SampleSource::Packet { seq: meta.ext_seq }
                         },
                     });
-                    return;
+                    return true;
                 }
                 _ => {
                     // A corrupt packet's TOC duration cannot be trusted: conceal up to the
@@ -809,12 +872,21 @@ impl StreamPlayout {
                         n = n.min(next.ext_ts.saturating_sub(need_ts)).max(1);
                     }
                     self.conceal(n as u32, need_ts, out_frame, sink);
-                    return;
+                    return true;
                 }
             }
         }
         if !self.store.is_empty() {
             // The packet due now is missing but later ones are buffered: lost (or late).
+            // If the next buffered packet already starts at or before the playout point,
+            // the missing ones' time was concealed while the buffer was dry: they are over.
+            if let Some(next) = self.first_buffered_after(self.next_seq) {
+                if next.ext_ts <= need_ts {
+                    self.counters.missing += next.ext_seq - self.next_seq;
+                    self.next_seq = next.ext_seq;
+                    return false;
+                }
+            }
             self.counters.missing += 1;
             let lost_seq = self.next_seq;
             self.next_seq += 1;
@@ -827,15 +899,15 @@ impl StreamPlayout {
                     rtp_ts: need_ts,
                     source: SampleSource::Fec { seq: lost_seq },
                 });
-                return;
+                return true;
             }
             self.conceal(self.last_frame_samples, need_ts, out_frame, sink);
-            return;
+            return true;
         }
         // Nothing buffered ahead of the playout point: the buffer ran dry.
         if self.ended {
             self.go_idle();
-            return;
+            return true;
         }
         if !self.dry {
             self.dry = true;
@@ -844,9 +916,10 @@ impl StreamPlayout {
         self.dry_samples += self.last_frame_samples as u64;
         if frames_to_ns(self.dry_samples as i64) >= self.cfg.idle_after_ns {
             self.go_idle();
-            return;
+            return true;
         }
         self.conceal(self.last_frame_samples, need_ts, out_frame, sink);
+        true
     }
 
     fn recover_fec(&mut self, lost_seq: u64, need_ts: u64) -> bool {

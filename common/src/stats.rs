@@ -183,7 +183,8 @@ pub struct StreamCounters {
     pub decode_errors: u64,
     /// Sequence jumps beyond RFC 3550 MAX_DROPOUT (packet dropped).
     pub seq_jumps: u64,
-    /// Buffered packets thrown away when the sender restarted.
+    /// Buffered packets thrown away on purpose: sender restart, the start of a timeline
+    /// (audio older than the chosen delay), delay-keeper slips.
     pub discarded: u64,
     /// New playout timelines started after a sender restart or a long outage.
     pub resyncs: u64,

@@ -100,6 +100,10 @@ impl Monitor {
         }
         if let (Some(rx), Some(w)) = (self.segments.as_mut(), self.timeline_out.as_mut()) {
             while let Ok(seg) = rx.pop() {
+                // Zero-length segments only record decoder-state decodes: not audio.
+                if seg.frames == 0 {
+                    continue;
+                }
                 // Merge runs of silence; write everything else as it is.
                 if seg.source == SampleSource::Silence {
                     match self.pending_silence.as_mut() {
