@@ -39,6 +39,8 @@ use crate::stats::{ReceptionRegister, SeqVerdict, StreamCounters};
 
 /// Output sample rate; Opus and patchcord always run at 48 kHz.
 pub const SAMPLE_RATE: u32 = OPUS_RTP_CLOCK_HZ;
+/// Adaptive mode keeps room for loss recovery this long after the last loss.
+const LOSS_MEMORY_NS: i64 = 10_000_000_000;
 /// Adaptive mode listens this long to a new stream before it starts playing it.
 const ADAPTIVE_WARMUP_NS: i64 = 200_000_000;
 /// A typical output period (frames), used for the start-up target before the first pull
@@ -219,6 +221,11 @@ pub struct StreamPlayout {
     highest_seq: Option<u64>,
     conceal_run: u64,
     interrupted: bool,
+    /// Frames after a lost one that carry what recovers it: 1 for in-band FEC (SILK or
+    /// hybrid packets), the redundancy depth for RFC 2198 (0 = no recovery possible).
+    recovery_depth: u64,
+    /// When (pull time) the last missing packet was found.
+    last_missing_ns: Option<i64>,
 }
 
 /// Holds a fixed playout delay when the sender's and the receiver's sample clocks differ
@@ -349,6 +356,8 @@ impl StreamPlayout {
             highest_seq: None,
             conceal_run: 0,
             interrupted: false,
+            recovery_depth: 0,
+            last_missing_ns: None,
             cfg,
         })
     }
@@ -499,6 +508,9 @@ impl StreamPlayout {
         self.seen[slot] = ext_seq;
         self.highest_ts_end = self.highest_ts_end.max(ext_ts + h.duration_samples as u64);
         self.observe_arrival(ext_seq, ext_ts, arrival_ns);
+        if opus_packet_may_carry_fec(payload) {
+            self.recovery_depth = self.recovery_depth.max(1);
+        }
         if self.timeline.is_none() {
             let r = PacketRef {
                 ext_seq,
@@ -525,6 +537,9 @@ impl StreamPlayout {
         }
         let ext_seq = self.seq_ext.peek(sequence);
         let ext_ts = self.ts_ext.peek(timestamp);
+        if let Some(h) = self.highest_seq {
+            self.recovery_depth = self.recovery_depth.max(h.saturating_sub(ext_seq).min(3));
+        }
         let slot = (ext_seq % self.seen.len() as u64) as usize;
         if self.seen[slot] == ext_seq || self.store.get(ext_seq).is_some() {
             return;
@@ -688,7 +703,12 @@ impl StreamPlayout {
         if let DelayMode::Adaptive { min_ns, max_ns, .. } = self.cfg.mode {
             if self.estimator.samples() > 0 {
                 // a packet must be there at the start of the callback that needs it
-                let want = self.estimator.quantile_ns() + period_ns + 500_000;
+                let mut want = self.estimator.quantile_ns() + period_ns + 500_000;
+                // while packets are being lost, hold the frames that can recover them
+                // (FEC of the next packet, RFC 2198 copies in the next ones)
+                if self.last_missing_ns.is_some_and(|t| now_ns - t < LOSS_MEMORY_NS) {
+                    want += self.recovery_depth as i64 * frames_to_ns(self.last_frame_samples as i64);
+                }
                 self.target_delay_ns = want.clamp(min_ns, max_ns.max(min_ns));
             }
         }
@@ -815,6 +835,11 @@ impl StreamPlayout {
                 // keeper): decoded only to keep the decoder state continuous. Reported
                 // as a zero-length segment so the decode sequence can be replayed.
                 if meta.redundant {
+                    // its original never came and the copy came after its time (it was
+                    // concealed while the buffer was dry): missing, not recovered
+                    if meta.ext_ts + dur > self.skip_until_ts {
+                        self.counters.missing += 1;
+                    }
                 } else if meta.ext_ts + dur > self.skip_until_ts {
                     // its time was concealed while the buffer was dry: missing, then late
                     self.counters.late += 1;
@@ -882,12 +907,14 @@ impl StreamPlayout {
             // the missing ones' time was concealed while the buffer was dry: they are over.
             if let Some(next) = self.first_buffered_after(self.next_seq) {
                 if next.ext_ts <= need_ts {
+                    self.last_missing_ns = self.last_pull_ns;
                     self.counters.missing += next.ext_seq - self.next_seq;
                     self.next_seq = next.ext_seq;
                     return false;
                 }
             }
             self.counters.missing += 1;
+            self.last_missing_ns = self.last_pull_ns;
             let lost_seq = self.next_seq;
             self.next_seq += 1;
             if self.recover_fec(lost_seq, need_ts) {
@@ -913,6 +940,8 @@ impl StreamPlayout {
             self.dry = true;
             self.counters.underruns += 1;
         }
+        // a packet is late or lost: make room for recovery (adaptive mode)
+        self.last_missing_ns = self.last_pull_ns;
         self.dry_samples += self.last_frame_samples as u64;
         if frames_to_ns(self.dry_samples as i64) >= self.cfg.idle_after_ns {
             self.go_idle();

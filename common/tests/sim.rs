@@ -7,189 +7,12 @@
 //! output sample equals what a fresh decoder produces for the same sequence of decode,
 //! FEC and concealment calls, at exactly the output frame the playout said.
 
+mod harness;
+
 use std::collections::HashMap;
 
-use patchcord_common::playout::{
-    frames_to_ns, DelayMode, PlayoutConfig, SampleSource, Segment, SegmentSink, StreamPlayout,
-};
-use patchcord_common::red::{validate_red_rtp, RedEncoder};
-use patchcord_common::rtp::{validate_opus_rtp, Packetizer};
-use patchcord_netsim::{named_profile, Fate, Impairment, Profile};
-
-const PT: u8 = 96;
-const RED_PT: u8 = 97;
-const PERIOD: usize = 128;
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Codec {
-    /// CELT only, 10 ms frames.
-    LowDelay,
-    /// SILK/hybrid with in-band FEC, 20 ms frames.
-    VoipFec,
-    /// CELT, 10 ms frames, each packet carrying the previous 2 frames (RFC 2198).
-    LowDelayRed2,
-}
-
-impl Codec {
-    fn frame(self) -> usize {
-        match self {
-            Codec::VoipFec => 960,
-            _ => 480,
-        }
-    }
-}
-
-struct Stream {
-    /// RTP datagrams as sent, one per frame.
-    datagrams: Vec<Vec<u8>>,
-    /// The Opus payload of each frame (the primary), for replaying decodes.
-    opus: Vec<Vec<u8>>,
-    codec: Codec,
-}
-
-fn signal(n: usize) -> Vec<f32> {
-    // a chord with a slow sweep, so concealment and FEC have real work to do
-    (0..n)
-        .map(|i| {
-            let t = i as f32 / 48_000.0;
-            0.25 * (2.0 * std::f32::consts::PI * (220.0 + 20.0 * t.sin()) * t).sin()
-                + 0.15 * (2.0 * std::f32::consts::PI * 660.0 * t).sin()
-        })
-        .collect()
-}
-
-fn encode(codec: Codec, seconds: usize) -> Stream {
-    let frame = codec.frame();
-    let app = if codec == Codec::VoipFec {
-        opus::Application::Voip
-    } else {
-        opus::Application::LowDelay
-    };
-    let mut enc = opus::Encoder::new(48_000, opus::Channels::Mono, app).unwrap();
-    enc.set_bitrate(opus::Bitrate::Bits(48_000)).unwrap();
-    if codec == Codec::VoipFec {
-        enc.set_inband_fec(true).unwrap();
-        enc.set_packet_loss_perc(20).unwrap();
-    }
-    let pt = if codec == Codec::LowDelayRed2 { RED_PT } else { PT };
-    let mut pk = Packetizer::new(0xabc, pt, 60_000, 4_000_000_000);
-    let mut red = RedEncoder::new(2).unwrap();
-    let pcm = signal(seconds * 48_000);
-    let (mut buf, mut redbuf, mut rtp) = ([0u8; 1500], [0u8; 1500], [0u8; 1500]);
-    let mut datagrams = vec![];
-    let mut opus_frames = vec![];
-    for (i, chunk) in pcm.chunks_exact(frame).enumerate() {
-        let n = enc.encode_float(chunk, &mut buf).unwrap();
-        opus_frames.push(buf[..n].to_vec());
-        let payload: &[u8] = if codec == Codec::LowDelayRed2 {
-            let m = red
-                .build_payload(&buf[..n], PT, frame as u32, &mut redbuf)
-                .unwrap();
-            &redbuf[..m]
-        } else {
-            &buf[..n]
-        };
-        let len = pk.build((i * frame) as u64, payload, &mut rtp).unwrap();
-        datagrams.push(rtp[..len].to_vec());
-    }
-    Stream {
-        datagrams,
-        opus: opus_frames,
-        codec,
-    }
-}
-
-struct Log(Vec<Segment>);
-impl SegmentSink for Log {
-    fn segment(&mut self, s: &Segment) {
-        self.0.push(*s);
-    }
-}
-
-struct Outcome {
-    playout: StreamPlayout,
-    output: Vec<f32>,
-    segments: Vec<Segment>,
-    /// Per packet index: delivered copies' arrival times (empty = dropped).
-    arrivals: Vec<Vec<i64>>,
-    impair: patchcord_netsim::ImpairStats,
-    /// (second, target ms, delay ms)
-    trace: Vec<(f64, f64, f64)>,
-}
-
-fn simulate(stream: &Stream, profile: &str, seed: u64, mode: DelayMode) -> Outcome {
-    let frame = stream.codec.frame();
-    let profile = named_profile(profile)
-        .or_else(|| Profile::parse(profile).ok())
-        .unwrap_or_else(|| panic!("no profile {profile}"));
-    let mut net = Impairment::new(profile, seed);
-    let cfg = PlayoutConfig {
-        mode,
-        channels: 1,
-        latency_ns: 60_000_000,
-        ..PlayoutConfig::default()
-    };
-    let mut p = StreamPlayout::new(0xabc, cfg).unwrap();
-    let n = stream.datagrams.len();
-    let total_frames = n * frame + 48_000; // a second of tail for the path's delay
-    let mut output = vec![0f32; total_frames];
-    let mut log = Log(vec![]);
-    let mut arrivals: Vec<Vec<i64>> = vec![vec![]; n];
-    let mut trace = vec![];
-    let mut next_send = 0usize;
-    let mut f = 0usize;
-    while f + PERIOD <= total_frames {
-        let now = frames_to_ns(f as i64);
-        // the sender emits packet i when its last sample is captured
-        while next_send < n && frames_to_ns(((next_send + 1) * frame) as i64) <= now {
-            let t = frames_to_ns(((next_send + 1) * frame) as i64);
-            if let Fate::Delivered { .. } = net.submit(next_send as u64, t) {}
-            next_send += 1;
-        }
-        while let Some((id, at)) = net.poll(now) {
-            let i = id as usize;
-            arrivals[i].push(at);
-            let d = &stream.datagrams[i];
-            if stream.codec == Codec::LowDelayRed2 {
-                let (h, red) = validate_red_rtp(d, RED_PT, PT).unwrap();
-                p.insert(&h, h.payload(d), at);
-                for b in red.redundant() {
-                    let k = (b.ts_offset / b.duration_samples) as u16;
-                    p.insert_redundant(
-                        h.sequence.wrapping_sub(k),
-                        b.timestamp(h.timestamp),
-                        b.duration_samples,
-                        b.payload(d),
-                    );
-                }
-            } else {
-                let h = validate_opus_rtp(d, PT).unwrap();
-                p.insert(&h, h.payload(d), at);
-            }
-        }
-        if next_send == n && net.next_delivery().is_none() {
-            p.end_of_stream(); // RTCP BYE after the last packet
-        }
-        p.pull(&mut output[f..f + PERIOD], f as u64, now, &mut log);
-        f += PERIOD;
-        if f % 48_000 < PERIOD {
-            trace.push((
-                now as f64 * 1e-9,
-                p.target_delay_ns() as f64 / 1e6,
-                p.delay_ns().unwrap_or(0) as f64 / 1e6,
-            ));
-        }
-    }
-    let impair = net.stats();
-    Outcome {
-        playout: p,
-        output,
-        segments: log.0,
-        arrivals,
-        impair,
-        trace,
-    }
-}
+use harness::*;
+use patchcord_common::playout::{frames_to_ns, DelayMode, SampleSource};
 
 /// Replay the playout's decode calls through a fresh decoder and compare sample for sample.
 fn replay_matches(stream: &Stream, o: &Outcome, first_seq_ext: u64) {
@@ -231,8 +54,8 @@ fn replay_matches(stream: &Stream, o: &Outcome, first_seq_ext: u64) {
             }
         };
         let at = s.out_frame as usize;
-        for j in 0..played.min(produced.len()) {
-            assert_eq!(o.output[at + j], produced[j], "sample {} of segment {k} {s:?}", j);
+        for (j, want) in produced.iter().enumerate().take(played) {
+            assert_eq!(o.output[at + j], *want, "sample {j} of segment {k} {s:?}");
         }
         checked += played;
     }
