@@ -191,6 +191,7 @@ impl Monitor {
             "skipped_samples": c.skipped_samples,
             "inserted_samples": c.inserted_samples,
             "reordered": c.reordered,
+            "discarded": c.discarded,
             "recovered_red": c.recovered_red,
             "concealed_frames": c.concealed_frames,
             "interruptions": c.interruptions,

@@ -170,12 +170,16 @@ impl OutputSide {
         };
         match self.stream.as_deref_mut() {
             Some(s) => {
+                // the timestamp played at this period's first frame: read before the pull
+                // (in adaptive mode the read position advances with it)
+                let playing = s.playing_ts(self.out_frame);
                 s.pull(out, self.out_frame, now, &mut sink);
                 snap.ssrc = Some(s.ssrc());
-                snap.rtp_ts_at_frame = s
-                    .timeline()
-                    .and_then(|t| t.ts_at(self.out_frame))
-                    .map(|t| t as u32);
+                snap.rtp_ts_at_frame = playing.filter(|_| s.is_playing()).map(|t| t as u32);
+                snap.target_delay_ns = s.target_delay_ns();
+                snap.delay_ns = s.delay_ns();
+                snap.rate = s.rate();
+                snap.drift = s.drift();
                 snap.buffered_samples = s.buffered_samples(self.out_frame + frames as u64);
                 snap.counters = *s.counters();
                 snap.rfc3550_expected = s.register().expected();
