@@ -13,6 +13,7 @@
 pub mod delay;
 pub mod jitter;
 pub mod latency;
+pub mod mixer;
 pub mod playout;
 pub mod rate;
 pub mod red;

@@ -437,6 +437,11 @@ impl StreamPlayout {
         (self.store.originals(), self.store.capacity())
     }
 
+    /// The sender said goodbye and everything it sent has been played.
+    pub fn has_finished(&self) -> bool {
+        self.ended && self.timeline.is_none()
+    }
+
     /// Whether the stream currently has a playout timeline.
     pub fn is_playing(&self) -> bool {
         self.timeline.is_some()

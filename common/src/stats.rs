@@ -204,6 +204,32 @@ pub struct StreamCounters {
     /// `concealed_samples`.
     pub inserted_samples: u64,
 }
+impl std::ops::AddAssign for StreamCounters {
+    fn add_assign(&mut self, o: StreamCounters) {
+        self.packets_received += o.packets_received;
+        self.payload_bytes += o.payload_bytes;
+        self.duplicates += o.duplicates;
+        self.late += o.late;
+        self.overflow += o.overflow;
+        self.played += o.played;
+        self.missing += o.missing;
+        self.recovered_fec += o.recovered_fec;
+        self.concealed_samples += o.concealed_samples;
+        self.concealment_events += o.concealment_events;
+        self.underruns += o.underruns;
+        self.decode_errors += o.decode_errors;
+        self.seq_jumps += o.seq_jumps;
+        self.discarded += o.discarded;
+        self.resyncs += o.resyncs;
+        self.reordered += o.reordered;
+        self.recovered_red += o.recovered_red;
+        self.concealed_frames += o.concealed_frames;
+        self.interruptions += o.interruptions;
+        self.delay_corrections += o.delay_corrections;
+        self.skipped_samples += o.skipped_samples;
+        self.inserted_samples += o.inserted_samples;
+    }
+}
 
 #[cfg(test)]
 mod tests {

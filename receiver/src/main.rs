@@ -9,12 +9,49 @@
 
 mod monitor;
 mod output;
+mod registry;
 
 /// Tests run the real callbacks under an allocator that counts allocations made inside
-/// `assert_no_alloc` scopes.
+/// `assert_no_alloc` scopes, and the live bytes of each thread.
 #[cfg(test)]
 #[global_allocator]
-static ALLOCATOR: assert_no_alloc::AllocDisabler = assert_no_alloc::AllocDisabler;
+static ALLOCATOR: test_alloc::Counting = test_alloc::Counting;
+
+#[cfg(test)]
+mod test_alloc {
+    use std::alloc::{GlobalAlloc, Layout};
+    use std::cell::Cell;
+
+    thread_local! {
+        static LIVE_BYTES: Cell<isize> = const { Cell::new(0) };
+    }
+
+    /// Bytes allocated and not yet freed by the calling thread.
+    pub fn live_bytes() -> isize {
+        LIVE_BYTES.with(|c| c.get())
+    }
+
+    pub struct Counting;
+
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let _ = LIVE_BYTES.try_with(|c| c.set(c.get() + layout.size() as isize));
+            unsafe { assert_no_alloc::AllocDisabler.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            let _ = LIVE_BYTES.try_with(|c| c.set(c.get() - layout.size() as isize));
+            unsafe { assert_no_alloc::AllocDisabler.dealloc(ptr, layout) }
+        }
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            let _ = LIVE_BYTES.try_with(|c| c.set(c.get() + layout.size() as isize));
+            unsafe { assert_no_alloc::AllocDisabler.alloc_zeroed(layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            let _ = LIVE_BYTES.try_with(|c| c.set(c.get() + new_size as isize - layout.size() as isize));
+            unsafe { assert_no_alloc::AllocDisabler.realloc(ptr, layout, new_size) }
+        }
+    }
+}
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -27,7 +64,8 @@ use clap::Parser;
 use cpal::traits::{DeviceTrait, StreamTrait};
 use cpal::{BufferSize, SampleFormat, StreamConfig};
 use patchcord_common::latency::CaptureClock;
-use patchcord_common::playout::{DelayMode, PlayoutConfig, Segment, StreamPlayout};
+use patchcord_common::mixer::db_to_linear;
+use patchcord_common::playout::{DelayMode, PlayoutConfig, StreamPlayout};
 use patchcord_common::red::{validate_red_rtp, RedInfo};
 use patchcord_common::rtcp::{is_rtcp, parse_compound, RtcpPacket};
 use patchcord_common::rtp::{validate_opus_rtp, RtpOpusHeader, MAX_DATAGRAM_LEN};
@@ -37,7 +75,8 @@ use patchcord_devices::{open_device, Direction};
 use tokio::net::UdpSocket;
 
 use monitor::{Monitor, NetCounters};
-use output::{OutputSide, PacketSlot, Snapshot};
+use output::{Control, OutputSide, PacketSlot, Retired, Snapshot, StreamReport, StreamSegment};
+use registry::{parse_source_gain, GainKey, Registry, Route};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -72,7 +111,18 @@ struct Args {
     /// RTP payload type of RFC 2198 redundant packets (sender --redundancy); 96..=127.
     #[arg(long, default_value_t = 97, value_parser = clap::value_parser!(u8).range(96..=127))]
     red_payload_type: u8,
-    /// A stream silent this long may be replaced by a new sender (new SSRC).
+    /// Most streams played at once; further senders are counted and refused. Each stream
+    /// preallocates its jitter buffer (about 400 KB).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    max_streams: u16,
+    /// Gain of every stream in the mix, dB.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = parse_gain_db)]
+    gain_db: f32,
+    /// Gain of one source, overriding --gain-db: KEY=DB where KEY is an SSRC (0x1234abcd or
+    /// decimal), HOST:PORT or HOST. Repeatable.
+    #[arg(long, value_name = "KEY=DB", allow_hyphen_values = true, value_parser = parse_source_gain)]
+    source_gain: Vec<(GainKey, f32)>,
+    /// A stream silent this long fades out and leaves the mix.
     #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = parse_seconds)]
     stream_timeout: f64,
     /// Stop after this many seconds.
@@ -112,6 +162,17 @@ fn parse_budget(s: &str) -> Result<f64, String> {
         .map_err(|_| format!("'{s}' is not a percentage"))?;
     if !(0.01..=20.0).contains(&v) {
         return Err("glitch budget must be between 0.01 and 20 percent".into());
+    }
+    Ok(v)
+}
+
+fn parse_gain_db(s: &str) -> Result<f32, String> {
+    let v: f32 = s
+        .trim_end_matches("dB")
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of dB"))?;
+    if !(-90.0..=24.0).contains(&v) {
+        return Err("gain must be within -90..=24 dB".into());
     }
     Ok(v)
 }
@@ -297,12 +358,14 @@ async fn run(args: Args) -> Result<(), String> {
     };
 
     // Queues between the network/control thread and the audio thread.
-    let (mut packet_tx, packet_rx) = rtrb::RingBuffer::<PacketSlot>::new(512);
-    let (mut stream_tx, stream_rx) = rtrb::RingBuffer::<Box<StreamPlayout>>::new(8);
-    let (retired_tx, retired_rx) = rtrb::RingBuffer::<Box<StreamPlayout>>::new(64);
+    let max_streams = args.max_streams as usize;
+    let (mut packet_tx, packet_rx) = rtrb::RingBuffer::<PacketSlot>::new(512.max(max_streams * 8));
+    let (mut control_tx, control_rx) = rtrb::RingBuffer::<Control>::new(max_streams * 2 + 8);
+    let (retired_tx, retired_rx) = rtrb::RingBuffer::<Retired>::new(max_streams + 8);
     let (snap_tx, snap_rx) = rtrb::RingBuffer::<Snapshot>::new(4096);
+    let (report_tx, report_rx) = rtrb::RingBuffer::<StreamReport>::new(1 << 14);
     let (seg_tx, seg_rx) = if args.timeline.is_some() {
-        let (tx, rx) = rtrb::RingBuffer::<Segment>::new(1 << 16);
+        let (tx, rx) = rtrb::RingBuffer::<StreamSegment>::new(1 << 16);
         (Some(tx), Some(rx))
     } else {
         (None, None)
@@ -310,22 +373,18 @@ async fn run(args: Args) -> Result<(), String> {
     let (err_tx, mut err_rx) = rtrb::RingBuffer::<cpal::Error>::new(64);
     let xruns = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
 
-    let mut side = OutputSide {
-        packets: packet_rx,
-        new_streams: stream_rx,
-        retired: retired_tx,
-        snapshots: snap_tx,
-        segments: seg_tx,
-        stream: None,
-        scratch: vec![0.0; 16384 * channels],
+    let mut side = OutputSide::new(
+        packet_rx,
+        control_rx,
+        retired_tx,
+        snap_tx,
+        report_tx,
+        seg_tx,
+        max_streams,
         channels,
+        8192,
         clock,
-        out_frame: 0,
-        unrouted_packets: 0,
-        retire_queue_full: 0,
-        segments_dropped: 0,
-        snapshots_dropped: 0,
-    };
+    );
     let xr = xruns.clone();
     let mut err_tx = err_tx;
     let err_cb = move |e: cpal::Error| {
@@ -365,7 +424,8 @@ async fn run(args: Args) -> Result<(), String> {
             let mut w = BufWriter::new(
                 File::create(p).map_err(|e| format!("cannot create timeline file '{p}': {e}"))?,
             );
-            writeln!(w, "out_frame,frames,rtp_ts,source,seq").map_err(|e| format!("timeline file: {e}"))?;
+            writeln!(w, "ssrc,out_frame,frames,rtp_ts,source,seq")
+                .map_err(|e| format!("timeline file: {e}"))?;
             Some(w)
         }
         None => None,
@@ -386,9 +446,10 @@ async fn run(args: Args) -> Result<(), String> {
             eprintln!("patchcord-recv: note: network thread: {e}");
         }
     }
-    let mut monitor = Monitor::new(snap_rx, retired_rx, seg_rx, timeline_out);
+    let mut monitor = Monitor::new(snap_rx, report_rx, retired_rx, seg_rx, timeline_out, max_streams);
     let mut net = NetCounters::default();
-    let mut active: Option<(u32, i64)> = None; // (ssrc, last arrival)
+    let mut registry = Registry::new(max_streams, args.gain_db, args.source_gain.clone());
+    let mut expired: Vec<(u16, u32)> = Vec::with_capacity(max_streams);
     let mut capture_clocks: HashMap<u32, CaptureClock> = HashMap::new();
     let mut buf = vec![0u8; 65_536];
     let mut rtcp_buf = vec![0u8; 65_536];
@@ -406,7 +467,7 @@ async fn run(args: Args) -> Result<(), String> {
         tokio::select! {
             r = &mut stop_fut => break r,
             res = socket.recv_from(&mut buf) => {
-                let Ok((len, _from)) = res else { continue };
+                let Ok((len, from)) = res else { continue };
                 let arrival = clock.now_unix_ns();
                 net.datagrams += 1;
                 let mut ctx = NetContext {
@@ -414,13 +475,12 @@ async fn run(args: Args) -> Result<(), String> {
                     red_payload_type: args.red_payload_type,
                     playout: &playout_cfg,
                     net: &mut net,
-                    active: &mut active,
+                    registry: &mut registry,
                     clocks: &mut capture_clocks,
                     packets: &mut packet_tx,
-                    streams: &mut stream_tx,
-                    timeout_ns,
+                    control: &mut control_tx,
                 };
-                ctx.datagram(&buf[..len], arrival);
+                ctx.datagram(&buf[..len], arrival, from);
             }
             res = async {
                 match &rtcp_socket {
@@ -435,24 +495,35 @@ async fn run(args: Args) -> Result<(), String> {
                     red_payload_type: args.red_payload_type,
                     playout: &playout_cfg,
                     net: &mut net,
-                    active: &mut active,
+                    registry: &mut registry,
                     clocks: &mut capture_clocks,
                     packets: &mut packet_tx,
-                    streams: &mut stream_tx,
-                    timeout_ns,
+                    control: &mut control_tx,
                 };
                 ctx.rtcp(&rtcp_buf[..len]);
             }
-            _ = drain.tick() => monitor.drain(&capture_clocks),
+            _ = drain.tick() => {
+                monitor.drain(&capture_clocks, &mut registry);
+                // silent streams fade out and leave the mix
+                let now = clock.now_unix_ns();
+                registry.expire(now, timeout_ns, &mut expired);
+                for &(slot, ssrc) in &expired {
+                    if control_tx.push(Control::Remove { slot, ssrc }).is_err() {
+                        net.control_queue_full += 1;
+                        let source = "0.0.0.0:0".parse().unwrap_or(std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+                        registry.unexpire(slot, ssrc, now, source);
+                    }
+                }
+            }
             _ = tick.tick() => {
-                monitor.drain(&capture_clocks);
+                monitor.drain(&capture_clocks, &mut registry);
                 monitor.end_second();
                 while let Ok(e) = err_rx.pop() {
                     eprintln!("patchcord-recv: device error: {e}");
                 }
-                let s = monitor.stats_json(&net, xrun_count(), &playout_cfg, false);
+                let s = monitor.stats_json(&net, &registry, xrun_count(), &playout_cfg, false);
                 if !args.quiet {
-                    let bytes = monitor.last.counters.payload_bytes;
+                    let bytes = s["payload_bytes"].as_u64().unwrap_or(0);
                     print_status(&s, (bytes - last_bytes.min(bytes)) as f64 * 8.0 / 1000.0);
                     last_bytes = bytes;
                 }
@@ -464,14 +535,14 @@ async fn run(args: Args) -> Result<(), String> {
     };
     // Let the callback report its last periods, then stop the device (finalizes WAVs).
     tokio::time::sleep(Duration::from_millis(30)).await;
-    monitor.drain(&capture_clocks);
+    monitor.drain(&capture_clocks, &mut registry);
     monitor.end_second();
     drop(stream);
-    monitor.drain(&capture_clocks);
+    monitor.drain(&capture_clocks, &mut registry);
     if let Err(e) = monitor.finish_timeline() {
         eprintln!("patchcord-recv: timeline file: {e}");
     }
-    let summary = monitor.stats_json(&net, xrun_count(), &playout_cfg, true);
+    let summary = monitor.stats_json(&net, &registry, xrun_count(), &playout_cfg, true);
     let _ = stats_out.write(&summary);
     print_summary(&summary, reason);
     Ok(())
@@ -483,15 +554,14 @@ struct NetContext<'a> {
     red_payload_type: u8,
     playout: &'a PlayoutConfig,
     net: &'a mut NetCounters,
-    active: &'a mut Option<(u32, i64)>,
+    registry: &'a mut Registry,
     clocks: &'a mut HashMap<u32, CaptureClock>,
     packets: &'a mut rtrb::Producer<PacketSlot>,
-    streams: &'a mut rtrb::Producer<Box<StreamPlayout>>,
-    timeout_ns: i64,
+    control: &'a mut rtrb::Producer<Control>,
 }
 
 impl NetContext<'_> {
-    fn datagram(&mut self, d: &[u8], arrival: i64) {
+    fn datagram(&mut self, d: &[u8], arrival: i64, from: std::net::SocketAddr) {
         if is_rtcp(d) {
             self.rtcp(d);
             return;
@@ -508,28 +578,29 @@ impl NetContext<'_> {
                 return;
             }
         };
-        match *self.active {
-            Some((ssrc, _)) if ssrc == header.ssrc => {}
-            Some((_, last)) if arrival - last < self.timeout_ns => {
-                self.net.other_ssrc += 1;
-                return;
-            }
-            _ => {
-                // A new sender (or the old one restarted with a new SSRC): new stream. All
-                // allocation happens here, off the audio thread.
+        let slot = match self.registry.route(header.ssrc, from, arrival) {
+            Route::Known(slot) => slot,
+            Route::Refused => return,
+            Route::New { slot, gain_db } => {
+                // A new sender: its stream is allocated here, off the audio thread.
                 let Ok(playout) = StreamPlayout::new(header.ssrc, *self.playout) else {
-                    self.net.other_ssrc += 1;
                     return;
                 };
-                if self.streams.push(Box::new(playout)).is_err() {
-                    self.net.queue_full += 1;
+                let add = Control::Add {
+                    slot,
+                    stream: Box::new(playout),
+                    gain: db_to_linear(gain_db),
+                };
+                if self.control.push(add).is_err() {
+                    self.net.control_queue_full += 1;
                     return;
                 }
-                self.net.streams_started += 1;
+                self.registry.started(header.ssrc, slot, from, arrival);
+                slot
             }
-        }
-        *self.active = Some((header.ssrc, arrival));
+        };
         let mut slot = PacketSlot {
+            slot,
             bye: false,
             header,
             red,
@@ -549,38 +620,38 @@ impl NetContext<'_> {
             match p {
                 Ok(RtcpPacket::SenderReport(sr)) => {
                     self.net.sender_reports += 1;
-                    if self.clocks.len() < 1024 || self.clocks.contains_key(&sr.ssrc) {
+                    if self.clocks.len() < 4096 || self.clocks.contains_key(&sr.ssrc) {
                         self.clocks.insert(sr.ssrc, CaptureClock::from_sender_report(&sr));
                     }
                 }
                 Ok(RtcpPacket::Bye { ssrcs, count }) => {
                     self.net.byes += 1;
-                    let Some((playing, _)) = *self.active else {
-                        continue;
-                    };
-                    if !ssrcs[..count.min(31)].contains(&playing) {
-                        continue;
-                    }
-                    let header = RtpOpusHeader {
-                        marker: false,
-                        payload_type: 0,
-                        sequence: 0,
-                        timestamp: 0,
-                        ssrc: playing,
-                        payload_offset: 0,
-                        payload_len: 0,
-                        duration_samples: 0,
-                    };
-                    let slot = PacketSlot {
-                        bye: true,
-                        header,
-                        red: RedInfo::default(),
-                        arrival_unix_ns: 0,
-                        len: 0,
-                        data: [0; MAX_DATAGRAM_LEN],
-                    };
-                    if self.packets.push(slot).is_err() {
-                        self.net.queue_full += 1;
+                    for &ssrc in &ssrcs[..count.min(31)] {
+                        let Some(slot) = self.registry.slot_of(ssrc) else {
+                            continue;
+                        };
+                        let header = RtpOpusHeader {
+                            marker: false,
+                            payload_type: 0,
+                            sequence: 0,
+                            timestamp: 0,
+                            ssrc,
+                            payload_offset: 0,
+                            payload_len: 0,
+                            duration_samples: 0,
+                        };
+                        let bye = PacketSlot {
+                            slot,
+                            bye: true,
+                            header,
+                            red: RedInfo::default(),
+                            arrival_unix_ns: 0,
+                            len: 0,
+                            data: [0; MAX_DATAGRAM_LEN],
+                        };
+                        if self.packets.push(bye).is_err() {
+                            self.net.queue_full += 1;
+                        }
                     }
                 }
                 Ok(RtcpPacket::Other { .. }) => {}

@@ -1,6 +1,6 @@
-//! The control thread's view of the audio thread: drains the snapshot, segment and
-//! retired-stream queues, measures end-to-end latency and callback load, and renders
-//! the stats as JSON.
+//! The control thread's view of the audio thread: drains the snapshot, stream report,
+//! segment and retired-stream queues, measures end-to-end latency per stream and the
+//! callback's load, and renders the stats as JSON (per stream and for the mix).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -8,11 +8,13 @@ use std::io::{BufWriter, Write};
 use std::time::Instant;
 
 use patchcord_common::latency::CaptureClock;
-use patchcord_common::playout::{frames_to_ns, PlayoutConfig, SampleSource, Segment, StreamPlayout};
+use patchcord_common::playout::{frames_to_ns, DelayMode, PlayoutConfig, SampleSource};
 use patchcord_common::rtp::DropReason;
+use patchcord_common::stats::StreamCounters;
 use serde_json::json;
 
-use crate::output::Snapshot;
+use crate::output::{Retired, Snapshot, StreamReport, StreamSegment};
+use crate::registry::Registry;
 
 /// Counters of the network side.
 #[derive(Default)]
@@ -24,68 +26,76 @@ pub struct NetCounters {
     pub byes: u64,
     pub dropped: [u64; DropReason::ALL.len()],
     pub queue_full: u64,
-    pub other_ssrc: u64,
-    pub streams_started: u64,
+    pub control_queue_full: u64,
+}
+
+#[derive(Default, Clone, Copy)]
+struct SlotView {
+    report: Option<StreamReport>,
+    latency_min: Option<i64>,
+    latency_ns: Option<i64>,
 }
 
 pub struct Monitor {
-    pub snapshots: rtrb::Consumer<Snapshot>,
-    pub retired: rtrb::Consumer<Box<StreamPlayout>>,
-    pub segments: Option<rtrb::Consumer<Segment>>,
-    pub timeline_out: Option<BufWriter<File>>,
-    pending_silence: Option<Segment>,
+    snapshots: rtrb::Consumer<Snapshot>,
+    reports: rtrb::Consumer<StreamReport>,
+    retired: rtrb::Consumer<Retired>,
+    segments: Option<rtrb::Consumer<StreamSegment>>,
+    timeline_out: Option<BufWriter<File>>,
+    pending_silence: Option<StreamSegment>,
     pub last: Snapshot,
-    /// Minimum of (playback instant − frame / rate) over the whole run: the wall-clock
-    /// instant of output frame 0, exact when the device clock is the host clock (virtual
-    /// devices); used to align the output WAV with the input in tests.
+    slots: Vec<SlotView>,
+    /// Counters of streams that have left (read from the stream before it is freed).
+    retired_totals: StreamCounters,
+    retired_lost: i64,
+    retired_expected: u64,
+    /// Last known end-to-end latency, for the summary after the streams have gone.
+    last_latency_ns: Option<i64>,
+    /// Minimum of (playback instant − frame / rate) over the run: the wall-clock instant of
+    /// output frame 0, exact when the device clock is the host clock (virtual devices); used
+    /// to align the output WAV with the input in tests.
     output_start_unix_ns: Option<i64>,
-    /// Callback durations of the current second and of the whole run.
     callback_ns: Vec<u32>,
     callback_ns_run: Vec<u32>,
     callback_ns_max: u32,
-    /// Minimum over the current second of the per-period end-to-end latency (the callback
-    /// reads the clock a little after the device's instant, never before), and the last
-    /// complete second's value.
-    latency_min: Option<i64>,
-    pub latency_ns: Option<i64>,
     pub started: Instant,
 }
 
 impl Monitor {
     pub fn new(
         snapshots: rtrb::Consumer<Snapshot>,
-        retired: rtrb::Consumer<Box<StreamPlayout>>,
-        segments: Option<rtrb::Consumer<Segment>>,
+        reports: rtrb::Consumer<StreamReport>,
+        retired: rtrb::Consumer<Retired>,
+        segments: Option<rtrb::Consumer<StreamSegment>>,
         timeline_out: Option<BufWriter<File>>,
+        max_streams: usize,
     ) -> Self {
         Monitor {
             snapshots,
+            reports,
             retired,
             segments,
             timeline_out,
             pending_silence: None,
             last: Snapshot::default(),
+            slots: vec![SlotView::default(); max_streams],
+            retired_totals: StreamCounters::default(),
+            retired_lost: 0,
+            retired_expected: 0,
+            last_latency_ns: None,
             output_start_unix_ns: None,
             callback_ns: Vec::with_capacity(1 << 12),
             callback_ns_run: Vec::with_capacity(1 << 16),
             callback_ns_max: 0,
-            latency_min: None,
-            latency_ns: None,
             started: Instant::now(),
         }
     }
 
-    /// Take everything the audio thread has reported.
-    pub fn drain(&mut self, clocks: &HashMap<u32, CaptureClock>) {
+    /// Take everything the audio thread has reported; free streams it handed back.
+    pub fn drain(&mut self, clocks: &HashMap<u32, CaptureClock>, registry: &mut Registry) {
         while let Ok(s) = self.snapshots.pop() {
             let start = s.playback_unix_ns - frames_to_ns(s.out_frame as i64);
             self.output_start_unix_ns = Some(self.output_start_unix_ns.map_or(start, |m| m.min(start)));
-            if let (Some(ssrc), Some(ts)) = (s.ssrc, s.rtp_ts_at_frame) {
-                if let Some(c) = clocks.get(&ssrc) {
-                    let l = c.latency_ns(ts, s.playback_unix_ns);
-                    self.latency_min = Some(self.latency_min.map_or(l, |m| m.min(l)));
-                }
-            }
             if self.callback_ns.len() < 1 << 16 {
                 self.callback_ns.push(s.callback_ns);
             }
@@ -95,19 +105,46 @@ impl Monitor {
             self.callback_ns_max = self.callback_ns_max.max(s.callback_ns);
             self.last = s;
         }
+        while let Ok(r) = self.reports.pop() {
+            let Some(v) = self.slots.get_mut(r.slot as usize) else {
+                continue;
+            };
+            if let (Some(ts), Some(c)) = (r.rtp_ts_at_frame, clocks.get(&r.ssrc)) {
+                let l = c.latency_ns(ts, r.playback_unix_ns);
+                v.latency_min = Some(v.latency_min.map_or(l, |m| m.min(l)));
+            }
+            if v.report.is_some_and(|old| old.ssrc != r.ssrc) {
+                v.latency_min = None;
+                v.latency_ns = None;
+            }
+            v.report = Some(r);
+        }
         while let Ok(old) = self.retired.pop() {
+            // the stream's final counters join the totals, then it is freed here
+            self.retired_totals += *old.stream.counters();
+            self.retired_lost += old.stream.register().cumulative_lost();
+            self.retired_expected += old.stream.register().expected();
+            if let Some(v) = self.slots.get_mut(old.slot as usize) {
+                *v = SlotView::default();
+            }
+            registry.release(old.slot);
             drop(old);
         }
         if let (Some(rx), Some(w)) = (self.segments.as_mut(), self.timeline_out.as_mut()) {
             while let Ok(seg) = rx.pop() {
                 // Zero-length segments only record decoder-state decodes: not audio.
-                if seg.frames == 0 {
+                if seg.segment.frames == 0 {
                     continue;
                 }
                 // Merge runs of silence; write everything else as it is.
-                if seg.source == SampleSource::Silence {
+                if seg.segment.source == SampleSource::Silence {
                     match self.pending_silence.as_mut() {
-                        Some(p) if p.out_frame + p.frames as u64 == seg.out_frame => p.frames += seg.frames,
+                        Some(p)
+                            if p.ssrc == seg.ssrc
+                                && p.segment.out_frame + p.segment.frames as u64 == seg.segment.out_frame =>
+                        {
+                            p.segment.frames += seg.segment.frames
+                        }
                         _ => {
                             if let Some(p) = self.pending_silence.take() {
                                 write_segment(w, &p);
@@ -127,8 +164,13 @@ impl Monitor {
 
     /// Close the current one-second measurement window.
     pub fn end_second(&mut self) {
-        if let Some(l) = self.latency_min.take() {
-            self.latency_ns = Some(l);
+        for v in self.slots.iter_mut() {
+            if let Some(l) = v.latency_min.take() {
+                v.latency_ns = Some(l);
+            }
+        }
+        if let Some(l) = self.slots.iter().find_map(|v| v.report.and(v.latency_ns)) {
+            self.last_latency_ns = Some(l);
         }
     }
 
@@ -145,23 +187,65 @@ impl Monitor {
     pub fn stats_json(
         &mut self,
         net: &NetCounters,
+        registry: &Registry,
         xruns: u64,
         cfg: &PlayoutConfig,
         final_: bool,
     ) -> serde_json::Value {
-        let s = &self.last;
         let durations = if final_ {
             &mut self.callback_ns_run
         } else {
             &mut self.callback_ns
         };
         durations.sort_unstable();
+        let s = &self.last;
         let period_ns = frames_to_ns(s.frames as i64).max(1) as f64;
         let (p50, p99) = (percentile(durations, 0.5), percentile(durations, 0.99));
         if !final_ {
             self.callback_ns.clear();
         }
-        let c = &s.counters;
+        // totals: streams that left plus streams playing
+        let mut c = self.retired_totals;
+        let mut lost = self.retired_lost;
+        let mut expected = self.retired_expected;
+        let mut streams = vec![];
+        for v in self.slots.iter() {
+            let Some(r) = v.report else { continue };
+            c += r.counters;
+            lost += r.rfc3550_lost;
+            expected += r.rfc3550_expected;
+            let source = registry.source_of_slot(r.slot).map(|(_, a)| a.to_string());
+            streams.push(json!({
+                "slot": r.slot,
+                "ssrc": r.ssrc,
+                "source": source,
+                "gain_db": 20.0 * r.gain.max(1e-9).log10(),
+                "packets_received": r.counters.packets_received,
+                "played": r.counters.played,
+                "lost": r.rfc3550_lost,
+                "missing": r.counters.missing,
+                "late": r.counters.late,
+                "duplicates": r.counters.duplicates,
+                "recovered_fec": r.counters.recovered_fec,
+                "recovered_red": r.counters.recovered_red,
+                "concealed_ms": r.counters.concealed_samples as f64 / 48.0,
+                "interruptions": r.counters.interruptions,
+                "underruns": r.counters.underruns,
+                "jitter_ms": r.jitter_rtp / 48.0,
+                "delay_ms": r.delay_ns.map(|d| d as f64 / 1e6),
+                "target_delay_ms": r.target_delay_ns as f64 / 1e6,
+                "rate": r.rate,
+                "drift_ppm": r.drift * 1e6,
+                "buffer_ms": r.buffered_samples as f64 / 48.0,
+                "latency_ms": v.latency_ns.map(|l| l as f64 / 1e6),
+            }));
+        }
+        // the first stream (lowest slot) stands for "the" stream in single-stream use
+        let first = self
+            .slots
+            .iter()
+            .find_map(|v| v.report.map(|r| (r, v.latency_ns)));
+        let latency_ns = first.and_then(|f| f.1).or(self.last_latency_ns);
         let dropped: serde_json::Map<String, serde_json::Value> = DropReason::ALL
             .iter()
             .map(|r| (r.name().to_string(), json!(net.dropped[r.index()])))
@@ -169,48 +253,56 @@ impl Monitor {
         json!({
             "t": self.started.elapsed().as_secs_f64(),
             "final": final_,
-            "ssrc": s.ssrc,
+            "mode": match cfg.mode {
+                DelayMode::Fixed => "fixed",
+                DelayMode::Adaptive { .. } => "adaptive",
+            },
+            "ssrc": first.map(|f| f.0.ssrc),
+            "active_streams": s.active_streams,
+            "streams": streams,
+            "streams_started": registry.streams_started,
+            "streams_refused": registry.streams_refused,
+            "refused_packets": registry.refused_packets,
+            "streams_timed_out": registry.streams_timed_out,
+            "streams_released": registry.streams_released,
             "packets_received": c.packets_received,
             "payload_bytes": c.payload_bytes,
             "played": c.played,
             "missing": c.missing,
-            "lost": s.rfc3550_lost,
-            "expected": s.rfc3550_expected,
+            "lost": lost,
+            "expected": expected,
             "late": c.late,
             "duplicates": c.duplicates,
             "overflow": c.overflow,
             "recovered_fec": c.recovered_fec,
+            "recovered_red": c.recovered_red,
             "concealed_samples": c.concealed_samples,
             "concealed_ms": c.concealed_samples as f64 / 48.0,
+            "concealed_frames": c.concealed_frames,
             "concealment_events": c.concealment_events,
+            "interruptions": c.interruptions,
             "underruns": c.underruns,
             "decode_errors": c.decode_errors,
             "seq_jumps": c.seq_jumps,
             "resyncs": c.resyncs,
+            "reordered": c.reordered,
+            "discarded": c.discarded,
             "delay_corrections": c.delay_corrections,
             "skipped_samples": c.skipped_samples,
             "inserted_samples": c.inserted_samples,
-            "reordered": c.reordered,
-            "discarded": c.discarded,
-            "recovered_red": c.recovered_red,
-            "concealed_frames": c.concealed_frames,
-            "interruptions": c.interruptions,
-            "target_delay_ms": s.target_delay_ns as f64 / 1e6,
-            "delay_ms": s.delay_ns.map(|d| d as f64 / 1e6),
-            "rate": s.rate,
-            "drift_ppm": s.drift * 1e6,
-            "jitter_ms": s.jitter_rtp / 48.0,
-            "buffer_ms": s.buffered_samples as f64 / 48.0,
-            "mode": match cfg.mode {
-                patchcord_common::playout::DelayMode::Fixed => "fixed",
-                patchcord_common::playout::DelayMode::Adaptive { .. } => "adaptive",
-            },
-            "latency_ms": self.latency_ns.map(|l| l as f64 / 1e6),
-            "latency_ns": self.latency_ns,
+            "jitter_ms": first.map(|f| f.0.jitter_rtp / 48.0),
+            "delay_ms": first.and_then(|f| f.0.delay_ns).map(|d| d as f64 / 1e6),
+            "target_delay_ms": first.map(|f| f.0.target_delay_ns as f64 / 1e6),
+            "rate": first.map(|f| f.0.rate),
+            "drift_ppm": first.map(|f| f.0.drift * 1e6),
+            "buffer_ms": first.map(|f| f.0.buffered_samples as f64 / 48.0),
+            "latency_ms": latency_ns.map(|l| l as f64 / 1e6),
+            "latency_ns": latency_ns,
             "output_start_unix_ns": self.output_start_unix_ns,
             "output_frames": s.out_frame + s.frames as u64,
             "period_frames": s.frames,
             "xruns": xruns,
+            "clipped_samples": s.clipped_samples,
             "callback_p50": p50 as f64 / period_ns,
             "callback_p99": p99 as f64 / period_ns,
             "callback_max": self.callback_ns_max as f64 / period_ns,
@@ -221,29 +313,35 @@ impl Monitor {
             "byes": net.byes,
             "dropped": dropped,
             "receive_queue_full": net.queue_full,
-            "other_ssrc": net.other_ssrc,
-            "streams_started": net.streams_started,
+            "control_queue_full": net.control_queue_full,
             "unrouted_packets": s.unrouted_packets,
+            "retire_queue_full": s.retire_queue_full,
             "segments_dropped": s.segments_dropped,
             "snapshots_dropped": s.snapshots_dropped,
+            "reports_dropped": s.reports_dropped,
         })
     }
 }
 
-fn write_segment(w: &mut BufWriter<File>, s: &Segment) {
-    let (source, seq) = match s.source {
+fn write_segment(w: &mut BufWriter<File>, s: &StreamSegment) {
+    let seg = &s.segment;
+    let (source, seq) = match seg.source {
         SampleSource::Silence => ("silence", String::new()),
         SampleSource::Packet { seq } => ("packet", (seq as u16).to_string()),
         SampleSource::Fec { seq } => ("fec", (seq as u16).to_string()),
         SampleSource::Redundancy { seq } => ("red", (seq as u16).to_string()),
         SampleSource::Plc => ("plc", String::new()),
     };
-    let ts = if s.source == SampleSource::Silence {
+    let ts = if seg.source == SampleSource::Silence {
         String::new()
     } else {
-        (s.rtp_ts as u32).to_string()
+        (seg.rtp_ts as u32).to_string()
     };
-    let _ = writeln!(w, "{},{},{},{},{}", s.out_frame, s.frames, ts, source, seq);
+    let _ = writeln!(
+        w,
+        "{},{},{},{},{},{}",
+        s.ssrc, seg.out_frame, seg.frames, ts, source, seq
+    );
 }
 
 fn percentile(sorted: &[u32], p: f64) -> u32 {

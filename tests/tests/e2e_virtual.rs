@@ -188,7 +188,8 @@ fn timeline_attributes_every_played_sample() {
     let mut next_frame: Option<u64> = None;
     let mut packets = 0;
     for line in csv.lines().skip(1) {
-        let f: Vec<&str> = line.split(',').collect();
+        // ssrc,out_frame,frames,rtp_ts,source,seq
+        let f: Vec<&str> = line.split(',').skip(1).collect();
         let (frame, len): (u64, u64) = (f[0].parse().unwrap(), f[1].parse().unwrap());
         if let Some(nf) = next_frame {
             assert_eq!(frame, nf, "gap or overlap in the timeline at {line}");
