@@ -668,8 +668,9 @@ fn print_status(s: &serde_json::Value, kbps: f64) {
         .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
         .unwrap_or(0);
     eprintln!(
-        "recv {:>6.1}s | packets {:>7} | lost {} | late {} | concealed {:.1} ms | delay {:.1}/{:.1} ms | underruns {} | xruns {} | {:.1} kb/s | latency {} | bad {} | cb p99 {:.0}%",
+        "recv {:>6.1}s | streams {} | packets {:>7} | lost {} | late {} | concealed {:.1} ms | delay {:.1}/{:.1} ms | underruns {} | xruns {} | {:.1} kb/s | latency {} | bad {} | cb p99 {:.0}%",
         f("t"),
+        s["active_streams"],
         s["packets_received"],
         s["lost"],
         s["late"],
@@ -700,8 +701,12 @@ fn print_summary(s: &serde_json::Value, reason: StopReason) {
         f("t")
     );
     eprintln!(
-        "  packets received {}, played {}, lost {} (RFC 3550), missing at playout {}, late {}, duplicates {}, recovered by FEC {}",
-        s["packets_received"], s["played"], s["lost"], s["missing"], s["late"], s["duplicates"], s["recovered_fec"]
+        "  streams: {} started, {} refused (--max-streams), {} timed out",
+        s["streams_started"], s["streams_refused"], s["streams_timed_out"]
+    );
+    eprintln!(
+        "  packets received {}, played {}, lost {} (RFC 3550), missing at playout {}, late {}, duplicates {}, recovered by FEC {} / redundancy {}",
+        s["packets_received"], s["played"], s["lost"], s["missing"], s["late"], s["duplicates"], s["recovered_fec"], s["recovered_red"]
     );
     eprintln!(
         "  concealed {:.1} ms in {} events ({} interruptions >= 150 ms), underruns {}, xruns {}, resyncs {}, bad datagrams {}, jitter {:.2} ms",
