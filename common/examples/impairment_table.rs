@@ -1,6 +1,6 @@
 //! Benchmark: the receiver's playout over the named impairment profiles, in virtual time.
 //!
-//!     cargo run --release -p patchcord-common --example impairment_table -- [MINUTES] [SEED]
+//!     cargo run --release -p patchcord-common --example impairment_table -- [MINUTES] [SEED] [PROFILE...]
 //!
 //! Prints a Markdown table: added delay (the playout delay above the fastest packets,
 //! sampled once a second: mean and p95), late packets, concealed audio, losses recovered by
@@ -28,10 +28,13 @@ fn main() {
         ("adaptive, FEC", Codec::VoipFec, adaptive),
         ("adaptive, RED 2", Codec::LowDelayRed2, adaptive),
     ];
-    let profiles = [
+    let named = [
         "clean", "loss1", "loss5", "loss20", "bursty", "jitter5", "jitter20", "jitter50", "reorder", "dup",
         "mixed",
     ];
+    // more arguments: profiles to run instead of the named ones (netsim syntax)
+    let given: Vec<&str> = args.iter().skip(3).map(|s| s.as_str()).collect();
+    let profiles: Vec<&str> = if given.is_empty() { named.to_vec() } else { given };
     let streams: Vec<_> = configs.iter().map(|c| encode(c.1, minutes * 60)).collect();
     println!(
         "| profile | playout | path p99 (ms) | added delay mean / p95 (ms) | late % | concealed % | recovered % of missing | interruptions / min |"

@@ -32,7 +32,8 @@ fn packets() -> Vec<Vec<u8>> {
                     x ^= x >> 17;
                     x ^= x << 5;
                     let t = (i * FRAME + k) as f32 / 48_000.0;
-                    0.3 * (2.0 * std::f32::consts::PI * 440.0 * t).sin() + (x as f32 / u32::MAX as f32 - 0.5) * 0.05
+                    0.3 * (2.0 * std::f32::consts::PI * 440.0 * t).sin()
+                        + (x as f32 / u32::MAX as f32 - 0.5) * 0.05
                 })
                 .collect();
             let n = enc.encode_float(&pcm, &mut buf).unwrap();
@@ -62,8 +63,9 @@ fn main() {
         let mut pmax = vec![];
         for _rep in 0..5 {
             // raw: one decoder per stream, decode every packet
-            let mut decoders: Vec<opus::Decoder> =
-                (0..n).map(|_| opus::Decoder::new(48_000, opus::Channels::Mono).unwrap()).collect();
+            let mut decoders: Vec<opus::Decoder> = (0..n)
+                .map(|_| opus::Decoder::new(48_000, opus::Channels::Mono).unwrap())
+                .collect();
             let mut out = vec![0f32; FRAME];
             let t0 = Instant::now();
             for (p, h) in pk.iter().zip(&headers) {
@@ -73,8 +75,15 @@ fn main() {
             }
             raw_us.push(t0.elapsed().as_secs_f64() * 1e6 / (n * PERIODS) as f64);
             // patchcord: the output callback's work
-            let cfg = PlayoutConfig { channels: 1, latency_ns: 20_000_000, capacity_packets: 64, ..PlayoutConfig::default() };
-            let mut streams: Vec<StreamPlayout> = (0..n).map(|i| StreamPlayout::new(i as u32, cfg).unwrap()).collect();
+            let cfg = PlayoutConfig {
+                channels: 1,
+                latency_ns: 20_000_000,
+                capacity_packets: 64,
+                ..PlayoutConfig::default()
+            };
+            let mut streams: Vec<StreamPlayout> = (0..n)
+                .map(|i| StreamPlayout::new(i as u32, cfg).unwrap())
+                .collect();
             let mut gains = vec![StreamGain::immediate(0.5); n];
             let mut mixer = Mixer::new(1, FRAME);
             let mut out = vec![0f32; FRAME];

@@ -106,6 +106,11 @@ impl Monitor {
             self.last = s;
         }
         while let Ok(r) = self.reports.pop() {
+            // a report taken just before its stream was retired can arrive after the slot
+            // was freed: only the stream the registry has in that slot counts
+            if registry.slot_of(r.ssrc) != Some(r.slot) {
+                continue;
+            }
             let Some(v) = self.slots.get_mut(r.slot as usize) else {
                 continue;
             };
