@@ -140,3 +140,87 @@ pub async fn wait_for_stop(duration: Option<f64>) -> StopReason {
         _ = sleep => StopReason::DurationElapsed,
     }
 }
+
+/// The stream configuration patchcord opens a device with: 48 kHz, `channels`, f32 when the
+/// device offers it (else i16), and `--period` when given. A clear error lists what the
+/// device offers when it cannot do that.
+pub fn choose_config(
+    opened: &crate::OpenedDevice,
+    direction: crate::Direction,
+    channels: usize,
+    period: Option<u32>,
+) -> Result<(cpal::StreamConfig, cpal::SampleFormat), String> {
+    use cpal::traits::DeviceTrait;
+    use cpal::SampleFormat;
+    let ranges: Vec<cpal::SupportedStreamConfigRange> = match direction {
+        crate::Direction::Input => opened.device.supported_input_configs().map(|r| r.collect()),
+        crate::Direction::Output => opened.device.supported_output_configs().map(|r| r.collect()),
+    }
+    .map_err(|e| format!("cannot query {direction} device '{}': {e}", opened.device_name))?;
+    let mut format = None;
+    for range in &ranges {
+        if range.channels() as usize == channels
+            && range.min_sample_rate() <= 48_000
+            && range.max_sample_rate() >= 48_000
+        {
+            match range.sample_format() {
+                SampleFormat::F32 => format = Some(SampleFormat::F32),
+                SampleFormat::I16 if format.is_none() => format = Some(SampleFormat::I16),
+                _ => {}
+            }
+        }
+    }
+    let format = format.ok_or_else(|| {
+        let offered: Vec<String> = ranges
+            .iter()
+            .map(|r| format!("{} ch {}-{} Hz {}", r.channels(), r.min_sample_rate(), r.max_sample_rate(), r.sample_format()))
+            .collect();
+        format!(
+            "{direction} device '{}' on {} does not support {channels} channel(s) at 48000 Hz as f32 or i16; it offers: {}",
+            opened.device_name,
+            opened.host_name,
+            if offered.is_empty() { "nothing".to_string() } else { offered.join(", ") }
+        )
+    })?;
+    let config = cpal::StreamConfig {
+        channels: channels as u16,
+        sample_rate: 48_000,
+        buffer_size: period
+            .map(cpal::BufferSize::Fixed)
+            .unwrap_or(cpal::BufferSize::Default),
+    };
+    Ok((config, format))
+}
+
+/// The shared `main` of both binaries: `--list-devices`, else run `run` on a
+/// current-thread tokio runtime; errors are printed as `NAME: message` with exit status 1.
+pub fn run_main<F>(name: &str, device: &DeviceArgs, run: impl FnOnce() -> F) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = Result<(), String>>,
+{
+    use std::process::ExitCode;
+    if device.list_devices {
+        let mut out = io::stdout().lock();
+        return match crate::list_devices(&mut out, device.virtual_options()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{name}: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{name}: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

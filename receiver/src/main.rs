@@ -62,14 +62,16 @@ use std::time::Duration;
 
 use clap::Parser;
 use cpal::traits::{DeviceTrait, StreamTrait};
-use cpal::{BufferSize, SampleFormat, StreamConfig};
+use cpal::SampleFormat;
 use patchcord_common::latency::CaptureClock;
 use patchcord_common::mixer::db_to_linear;
 use patchcord_common::playout::{DelayMode, PlayoutConfig, StreamPlayout};
 use patchcord_common::red::{validate_red_rtp, RedInfo};
 use patchcord_common::rtcp::{is_rtcp, parse_compound, RtcpPacket};
 use patchcord_common::rtp::{validate_opus_rtp, RtpOpusHeader, MAX_DATAGRAM_LEN};
-use patchcord_devices::app::{parse_seconds, wait_for_stop, DeviceArgs, StatsSink, StopReason};
+use patchcord_devices::app::{
+    choose_config, parse_seconds, run_main, wait_for_stop, DeviceArgs, StatsSink, StopReason,
+};
 use patchcord_devices::clock::HostClock;
 use patchcord_devices::{open_device, Direction};
 use tokio::net::UdpSocket;
@@ -190,30 +192,8 @@ fn parse_latency_ms(s: &str) -> Result<f64, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if args.device.list_devices {
-        let mut out = std::io::stdout().lock();
-        return match patchcord_devices::list_devices(&mut out, args.device.virtual_options()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("patchcord-recv: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("patchcord-recv: cannot start runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("patchcord-recv: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    let device = args.device.clone();
+    run_main("patchcord-recv", &device, move || run(args))
 }
 
 fn bind_error(addr: &str, e: std::io::Error) -> String {
@@ -314,48 +294,7 @@ async fn run(args: Args) -> Result<(), String> {
         args.device.virtual_options(),
     )
     .map_err(|e| e.to_string())?;
-    let supported = opened
-        .device
-        .supported_output_configs()
-        .map_err(|e| format!("cannot query output device '{}': {e}", opened.device_name))?;
-    let mut format = None;
-    let mut offered = vec![];
-    for range in supported {
-        offered.push(format!(
-            "{} ch {}-{} Hz {}",
-            range.channels(),
-            range.min_sample_rate(),
-            range.max_sample_rate(),
-            range.sample_format()
-        ));
-        if range.channels() as usize == channels
-            && range.min_sample_rate() <= 48_000
-            && range.max_sample_rate() >= 48_000
-        {
-            match range.sample_format() {
-                SampleFormat::F32 => format = Some(SampleFormat::F32),
-                SampleFormat::I16 if format.is_none() => format = Some(SampleFormat::I16),
-                _ => {}
-            }
-        }
-    }
-    let format = format.ok_or_else(|| {
-        format!(
-            "output device '{}' on {} does not support {channels} channel(s) at 48000 Hz as f32 or i16; it offers: {}",
-            opened.device_name,
-            opened.host_name,
-            if offered.is_empty() { "nothing".to_string() } else { offered.join(", ") }
-        )
-    })?;
-    let config = StreamConfig {
-        channels: channels as u16,
-        sample_rate: 48_000,
-        buffer_size: args
-            .device
-            .period
-            .map(BufferSize::Fixed)
-            .unwrap_or(BufferSize::Default),
-    };
+    let (config, format) = choose_config(&opened, Direction::Output, channels, args.device.period)?;
 
     // Queues between the network/control thread and the audio thread.
     let max_streams = args.max_streams as usize;

@@ -22,10 +22,12 @@ use std::time::Instant;
 
 use clap::Parser;
 use cpal::traits::{DeviceTrait, StreamTrait};
-use cpal::{BufferSize, SampleFormat, StreamConfig};
+use cpal::SampleFormat;
 use patchcord_common::red::{RedEncoder, MAX_RED_BLOCK_LEN, MAX_RED_PAYLOAD_LEN};
 use patchcord_common::rtp::Packetizer;
-use patchcord_devices::app::{parse_seconds, wait_for_stop, DeviceArgs, StatsSink, StopReason};
+use patchcord_devices::app::{
+    choose_config, parse_seconds, run_main, wait_for_stop, DeviceArgs, StatsSink, StopReason,
+};
 use patchcord_devices::clock::HostClock;
 use patchcord_devices::{open_device, Direction};
 use serde_json::json;
@@ -104,30 +106,8 @@ fn parse_frame_ms(s: &str) -> Result<f64, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if args.device.list_devices {
-        let mut out = std::io::stdout().lock();
-        return match patchcord_devices::list_devices(&mut out, args.device.virtual_options()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("patchcord-send: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("patchcord-send: cannot start runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("patchcord-send: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    let device = args.device.clone();
+    run_main("patchcord-send", &device, move || run(args))
 }
 
 async fn resolve(to: &str) -> Result<SocketAddr, String> {
@@ -251,48 +231,7 @@ async fn run(args: Args) -> Result<(), String> {
         args.device.virtual_options(),
     )
     .map_err(|e| e.to_string())?;
-    let supported = opened
-        .device
-        .supported_input_configs()
-        .map_err(|e| format!("cannot query input device '{}': {e}", opened.device_name))?;
-    let mut format = None;
-    let mut offered = vec![];
-    for range in supported {
-        offered.push(format!(
-            "{} ch {}-{} Hz {}",
-            range.channels(),
-            range.min_sample_rate(),
-            range.max_sample_rate(),
-            range.sample_format()
-        ));
-        if range.channels() as usize == channels
-            && range.min_sample_rate() <= 48_000
-            && range.max_sample_rate() >= 48_000
-        {
-            match range.sample_format() {
-                SampleFormat::F32 => format = Some(SampleFormat::F32),
-                SampleFormat::I16 if format.is_none() => format = Some(SampleFormat::I16),
-                _ => {}
-            }
-        }
-    }
-    let format = format.ok_or_else(|| {
-        format!(
-            "input device '{}' on {} does not support {channels} channel(s) at 48000 Hz as f32 or i16; it offers: {}",
-            opened.device_name,
-            opened.host_name,
-            if offered.is_empty() { "nothing".to_string() } else { offered.join(", ") }
-        )
-    })?;
-    let config = StreamConfig {
-        channels: channels as u16,
-        sample_rate: 48_000,
-        buffer_size: args
-            .device
-            .period
-            .map(BufferSize::Fixed)
-            .unwrap_or(BufferSize::Default),
-    };
+    let (config, format) = choose_config(&opened, Direction::Input, channels, args.device.period)?;
 
     // Rings between the audio thread and the encoder: one second of samples.
     let (sample_tx, sample_rx) = rtrb::RingBuffer::<f32>::new(48_000 * channels);

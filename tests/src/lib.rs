@@ -129,6 +129,19 @@ impl Drop for Proc {
     }
 }
 
+/// Wait (up to 10 s) until `p` exists: a process has started and opened its output.
+pub fn wait_for_file(p: &Path) {
+    let start = Instant::now();
+    while !p.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{} never appeared",
+            p.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Read JSON-lines stats; returns every record.
 pub fn read_stats(path: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

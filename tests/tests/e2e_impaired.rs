@@ -3,22 +3,9 @@
 //! audio must be continuous, and the receiver's counters must equal the proxy's own counts.
 
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use patchcord_tests::*;
-
-fn wait_for_file(p: &Path) {
-    let start = Instant::now();
-    while !p.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{} never appeared",
-            p.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn run(
     name: &str,

@@ -1,22 +1,9 @@
 //! Two real sender processes into one real receiver: both signals are in the output WAV,
 //! each starting where its sender's capture start and its stream's reported latency put it.
 
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use patchcord_tests::*;
-
-fn wait_for_file(p: &Path) {
-    let start = Instant::now();
-    while !p.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{} never appeared",
-            p.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// Amplitude of the `freq` component of a window (Goertzel).
 fn tone_amplitude(x: &[f32], freq: f64) -> f64 {

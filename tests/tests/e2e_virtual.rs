@@ -3,22 +3,9 @@
 //! the end-to-end latency the receiver reports.
 
 use std::net::UdpSocket;
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use patchcord_tests::*;
-
-fn wait_for_file(p: &Path) {
-    let start = Instant::now();
-    while !p.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{} never appeared",
-            p.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 struct Run {
     recv: serde_json::Value,
