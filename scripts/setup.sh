@@ -4,7 +4,8 @@
 # the tests, and a Rust toolchain if none is present. Installs only what is missing.
 set -euo pipefail
 
-PACKAGES=(build-essential cmake pkg-config libasound2-dev libjack-jackd2-dev jackd2 coreutils procps psmisc)
+PACKAGES=(build-essential cmake pkg-config libasound2-dev libjack-jackd2-dev jackd2 coreutils procps psmisc
+          gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good ffmpeg)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
