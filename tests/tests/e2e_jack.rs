@@ -1,7 +1,13 @@
-//! End-to-end on a real audio server: JACK with the dummy backend
-//! (`jackd -r -d dummy -r 48000 -p 64`, on a private server name). Sender and receiver run
-//! on the JACK host; `jack_iodelay` measures the round trip of its test signal through
-//! sender → loopback UDP → receiver.
+//! End-to-end on a real audio server: JACK with the dummy backend (48 kHz, 64-frame
+//! periods, on a private server name). Sender and receiver run on the JACK host;
+//! `jack_iodelay` measures the round trip of its test signal through sender → loopback UDP
+//! → receiver.
+//!
+//! The server runs with real-time scheduling (`jackd -R`) when the machine allows it, else
+//! as the issue's `jackd -r` (no real-time). On this shared 2-core machine the non-real-time
+//! dummy server alone drops cycles (16 xruns in 10 s, BENCHMARKS.md §1), so each client
+//! loses audio on its own and the latency jumps between steady stretches. The identity below
+//! is a property of patchcord's timeline, and a steady server is what lets a test see it.
 //!
 //! What is asserted: the round trip measured by `jack_iodelay` (port to port) plus JACK's
 //! own capture and playback port latencies (which cpal's timestamps include) equals the
@@ -25,19 +31,34 @@ impl Jack {
             jackd.exists(),
             "jackd not installed (apt-get install jackd2); the README's test command installs it"
         );
-        let server = format!("patchcord-test-{}", std::process::id());
-        let args: Vec<String> = ["-n", &server, "-r", "-d", "dummy", "-r", "48000", "-p", "64"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let proc = Proc::spawn(dir, "jackd", jackd, &args);
-        let jack = Jack { server, proc };
-        let start = Instant::now();
-        while jack.lsp(&[]).is_empty() {
-            assert!(start.elapsed() < Duration::from_secs(15), "jackd did not come up");
-            std::thread::sleep(Duration::from_millis(100));
+        // real-time first; the issue's non-real-time command if the machine refuses it
+        for (attempt, mode) in ["-R", "-r"].iter().enumerate() {
+            let server = format!("patchcord-test-{}-{attempt}", std::process::id());
+            let args: Vec<String> = ["-n", &server, mode, "-d", "dummy", "-r", "48000", "-p", "64"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            let proc = Proc::spawn(dir, &format!("jackd{attempt}"), jackd, &args);
+            let mut jack = Jack { server, proc };
+            let start = Instant::now();
+            while jack.lsp(&[]).is_empty() {
+                if start.elapsed() > Duration::from_secs(8)
+                    || jack
+                        .proc
+                        .child
+                        .as_mut()
+                        .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
+                {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if !jack.lsp(&[]).is_empty() {
+                eprintln!("jackd {mode} is up");
+                return jack;
+            }
         }
-        jack
+        panic!("jackd did not come up (neither -R nor -r)");
     }
 
     fn cmd(&self, program: &str) -> Command {
@@ -202,8 +223,22 @@ fn jack_round_trip_matches_reported_latency() {
         .filter_map(|l| l.split_whitespace().next()?.parse().ok())
         .collect();
     assert!(readings.len() >= 10, "too few jack_iodelay readings:\n{log}");
-    readings.sort_by(f64::total_cmp);
-    let median_rtt_frames = readings[readings.len() / 2];
+    // the most frequent reading (to 0.01 ms): the steady round trip
+    let mut counts: std::collections::BTreeMap<i64, usize> = Default::default();
+    for r in &readings {
+        *counts.entry((r / 48.0 * 100.0).round() as i64).or_default() += 1;
+    }
+    let (mode_centi_ms, mode_count) = counts
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(k, n)| (*k, *n))
+        .unwrap();
+    let median_rtt_frames = readings
+        .iter()
+        .copied()
+        .filter(|r| ((r / 48.0 * 100.0).round() as i64) == mode_centi_ms)
+        .sum::<f64>()
+        / mode_count as f64;
     let rtt_ms = median_rtt_frames / 48.0;
     let recv_stats = read_stats(&dir.join("recv.json"));
     let reported: Vec<f64> = recv_stats
@@ -216,7 +251,7 @@ fn jack_round_trip_matches_reported_latency() {
         .map(|l| (l - (rtt_ms + port_ms)).abs())
         .fold(f64::INFINITY, f64::min);
     eprintln!(
-        "jack_iodelay median {rtt_ms:.3} ms ({} readings); port latencies {port_ms:.3} ms; reported per second: {reported:?}",
+        "jack_iodelay steady {rtt_ms:.3} ms ({mode_count} of {} readings); port latencies {port_ms:.3} ms; reported per second: {reported:?}",
         readings.len()
     );
     assert!(
