@@ -217,7 +217,7 @@ fn jack_round_trip_matches_reported_latency() {
 
     // jack_iodelay prints "   318.998 frames      6.646 ms total roundtrip latency"
     let log = std::fs::read_to_string(&iodelay_log).unwrap();
-    let mut readings: Vec<f64> = log
+    let readings: Vec<f64> = log
         .lines()
         .filter(|l| l.contains("total roundtrip latency"))
         .filter_map(|l| l.split_whitespace().next()?.parse().ok())
