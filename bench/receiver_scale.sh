@@ -9,6 +9,7 @@
 #        DURATION=20            seconds of load per N (the loadgen's --duration)
 #        WARMUP=2               the steady window is [WARMUP, DURATION] s after load starts
 #        LATENCY=40             receiver --latency, ms
+#        BITRATE=32000 (per stream, b/s)
 #        BIN_DIR=target/release where patchcord-recv / patchcord-loadgen are
 #        KEEP=1                 keep the temporary directory with the raw logs / JSON
 # Build first: cargo build --release --bins
@@ -93,7 +94,7 @@ for N in $STREAMS; do
     fi
 
     L0=$(now)
-    "$B/patchcord-loadgen" --to "127.0.0.1:$PORT" --streams "$N" --frame-ms 10 --duration "$D" --bye \
+    "$B/patchcord-loadgen" --to "127.0.0.1:$PORT" --streams "$N" --frame-ms 10 --bitrate "${BITRATE:-32000}" --duration "$D" --bye \
         >"$OUT/loadgen-$N.json" 2>"$OUT/loadgen-$N.err" &
     G=$!
     PIDS+=("$G")

@@ -1,9 +1,9 @@
 //! Benchmark: what one output period costs with N concurrent streams, against the raw cost
 //! of decoding the same packets, measured in the same run, on one thread.
 //!
-//!     cargo run --release -p patchcord-common --example stream_scale -- [N...]
+//!     [BITRATE=32000] cargo run --release -p patchcord-common --example stream_scale -- [N...]
 //!
-//! Each stream: mono 48 kHz Opus, 10 ms frames, 32 kb/s. Each 10 ms period does what the
+//! Each stream: mono 48 kHz Opus, 10 ms frames, `BITRATE` b/s (default 32000). Each 10 ms period does what the
 //! receiver's output callback does: insert every stream's packet into its jitter buffer,
 //! pull 480 frames from each (decode), mix with gain, soft clip. The raw baseline decodes
 //! the same packets with `opus_decode` into a buffer and nothing else. Five repetitions;
@@ -18,9 +18,9 @@ use patchcord_common::rtp::{validate_opus_rtp, Packetizer};
 const FRAME: usize = 480;
 const PERIODS: usize = 500; // 5 s of audio
 
-fn packets() -> Vec<Vec<u8>> {
+fn packets(bitrate: i32) -> Vec<Vec<u8>> {
     let mut enc = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Audio).unwrap();
-    enc.set_bitrate(opus::Bitrate::Bits(32_000)).unwrap();
+    enc.set_bitrate(opus::Bitrate::Bits(bitrate)).unwrap();
     let mut pk = Packetizer::new(1, 96, 0, 0);
     let (mut buf, mut rtp) = ([0u8; 1500], [0u8; 1500]);
     let mut x = 1u32;
@@ -51,7 +51,12 @@ fn median(v: &mut [f64]) -> f64 {
 fn main() {
     let ns: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let ns = if ns.is_empty() { vec![1, 16, 64, 256] } else { ns };
-    let pk = packets();
+    let bitrate: i32 = std::env::var("BITRATE")
+        .ok()
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(32_000);
+    println!("mono, 10 ms frames, {} kb/s, application audio", bitrate / 1000);
+    let pk = packets(bitrate);
     let headers: Vec<_> = pk.iter().map(|d| validate_opus_rtp(d, 96).unwrap()).collect();
     println!("| streams | raw decode per packet (µs) | patchcord per stream per period (µs) | ratio | period p50 / p99 / max (% of 10 ms) |");
     println!("|---|---|---|---|---|");

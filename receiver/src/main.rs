@@ -10,6 +10,7 @@
 mod monitor;
 mod output;
 mod registry;
+mod udp;
 
 /// Tests run the real callbacks under an allocator that counts allocations made inside
 /// `assert_no_alloc` scopes, and the live bytes of each thread.
@@ -229,6 +230,8 @@ async fn run(args: Args) -> Result<(), String> {
         .await
         .map_err(|e| bind_error(&args.listen, e))?;
     let local = socket.local_addr().map_err(|e| format!("socket: {e}"))?;
+    let recv_buffer = udp::grow_receive_buffer(&socket);
+    let drops_at_start = udp::kernel_drops(local).unwrap_or(0);
     let rtcp_socket = if local.port() > 0 && local.port() < u16::MAX {
         let mut a = local;
         a.set_port(local.port() + 1);
@@ -460,6 +463,8 @@ async fn run(args: Args) -> Result<(), String> {
                 while let Ok(e) = err_rx.pop() {
                     eprintln!("patchcord-recv: device error: {e}");
                 }
+                net.socket_drops = udp::kernel_drops(local).map(|d| d.saturating_sub(drops_at_start));
+                net.socket_buffer_bytes = recv_buffer;
                 let s = monitor.stats_json(&net, &registry, xrun_count(), &playout_cfg, false);
                 if !args.quiet {
                     let bytes = s["payload_bytes"].as_u64().unwrap_or(0);
@@ -481,6 +486,8 @@ async fn run(args: Args) -> Result<(), String> {
     if let Err(e) = monitor.finish_timeline() {
         eprintln!("patchcord-recv: timeline file: {e}");
     }
+    net.socket_drops = udp::kernel_drops(local).map(|d| d.saturating_sub(drops_at_start));
+    net.socket_buffer_bytes = recv_buffer;
     let summary = monitor.stats_json(&net, &registry, xrun_count(), &playout_cfg, true);
     let _ = stats_out.write(&summary);
     print_summary(&summary, reason);
@@ -648,7 +655,7 @@ fn print_summary(s: &serde_json::Value, reason: StopReason) {
         s["packets_received"], s["played"], s["lost"], s["missing"], s["late"], s["duplicates"], s["recovered_fec"], s["recovered_red"]
     );
     eprintln!(
-        "  concealed {:.1} ms in {} events ({} interruptions >= 150 ms), underruns {}, xruns {}, resyncs {}, bad datagrams {}, jitter {:.2} ms",
+        "  concealed {:.1} ms in {} events ({} interruptions >= 150 ms), underruns {}, xruns {}, resyncs {}, bad datagrams {}, socket drops {}, jitter {:.2} ms",
         f("concealed_ms"),
         s["concealment_events"],
         s["interruptions"],
@@ -656,6 +663,7 @@ fn print_summary(s: &serde_json::Value, reason: StopReason) {
         s["xruns"],
         s["resyncs"],
         s["dropped"].as_object().map(|m| m.values().filter_map(|v| v.as_u64()).sum::<u64>()).unwrap_or(0),
+        s["socket_drops"],
         f("jitter_ms")
     );
     match s["latency_ms"].as_f64() {

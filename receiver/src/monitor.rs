@@ -27,6 +27,9 @@ pub struct NetCounters {
     pub dropped: [u64; DropReason::ALL.len()],
     pub queue_full: u64,
     pub control_queue_full: u64,
+    /// Datagrams the kernel dropped for our socket (receive buffer full), if known.
+    pub socket_drops: Option<u64>,
+    pub socket_buffer_bytes: usize,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -318,6 +321,8 @@ impl Monitor {
             "byes": net.byes,
             "dropped": dropped,
             "receive_queue_full": net.queue_full,
+            "socket_drops": net.socket_drops,
+            "socket_buffer_bytes": net.socket_buffer_bytes,
             "control_queue_full": net.control_queue_full,
             "unrouted_packets": s.unrouted_packets,
             "retire_queue_full": s.retire_queue_full,
