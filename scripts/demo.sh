@@ -21,7 +21,7 @@ else
     echo "      receiving into the virtual device wav:$PWD/patchcord-demo.wav"
 fi
 
-"$BIN/patchcord-recv" --listen "127.0.0.1:$PORT" "${OUT[@]}" --latency 20 \
+"$BIN/patchcord-recv" --listen "127.0.0.1:$PORT" "${OUT[@]}" \
     --duration $((SECONDS_TO_RUN + 1)) --stats-json patchcord-demo-recv.json &
 RECV=$!
 trap 'kill $RECV 2>/dev/null || true' EXIT

@@ -651,8 +651,12 @@ fn print_summary(s: &serde_json::Value, reason: StopReason) {
         s["streams_started"], s["streams_refused"], s["streams_timed_out"]
     );
     eprintln!(
-        "  packets received {}, played {}, lost {} (RFC 3550), missing at playout {}, late {}, duplicates {}, recovered by FEC {} / redundancy {}",
-        s["packets_received"], s["played"], s["lost"], s["missing"], s["late"], s["duplicates"], s["recovered_fec"], s["recovered_red"]
+        "  packets received {}, played {}, discarded {} (audio older than the chosen delay at a stream start, or a sender restart), late {}, duplicates {}",
+        s["packets_received"], s["played"], s["discarded"], s["late"], s["duplicates"]
+    );
+    eprintln!(
+        "  lost {} (RFC 3550), missing at playout {}, recovered by FEC {} / redundancy {}",
+        s["lost"], s["missing"], s["recovered_fec"], s["recovered_red"]
     );
     eprintln!(
         "  concealed {:.1} ms in {} events ({} interruptions >= 150 ms), underruns {}, xruns {}, resyncs {}, bad datagrams {}, socket drops {}, jitter {:.2} ms",
@@ -668,9 +672,8 @@ fn print_summary(s: &serde_json::Value, reason: StopReason) {
     );
     match s["latency_ms"].as_f64() {
         Some(l) => eprintln!(
-            "  end-to-end latency (capture -> playback, from RTCP SR): {l:.2} ms (jitter buffer: delay {:.2} ms, target {:.2} ms)",
-            f("delay_ms"),
-            f("target_delay_ms")
+            "  end-to-end latency (capture -> playback, from RTCP SR): {l:.2} ms, last measured while playing ({} jitter buffer)",
+            s["mode"].as_str().unwrap_or("?")
         ),
         None => eprintln!("  end-to-end latency: unknown (no RTCP sender report received)"),
     }
