@@ -31,4 +31,6 @@ wait $RECV
 trap - EXIT
 echo
 echo "demo: per-second stats of the receiver are in patchcord-demo-recv.json"
-[ ${#OUT[@]} -gt 0 ] && echo "demo: received audio: $PWD/patchcord-demo.wav"
+if [ ${#OUT[@]} -gt 0 ]; then
+    echo "demo: received audio: $PWD/patchcord-demo.wav"
+fi

@@ -88,11 +88,11 @@ pub struct PlayoutConfig {
     pub capacity_packets: usize,
     /// Continuous dry concealment after which the stream goes idle.
     pub idle_after_ns: i64,
-    /// Length of the level keeper's observation window, in output frames.
-    pub level_window_frames: u64,
-    /// How far (samples) the window's minimum buffer level may move from the level set at
+    /// Fixed mode: length of the delay keeper's observation window, in output frames.
+    pub keeper_window_frames: u64,
+    /// Fixed mode: how far (samples) the window's minimum delay may move from the one set at
     /// the start of the timeline before the delay keeper slips it back.
-    pub level_tolerance_samples: u64,
+    pub keeper_tolerance_samples: u64,
 }
 
 impl Default for PlayoutConfig {
@@ -103,8 +103,8 @@ impl Default for PlayoutConfig {
             latency_ns: 20_000_000,
             capacity_packets: 1024,
             idle_after_ns: 500_000_000,
-            level_window_frames: SAMPLE_RATE as u64,
-            level_tolerance_samples: 48,
+            keeper_window_frames: SAMPLE_RATE as u64,
+            keeper_tolerance_samples: 48,
         }
     }
 }
@@ -203,7 +203,7 @@ pub struct StreamPlayout {
     dry: bool,
     dry_samples: u64,
     ended: bool,
-    level: LevelKeeper,
+    keeper: DelayKeeper,
     /// Packets wholly before this timestamp were skipped by the delay keeper, not late.
     skip_until_ts: u64,
     /// Stream frames read so far: the timeline's domain. Equal to the output frame in
@@ -231,38 +231,37 @@ pub struct StreamPlayout {
 /// Holds a fixed playout delay when the sender's and the receiver's sample clocks differ
 /// (or an audio server drops a client's cycle): the minimum, per window, of the playout
 /// delay above the fastest path (see [`crate::delay`]) is compared with the minimum of the
-/// first window after the timeline started; a
-/// difference beyond the tolerance in the same direction for [`LEVEL_PERSISTENCE`]
-/// windows in a row is corrected at the next chunk boundary, by skipping audio (level
-/// too high) or concealing (too low). Issue-3's resampler replaces these
-/// slips with an inaudible rate change; the measurement stays the same.
+/// first window after the timeline started; a difference beyond the tolerance in the same
+/// direction for [`KEEPER_PERSISTENCE`] windows in a row is corrected at the next chunk
+/// boundary, by skipping audio (delay too high) or concealing (too low). Adaptive mode
+/// regulates the same measurement with an inaudible rate change instead.
 #[derive(Debug, Clone, Copy, Default)]
-struct LevelKeeper {
+struct DelayKeeper {
     window_frames: u64,
     window_min: Option<u64>,
     reference: Option<u64>,
     /// Deviations of the last windows beyond the tolerance, all of one sign (0 = none).
-    streak: [i64; LEVEL_PERSISTENCE],
+    streak: [i64; KEEPER_PERSISTENCE],
     streak_len: usize,
     pending_shift: i64,
 }
 
 /// Windows in a row that must deviate the same way before the keeper slips: clock drift
 /// is persistent, a jitter spike is not.
-const LEVEL_PERSISTENCE: usize = 3;
+const KEEPER_PERSISTENCE: usize = 3;
 
-impl LevelKeeper {
+impl DelayKeeper {
     fn reset(&mut self) {
-        *self = LevelKeeper::default();
+        *self = DelayKeeper::default();
     }
 
-    fn observe(&mut self, level: u64, frames: u64, cfg: &PlayoutConfig) {
-        self.window_min = Some(self.window_min.map_or(level, |m| m.min(level)));
+    fn observe(&mut self, delay: u64, frames: u64, cfg: &PlayoutConfig) {
+        self.window_min = Some(self.window_min.map_or(delay, |m| m.min(delay)));
         self.window_frames += frames;
-        if self.window_frames < cfg.level_window_frames {
+        if self.window_frames < cfg.keeper_window_frames {
             return;
         }
-        let min = self.window_min.take().unwrap_or(level);
+        let min = self.window_min.take().unwrap_or(delay);
         self.window_frames = 0;
         let Some(r) = self.reference else {
             self.reference = Some(min);
@@ -270,15 +269,15 @@ impl LevelKeeper {
         };
         let diff = min as i64 - r as i64;
         let same_sign = self.streak_len == 0 || (self.streak[0] > 0) == (diff > 0);
-        if diff.unsigned_abs() <= cfg.level_tolerance_samples || !same_sign {
+        if diff.unsigned_abs() <= cfg.keeper_tolerance_samples || !same_sign {
             self.streak_len = 0;
-            if diff.unsigned_abs() <= cfg.level_tolerance_samples {
+            if diff.unsigned_abs() <= cfg.keeper_tolerance_samples {
                 return;
             }
         }
         self.streak[self.streak_len] = diff;
         self.streak_len += 1;
-        if self.streak_len == LEVEL_PERSISTENCE {
+        if self.streak_len == KEEPER_PERSISTENCE {
             // Correct by the smallest deviation of the streak: never overshoot.
             let smallest = self
                 .streak
@@ -335,7 +334,7 @@ impl StreamPlayout {
             dry: false,
             dry_samples: 0,
             ended: false,
-            level: LevelKeeper::default(),
+            keeper: DelayKeeper::default(),
             skip_until_ts: 0,
             read_frame: 0,
             rate_stage: match cfg.mode {
@@ -637,7 +636,8 @@ impl StreamPlayout {
         };
         let out_first = adaptive_start.unwrap_or_else(|| {
             // Fixed: the newest buffered packet is pulled exactly `latency` after it arrived.
-            let wait_frames = ns_to_frames_ceil(newest.arrival_ns + self.cfg.latency_ns - now_ns);
+            // (in fixed mode the target is the configured latency, and never changes)
+            let wait_frames = ns_to_frames_ceil(newest.arrival_ns + self.target_delay_ns - now_ns);
             let span = (newest.ext_ts - first.ext_ts.min(newest.ext_ts)) as i64;
             out_frame as i64 + wait_frames - span
         });
@@ -662,7 +662,7 @@ impl StreamPlayout {
             self.counters.resyncs += 1;
         }
         self.next_seq = first.ext_seq;
-        self.level.reset();
+        self.keeper.reset();
         self.first_pending = None;
         self.newest_pending = None;
         self.dec_len = 0;
@@ -682,11 +682,10 @@ impl StreamPlayout {
                 self.establish(out_frame, now_ns);
             }
             self.read_stream(out, out_frame, sink);
-            self.keep_level(frames as u64);
+            self.keep_delay(frames as u64);
             return;
         };
         if self.timeline.is_none() {
-            self.cfg.latency_ns = self.target_delay_ns;
             self.establish(self.read_frame, now_ns);
         }
         stage.set_rate(self.controller.rate());
@@ -736,10 +735,10 @@ impl StreamPlayout {
 
     /// Delay keeper of fixed mode: observes the delay above the fastest path (the quantity
     /// the adaptive controller regulates; loss does not move it, drift does).
-    fn keep_level(&mut self, frames: u64) {
+    fn keep_delay(&mut self, frames: u64) {
         if let (Some(d), Some(_)) = (self.delay_ns, self.timeline) {
             let d_frames = ns_to_frames_ceil(d.max(0));
-            self.level.observe(d_frames as u64, frames, &self.cfg);
+            self.keeper.observe(d_frames as u64, frames, &self.cfg);
         }
     }
 
@@ -775,7 +774,7 @@ impl StreamPlayout {
             }
             if self.dec_pos >= self.dec_len {
                 let mut tl = tl;
-                let shift = std::mem::take(&mut self.level.pending_shift);
+                let shift = std::mem::take(&mut self.keeper.pending_shift);
                 if shift > 0 {
                     tl.ts0 += shift as u64;
                     self.counters.skipped_samples += shift as u64;

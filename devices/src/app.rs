@@ -71,6 +71,16 @@ pub fn parse_seconds(s: &str) -> Result<f64, String> {
     Ok(v)
 }
 
+/// Parse an Opus frame duration in ms (`--frame-ms`): 2.5, 5, 10, 20, 40 or 60.
+pub fn parse_frame_ms(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if [2.5, 5.0, 10.0, 20.0, 40.0, 60.0].contains(&v) {
+        Ok(v)
+    } else {
+        Err("frame duration must be one of 2.5, 5, 10, 20, 40, 60 (ms)".into())
+    }
+}
+
 /// Where JSON-lines statistics go.
 pub enum StatsSink {
     None,

@@ -301,8 +301,8 @@ async fn run(args: Args) -> Result<(), String> {
 
     // Queues between the network/control thread and the audio thread.
     let max_streams = args.max_streams as usize;
-    let (mut packet_tx, packet_rx) = rtrb::RingBuffer::<PacketSlot>::new(512.max(max_streams * 8));
-    let (mut control_tx, control_rx) = rtrb::RingBuffer::<Control>::new(max_streams * 2 + 8);
+    let (packet_tx, packet_rx) = rtrb::RingBuffer::<PacketSlot>::new(512.max(max_streams * 8));
+    let (control_tx, control_rx) = rtrb::RingBuffer::<Control>::new(max_streams * 2 + 8);
     let (retired_tx, retired_rx) = rtrb::RingBuffer::<Retired>::new(max_streams + 8);
     let (snap_tx, snap_rx) = rtrb::RingBuffer::<Snapshot>::new(4096);
     let (report_tx, report_rx) = rtrb::RingBuffer::<StreamReport>::new(1 << 14);
@@ -389,10 +389,20 @@ async fn run(args: Args) -> Result<(), String> {
         }
     }
     let mut monitor = Monitor::new(snap_rx, report_rx, retired_rx, seg_rx, timeline_out, max_streams);
-    let mut net = NetCounters::default();
-    let mut registry = Registry::new(max_streams, args.gain_db, args.source_gain.clone());
-    let mut expired: Vec<(u16, u32)> = Vec::with_capacity(max_streams);
-    let mut capture_clocks: HashMap<u32, CaptureClock> = HashMap::new();
+    let mut side = NetSide {
+        payload_type: args.payload_type,
+        red_payload_type: args.red_payload_type,
+        playout: playout_cfg,
+        counters: NetCounters::default(),
+        registry: Registry::new(max_streams, args.gain_db, args.source_gain.clone()),
+        clocks: HashMap::new(),
+        packets: packet_tx,
+        control: control_tx,
+        silent: Vec::with_capacity(max_streams),
+        local,
+        recv_buffer,
+        drops_at_start,
+    };
     let mut buf = vec![0u8; 65_536];
     let mut rtcp_buf = vec![0u8; 65_536];
     let timeout_ns = (args.stream_timeout * 1e9) as i64;
@@ -410,19 +420,7 @@ async fn run(args: Args) -> Result<(), String> {
             r = &mut stop_fut => break r,
             res = socket.recv_from(&mut buf) => {
                 let Ok((len, from)) = res else { continue };
-                let arrival = clock.now_unix_ns();
-                net.datagrams += 1;
-                let mut ctx = NetContext {
-                    payload_type: args.payload_type,
-                    red_payload_type: args.red_payload_type,
-                    playout: &playout_cfg,
-                    net: &mut net,
-                    registry: &mut registry,
-                    clocks: &mut capture_clocks,
-                    packets: &mut packet_tx,
-                    control: &mut control_tx,
-                };
-                ctx.datagram(&buf[..len], arrival, from);
+                side.datagram(&buf[..len], clock.now_unix_ns(), from);
             }
             res = async {
                 match &rtcp_socket {
@@ -431,41 +429,21 @@ async fn run(args: Args) -> Result<(), String> {
                 }
             } => {
                 let Ok((len, _)) = res else { continue };
-                net.datagrams += 1;
-                let mut ctx = NetContext {
-                    payload_type: args.payload_type,
-                    red_payload_type: args.red_payload_type,
-                    playout: &playout_cfg,
-                    net: &mut net,
-                    registry: &mut registry,
-                    clocks: &mut capture_clocks,
-                    packets: &mut packet_tx,
-                    control: &mut control_tx,
-                };
-                ctx.rtcp(&rtcp_buf[..len]);
+                side.counters.datagrams += 1;
+                side.rtcp(&rtcp_buf[..len]);
             }
             _ = drain.tick() => {
-                monitor.drain(&capture_clocks, &mut registry);
-                // silent streams fade out and leave the mix
-                let now = clock.now_unix_ns();
-                registry.expire(now, timeout_ns, &mut expired);
-                for &(slot, ssrc) in &expired {
-                    if control_tx.push(Control::Remove { slot, ssrc }).is_err() {
-                        net.control_queue_full += 1;
-                        let source = "0.0.0.0:0".parse().unwrap_or(std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
-                        registry.unexpire(slot, ssrc, now, source);
-                    }
-                }
+                monitor.drain(&side.clocks, &mut side.registry);
+                side.fade_out_silent(clock.now_unix_ns(), timeout_ns);
             }
             _ = tick.tick() => {
-                monitor.drain(&capture_clocks, &mut registry);
+                monitor.drain(&side.clocks, &mut side.registry);
                 monitor.end_second();
                 while let Ok(e) = err_rx.pop() {
                     eprintln!("patchcord-recv: device error: {e}");
                 }
-                net.socket_drops = udp::kernel_drops(local).map(|d| d.saturating_sub(drops_at_start));
-                net.socket_buffer_bytes = recv_buffer;
-                let s = monitor.stats_json(&net, &registry, xrun_count(), &playout_cfg, false);
+                side.refresh_socket_stats();
+                let s = monitor.stats_json(&side.counters, &side.registry, xrun_count(), &playout_cfg, false);
                 if !args.quiet {
                     let bytes = s["payload_bytes"].as_u64().unwrap_or(0);
                     print_status(&s, (bytes - last_bytes.min(bytes)) as f64 * 8.0 / 1000.0);
@@ -479,35 +457,59 @@ async fn run(args: Args) -> Result<(), String> {
     };
     // Let the callback report its last periods, then stop the device (finalizes WAVs).
     tokio::time::sleep(Duration::from_millis(30)).await;
-    monitor.drain(&capture_clocks, &mut registry);
+    monitor.drain(&side.clocks, &mut side.registry);
     monitor.end_second();
     drop(stream);
-    monitor.drain(&capture_clocks, &mut registry);
+    monitor.drain(&side.clocks, &mut side.registry);
     if let Err(e) = monitor.finish_timeline() {
         eprintln!("patchcord-recv: timeline file: {e}");
     }
-    net.socket_drops = udp::kernel_drops(local).map(|d| d.saturating_sub(drops_at_start));
-    net.socket_buffer_bytes = recv_buffer;
-    let summary = monitor.stats_json(&net, &registry, xrun_count(), &playout_cfg, true);
+    side.refresh_socket_stats();
+    let summary = monitor.stats_json(&side.counters, &side.registry, xrun_count(), &playout_cfg, true);
     let _ = stats_out.write(&summary);
     print_summary(&summary, reason);
     Ok(())
 }
 
-/// The network side's state, borrowed for one datagram.
-struct NetContext<'a> {
+/// The network side: everything the tokio thread owns to route datagrams to the callback.
+struct NetSide {
     payload_type: u8,
     red_payload_type: u8,
-    playout: &'a PlayoutConfig,
-    net: &'a mut NetCounters,
-    registry: &'a mut Registry,
-    clocks: &'a mut HashMap<u32, CaptureClock>,
-    packets: &'a mut rtrb::Producer<PacketSlot>,
-    control: &'a mut rtrb::Producer<Control>,
+    playout: PlayoutConfig,
+    counters: NetCounters,
+    registry: Registry,
+    /// Latest sender report of each SSRC: RTP timestamp → capture instant.
+    clocks: HashMap<u32, CaptureClock>,
+    packets: rtrb::Producer<PacketSlot>,
+    control: rtrb::Producer<Control>,
+    silent: Vec<(u16, u32)>,
+    local: SocketAddr,
+    recv_buffer: usize,
+    drops_at_start: u64,
 }
 
-impl NetContext<'_> {
+impl NetSide {
+    /// Streams silent for `timeout_ns` fade out and leave the mix; one whose removal cannot
+    /// be sent now (control queue full) is tried again at the next sweep.
+    fn fade_out_silent(&mut self, now_ns: i64, timeout_ns: i64) {
+        self.registry.silent(now_ns, timeout_ns, &mut self.silent);
+        for &(slot, ssrc) in &self.silent {
+            if self.control.push(Control::Remove { slot, ssrc }).is_ok() {
+                self.registry.forget(ssrc);
+            } else {
+                self.counters.control_queue_full += 1;
+            }
+        }
+    }
+
+    fn refresh_socket_stats(&mut self) {
+        self.counters.socket_drops =
+            udp::kernel_drops(self.local).map(|d| d.saturating_sub(self.drops_at_start));
+        self.counters.socket_buffer_bytes = self.recv_buffer;
+    }
+
     fn datagram(&mut self, d: &[u8], arrival: i64, from: std::net::SocketAddr) {
+        self.counters.datagrams += 1;
         if is_rtcp(d) {
             self.rtcp(d);
             return;
@@ -520,7 +522,7 @@ impl NetContext<'_> {
         let (header, red) = match validated {
             Ok(v) => v,
             Err(reason) => {
-                self.net.dropped[reason.index()] += 1;
+                self.counters.dropped[reason.index()] += 1;
                 return;
             }
         };
@@ -529,7 +531,7 @@ impl NetContext<'_> {
             Route::Refused => return,
             Route::New { slot, gain_db } => {
                 // A new sender: its stream is allocated here, off the audio thread.
-                let Ok(playout) = StreamPlayout::new(header.ssrc, *self.playout) else {
+                let Ok(playout) = StreamPlayout::new(header.ssrc, self.playout) else {
                     return;
                 };
                 let add = Control::Add {
@@ -538,7 +540,7 @@ impl NetContext<'_> {
                     gain: db_to_linear(gain_db),
                 };
                 if self.control.push(add).is_err() {
-                    self.net.control_queue_full += 1;
+                    self.counters.control_queue_full += 1;
                     return;
                 }
                 self.registry.started(header.ssrc, slot, from, arrival);
@@ -556,22 +558,22 @@ impl NetContext<'_> {
         };
         slot.data[..d.len()].copy_from_slice(d);
         if self.packets.push(slot).is_err() {
-            self.net.queue_full += 1;
+            self.counters.queue_full += 1;
         }
     }
 
     fn rtcp(&mut self, d: &[u8]) {
-        self.net.rtcp += 1;
+        self.counters.rtcp += 1;
         for p in parse_compound(d) {
             match p {
                 Ok(RtcpPacket::SenderReport(sr)) => {
-                    self.net.sender_reports += 1;
+                    self.counters.sender_reports += 1;
                     if self.clocks.len() < 4096 || self.clocks.contains_key(&sr.ssrc) {
                         self.clocks.insert(sr.ssrc, CaptureClock::from_sender_report(&sr));
                     }
                 }
                 Ok(RtcpPacket::Bye { ssrcs, count }) => {
-                    self.net.byes += 1;
+                    self.counters.byes += 1;
                     for &ssrc in &ssrcs[..count.min(31)] {
                         let Some(slot) = self.registry.slot_of(ssrc) else {
                             continue;
@@ -596,12 +598,12 @@ impl NetContext<'_> {
                             data: [0; MAX_DATAGRAM_LEN],
                         };
                         if self.packets.push(bye).is_err() {
-                            self.net.queue_full += 1;
+                            self.counters.queue_full += 1;
                         }
                     }
                 }
                 Ok(RtcpPacket::Other { .. }) => {}
-                Err(_) => self.net.rtcp_malformed += 1,
+                Err(_) => self.counters.rtcp_malformed += 1,
             }
         }
     }

@@ -137,32 +137,24 @@ impl Registry {
         self.streams_started += 1;
     }
 
-    /// Streams silent for `timeout_ns`: removed from the table (their slots stay taken until
-    /// the callback hands the stream back). Returns (slot, ssrc) to fade out.
-    pub fn expire(&mut self, now_ns: i64, timeout_ns: i64, out: &mut Vec<(u16, u32)>) {
+    /// Streams silent for `timeout_ns`, as (slot, ssrc). They stay in the table until
+    /// [`Registry::forget`] confirms their removal was sent to the callback.
+    pub fn silent(&self, now_ns: i64, timeout_ns: i64, out: &mut Vec<(u16, u32)>) {
         out.clear();
-        for (&ssrc, e) in &self.entries {
-            if now_ns - e.last_arrival_ns >= timeout_ns {
-                out.push((e.slot, ssrc));
-            }
-        }
-        for (_, ssrc) in out.iter() {
-            self.entries.remove(ssrc);
-            self.streams_timed_out += 1;
-        }
+        out.extend(
+            self.entries
+                .iter()
+                .filter(|(_, e)| now_ns - e.last_arrival_ns >= timeout_ns)
+                .map(|(&ssrc, e)| (e.slot, ssrc)),
+        );
     }
 
-    /// Put a timed-out entry back (its removal could not be sent; try again later).
-    pub fn unexpire(&mut self, slot: u16, ssrc: u32, now_ns: i64, source: SocketAddr) {
-        self.entries.insert(
-            ssrc,
-            Entry {
-                slot,
-                last_arrival_ns: now_ns,
-                source,
-            },
-        );
-        self.streams_timed_out -= 1;
+    /// A silent stream is fading out: its SSRC leaves the table (the slot stays taken until
+    /// the callback hands the stream back).
+    pub fn forget(&mut self, ssrc: u32) {
+        if self.entries.remove(&ssrc).is_some() {
+            self.streams_timed_out += 1;
+        }
     }
 
     /// The callback handed back the stream of `slot`: the slot is free again.
@@ -212,9 +204,10 @@ mod tests {
         assert_eq!(r.route(3, a, 6), Route::Refused);
         assert_eq!((r.streams_refused, r.refused_packets), (1, 2));
         let mut out = vec![];
-        r.expire(1_000, 1_000, &mut out);
+        r.silent(1_000, 1_000, &mut out);
         assert_eq!(out, vec![(1, 2)]); // stream 1 was heard at 5
-                                       // slot 1 is not free until released
+        r.forget(2);
+        // slot 1 is not free until released
         assert_eq!(r.route(3, a, 1_001), Route::Refused);
         r.release(1);
         assert!(matches!(r.route(3, a, 1_002), Route::New { slot: 1, .. }));

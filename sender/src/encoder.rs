@@ -34,7 +34,7 @@ pub struct EncoderStats {
     pub sender_reports: AtomicU64,
     /// Capture instant (Unix ns) of capture frame 0, from the capture marks (min-filtered).
     pub capture_start_unix_ns: AtomicI64,
-    /// Longest and last encode time, ns.
+    /// Longest encode time, and the sum of all encode times (for the mean), ns.
     pub encode_ns_max: AtomicU64,
     pub encode_ns_total: AtomicU64,
     /// Frames skipped in the RTP timeline because the sample ring overflowed.

@@ -26,7 +26,7 @@ use cpal::SampleFormat;
 use patchcord_common::red::{RedEncoder, MAX_RED_BLOCK_LEN, MAX_RED_PAYLOAD_LEN};
 use patchcord_common::rtp::Packetizer;
 use patchcord_devices::app::{
-    choose_config, parse_seconds, run_main, wait_for_stop, DeviceArgs, StatsSink, StopReason,
+    choose_config, parse_frame_ms, parse_seconds, run_main, wait_for_stop, DeviceArgs, StatsSink, StopReason,
 };
 use patchcord_devices::clock::HostClock;
 use patchcord_devices::{open_device, Direction};
@@ -93,15 +93,6 @@ struct Args {
     /// No status line on stderr.
     #[arg(long, short)]
     quiet: bool,
-}
-
-fn parse_frame_ms(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
-    if [2.5, 5.0, 10.0, 20.0, 40.0, 60.0].contains(&v) {
-        Ok(v)
-    } else {
-        Err("frame duration must be one of 2.5, 5, 10, 20, 40, 60 (ms)".into())
-    }
 }
 
 fn main() -> ExitCode {

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use patchcord_common::rtcp::build_bye;
 use patchcord_common::rtp::Packetizer;
+use patchcord_devices::app::{parse_frame_ms, parse_seconds};
 use rand::Rng;
 
 const SAMPLE_RATE: u32 = 48_000;
@@ -60,25 +61,6 @@ struct Args {
     /// microseconds after its deadline.
     #[arg(long, default_value_t = 1000, value_name = "US")]
     late_threshold_us: u64,
-}
-
-fn parse_seconds(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .parse()
-        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
-    if !v.is_finite() || v <= 0.0 || v > 1.0e7 {
-        return Err("duration must be a positive number of seconds".into());
-    }
-    Ok(v)
-}
-
-fn parse_frame_ms(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
-    if [2.5, 5.0, 10.0, 20.0, 40.0, 60.0].contains(&v) {
-        Ok(v)
-    } else {
-        Err("frame duration must be one of 2.5, 5, 10, 20, 40, 60 ms".into())
-    }
 }
 
 /// A mono test signal: a 440 Hz tone at -12 dBFS with white noise at about -40 dBFS.
