@@ -1,7 +1,7 @@
 //! Benchmark: what one output period costs with N concurrent streams, against the raw cost
 //! of decoding the same packets, measured in the same run, on one thread.
 //!
-//!     [BITRATE=32000] cargo run --release -p patchcord-common --example stream_scale -- [N...]
+//!     [BITRATE=32000] [MODE=fixed|adaptive] cargo run --release -p patchcord-common --example stream_scale -- [N...]
 //!
 //! Each stream: mono 48 kHz Opus, 10 ms frames, `BITRATE` b/s (default 32000). Each 10 ms period does what the
 //! receiver's output callback does: insert every stream's packet into its jitter buffer,
@@ -12,7 +12,7 @@
 use std::time::Instant;
 
 use patchcord_common::mixer::{Mixer, StreamGain};
-use patchcord_common::playout::{frames_to_ns, NoSegments, PlayoutConfig, StreamPlayout};
+use patchcord_common::playout::{frames_to_ns, DelayMode, NoSegments, PlayoutConfig, StreamPlayout};
 use patchcord_common::rtp::{validate_opus_rtp, Packetizer};
 
 const FRAME: usize = 480;
@@ -55,7 +55,22 @@ fn main() {
         .ok()
         .and_then(|b| b.parse().ok())
         .unwrap_or(32_000);
-    println!("mono, 10 ms frames, {} kb/s, application audio", bitrate / 1000);
+    // MODE=adaptive: the receiver's default, every stream through its resampler
+    let adaptive = std::env::var("MODE").is_ok_and(|m| m == "adaptive");
+    let mode = if adaptive {
+        DelayMode::Adaptive {
+            min_ns: 5_000_000,
+            max_ns: 500_000_000,
+            quantile: 0.99,
+        }
+    } else {
+        DelayMode::Fixed
+    };
+    println!(
+        "mono, 10 ms frames, {} kb/s, application audio, {} playout",
+        bitrate / 1000,
+        if adaptive { "adaptive" } else { "fixed" }
+    );
     let pk = packets(bitrate);
     let headers: Vec<_> = pk.iter().map(|d| validate_opus_rtp(d, 96).unwrap()).collect();
     println!("| streams | raw decode per packet (µs) | patchcord per stream per period (µs) | ratio | period p50 / p99 / max (% of 10 ms) |");
@@ -81,6 +96,7 @@ fn main() {
             raw_us.push(t0.elapsed().as_secs_f64() * 1e6 / (n * PERIODS) as f64);
             // patchcord: the output callback's work
             let cfg = PlayoutConfig {
+                mode,
                 channels: 1,
                 latency_ns: 20_000_000,
                 capacity_packets: 64,

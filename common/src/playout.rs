@@ -74,6 +74,14 @@ pub enum DelayMode {
     Adaptive { min_ns: i64, max_ns: i64, quantile: f64 },
 }
 
+/// Packet slots a jitter buffer needs for a delay of up to `max_delay_ns`: that much audio
+/// in the shortest Opus frames (2.5 ms), plus 250 ms for packets arriving in a burst after
+/// a stall. 300 slots (450 KB of packet storage) for a 500 ms maximum.
+pub fn packets_for_delay(max_delay_ns: i64) -> usize {
+    let ns = max_delay_ns.max(0) + 250_000_000;
+    (ns as u64).div_ceil(2_500_000) as usize
+}
+
 /// Configuration of one stream's playout.
 #[derive(Debug, Clone, Copy)]
 pub struct PlayoutConfig {

@@ -390,3 +390,12 @@ fn jitter_spikes_are_not_mistaken_for_drift() {
     assert_eq!(c.delay_corrections, 0, "{c:?}");
     assert_eq!((c.late, c.concealed_samples), (0, 0), "{c:?}");
 }
+
+#[test]
+fn jitter_buffer_is_sized_for_its_largest_delay() {
+    use patchcord_common::playout::packets_for_delay;
+    // 500 ms (the default --latency-max) + 250 ms of burst, in 2.5 ms frames
+    assert_eq!(packets_for_delay(500_000_000), 300);
+    assert_eq!(packets_for_delay(20_000_000), 108);
+    assert_eq!(packets_for_delay(-5), 100);
+}

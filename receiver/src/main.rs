@@ -66,7 +66,7 @@ use cpal::traits::{DeviceTrait, StreamTrait};
 use cpal::SampleFormat;
 use patchcord_common::latency::CaptureClock;
 use patchcord_common::mixer::db_to_linear;
-use patchcord_common::playout::{DelayMode, PlayoutConfig, StreamPlayout};
+use patchcord_common::playout::{packets_for_delay, DelayMode, PlayoutConfig, StreamPlayout};
 use patchcord_common::red::{validate_red_rtp, RedInfo};
 use patchcord_common::rtcp::{is_rtcp, parse_compound, RtcpPacket};
 use patchcord_common::rtp::{validate_opus_rtp, RtpOpusHeader, MAX_DATAGRAM_LEN};
@@ -115,7 +115,8 @@ struct Args {
     #[arg(long, default_value_t = 97, value_parser = clap::value_parser!(u8).range(96..=127))]
     red_payload_type: u8,
     /// Most streams played at once; further senders are counted and refused. Each stream
-    /// preallocates its jitter buffer (about 400 KB).
+    /// preallocates its jitter buffer: 1500 bytes per 2.5 ms of --latency-max (or of a fixed
+    /// --latency) plus 250 ms: 450 KB of packet storage at the defaults.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
     max_streams: u16,
     /// Gain of every stream in the mix, dB.
@@ -268,6 +269,7 @@ async fn run(args: Args) -> Result<(), String> {
             mode: DelayMode::Fixed,
             channels,
             latency_ns: (ms * 1e6).round() as i64,
+            capacity_packets: packets_for_delay((ms * 1e6).round() as i64),
             ..PlayoutConfig::default()
         },
         Latency::Auto => PlayoutConfig {
@@ -278,6 +280,7 @@ async fn run(args: Args) -> Result<(), String> {
             },
             channels,
             latency_ns: (args.latency_min * 1e6).round() as i64,
+            capacity_packets: packets_for_delay((args.latency_max * 1e6).round() as i64),
             ..PlayoutConfig::default()
         },
     };
