@@ -12,12 +12,14 @@
 //! # Decoding in the callback
 //! Each stream is decoded inside the callback, just in time, without a queue of decoded
 //! audio in between. Measured (BENCHMARKS.md §3, 10 ms periods, mono 32 kb/s streams):
-//! - per stream, the whole cost (jitter buffer, Opus decode, mix) is 0.99–1.07× the raw
-//!   `opus_decode` cost, so a worker would only move the same decode work to another
-//!   thread, adding latency (its queue of decoded audio) and a thread to schedule;
-//! - up to 64 streams the callback's p99 is 14 % of the period: decoding here is right;
-//! - at 256 streams the p99 reaches 52–56 % (p50 35–40 %) on the 2-core test VM, just over
-//!   the 50 % budget.
+//! - per stream, the whole cost in fixed mode (jitter buffer, Opus decode, mix) is
+//!   0.98–1.07× the raw `opus_decode` cost, so a worker would only move the same decode
+//!   work to another thread, adding latency (its queue of decoded audio) and a thread to
+//!   schedule; adaptive mode adds the per-stream resampler (1.44–1.54× in all);
+//! - up to 64 streams the callback's p99 is under 16 % of the period: decoding here is
+//!   right;
+//! - at 256 streams (fixed mode) the p99 reaches 54 % (p50 46 %) on the 2-core test VM,
+//!   just over the 50 % budget.
 //!
 //! So beyond roughly a hundred streams on such a machine, a decoder worker running a period
 //! ahead on another core is the next step. It is not built yet; `callback_p99` in the stats
