@@ -427,7 +427,7 @@ impl StreamPlayout {
     }
 
     /// RTP timestamp (extended) of the sample the device plays at the first frame of the
-    /// next pull; in adaptive mode this accounts for the resampler's delay (±1 frame).
+    /// next pull; in adaptive mode this accounts for the frames inside the rate stage.
     pub fn playing_ts(&self, out_frame: u64) -> Option<u64> {
         let tl = self.timeline?;
         match &self.rate_stage {
