@@ -7,6 +7,7 @@
 //! audio on the output device's clock. The same tokio thread parses RTCP, prints the
 //! status line once a second, writes JSON stats and handles signals.
 
+mod ahead;
 mod monitor;
 mod output;
 mod registry;
@@ -59,6 +60,8 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -140,6 +143,12 @@ struct Args {
     /// timestamp and packet it was decoded from, or that it was concealed.
     #[arg(long, value_name = "PATH")]
     timeline: Option<String>,
+    /// Decode and mix in a render thread that keeps N device periods ahead of the output
+    /// callback, which then only copies (0: render inside the callback). For many streams
+    /// or a shared audio server (JACK): use 2 or more, so that a late render thread is
+    /// absorbed rather than heard. Adds N periods of latency (reported).
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=ahead::MAX_AHEAD_PERIODS as i64))]
+    render_ahead: u32,
     /// No status line on stderr.
     #[arg(long, short)]
     quiet: bool,
@@ -318,7 +327,7 @@ async fn run(args: Args) -> Result<(), String> {
     let (err_tx, mut err_rx) = rtrb::RingBuffer::<cpal::Error>::new(64);
     let xruns = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
 
-    let mut side = OutputSide::new(
+    let side = OutputSide::new(
         packet_rx,
         control_rx,
         retired_tx,
@@ -330,6 +339,48 @@ async fn run(args: Args) -> Result<(), String> {
         8192,
         clock,
     );
+    // --render-ahead: the render thread owns the output side; the callback copies.
+    let period_guess = match config.buffer_size {
+        cpal::BufferSize::Fixed(n) => n as usize,
+        cpal::BufferSize::Default => 480,
+    };
+    let (callback_side, render_thread, callback_durations) = if args.render_ahead > 0 {
+        let (ring_tx, ring_rx) = ahead::ring(channels, args.render_ahead);
+        let (tick_tx, tick_rx) = rtrb::RingBuffer::<ahead::Tick>::new(1024);
+        let (dur_tx, dur_rx) = rtrb::RingBuffer::<u32>::new(1 << 14);
+        let mut worker = ahead::RenderWorker::new(side, ring_tx, tick_rx, args.render_ahead, period_guess);
+        // the first periods are rendered before the device starts
+        worker.step();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_w = stop.clone();
+        let no_rt = args.device.no_realtime;
+        let handle = std::thread::Builder::new()
+            .name("patchcord-render".into())
+            .spawn(move || {
+                if !no_rt {
+                    if let Err(e) = patchcord_devices::realtime::promote_current_thread(period_guess as u32) {
+                        eprintln!("patchcord-recv: note: render thread: {e}");
+                    }
+                }
+                worker.run(stop_w)
+            })
+            .map_err(|e| format!("cannot start the render thread: {e}"))?;
+        let ring_out = ahead::RingOutput::new(
+            ring_rx,
+            tick_tx,
+            dur_tx,
+            Some(handle.thread().clone()),
+            channels,
+            clock,
+        );
+        (
+            CallbackSide::Ring(Box::new(ring_out)),
+            Some((handle, stop)),
+            Some(dur_rx),
+        )
+    } else {
+        (CallbackSide::Render(Box::new(side)), None, None)
+    };
     let xr = xruns.clone();
     let mut err_tx = err_tx;
     let err_cb = move |e: cpal::Error| {
@@ -339,16 +390,17 @@ async fn run(args: Args) -> Result<(), String> {
             let _ = err_tx.push(e);
         }
     };
+    let mut cb = callback_side;
     let build = match format {
         SampleFormat::I16 => opened.device.build_output_stream::<i16, _, _>(
             config,
-            move |data, info| side.on_output_i16(data, info),
+            move |data, info| cb.on_output_i16(data, info),
             err_cb,
             None,
         ),
         _ => opened.device.build_output_stream::<f32, _, _>(
             config,
-            move |data, info| side.on_output_f32(data, info),
+            move |data, info| cb.on_output_f32(data, info),
             err_cb,
             None,
         ),
@@ -391,7 +443,15 @@ async fn run(args: Args) -> Result<(), String> {
             eprintln!("patchcord-recv: note: network thread: {e}");
         }
     }
-    let mut monitor = Monitor::new(snap_rx, report_rx, retired_rx, seg_rx, timeline_out, max_streams);
+    let mut monitor = Monitor::new(
+        snap_rx,
+        report_rx,
+        retired_rx,
+        seg_rx,
+        timeline_out,
+        max_streams,
+        callback_durations,
+    );
     let mut side = NetSide {
         payload_type: args.payload_type,
         red_payload_type: args.red_payload_type,
@@ -463,6 +523,11 @@ async fn run(args: Args) -> Result<(), String> {
     monitor.drain(&side.clocks, &mut side.registry);
     monitor.end_second();
     drop(stream);
+    if let Some((handle, stop)) = render_thread {
+        stop.store(true, Ordering::Relaxed);
+        handle.thread().unpark();
+        let _ = handle.join();
+    }
     monitor.drain(&side.clocks, &mut side.registry);
     if let Err(e) = monitor.finish_timeline() {
         eprintln!("patchcord-recv: timeline file: {e}");
@@ -472,6 +537,29 @@ async fn run(args: Args) -> Result<(), String> {
     let _ = stats_out.write(&summary);
     print_summary(&summary, reason);
     Ok(())
+}
+
+/// What the device callback runs: the whole output side, or the copy from the render
+/// thread's ring (`--render-ahead`).
+enum CallbackSide {
+    Render(Box<OutputSide>),
+    Ring(Box<ahead::RingOutput>),
+}
+
+impl CallbackSide {
+    fn on_output_f32(&mut self, out: &mut [f32], info: &cpal::OutputCallbackInfo) {
+        match self {
+            CallbackSide::Render(s) => s.on_output_f32(out, info),
+            CallbackSide::Ring(r) => r.on_output_f32(out, info),
+        }
+    }
+
+    fn on_output_i16(&mut self, out: &mut [i16], info: &cpal::OutputCallbackInfo) {
+        match self {
+            CallbackSide::Render(s) => s.on_output_i16(out, info),
+            CallbackSide::Ring(r) => r.on_output_i16(out, info),
+        }
+    }
 }
 
 /// The network side: everything the tokio thread owns to route datagrams to the callback.
@@ -689,4 +777,13 @@ fn print_summary(s: &serde_json::Value, reason: StopReason) {
         f("callback_max") * 100.0,
         s["period_frames"]
     );
+    if s["render_ahead"].as_bool() == Some(true) {
+        eprintln!(
+            "  render thread (--render-ahead): p50 {:.1}%, p99 {:.1}%, max {:.1}% of the period; {} frames played as silence because it was late",
+            f("render_p50") * 100.0,
+            f("render_p99") * 100.0,
+            f("render_max") * 100.0,
+            s["render_underrun_frames"]
+        );
+    }
 }

@@ -58,10 +58,54 @@ pub struct Monitor {
     /// output frame 0, exact when the device clock is the host clock (virtual devices); used
     /// to align the output WAV with the input in tests.
     output_start_unix_ns: Option<i64>,
-    callback_ns: Vec<u32>,
-    callback_ns_run: Vec<u32>,
-    callback_ns_max: u32,
+    /// Rendering time per period (decode and mix).
+    render: Durations,
+    /// The output callback's own duration, when it does not render (`--render-ahead`).
+    callback: Option<(rtrb::Consumer<u32>, Durations)>,
     pub started: Instant,
+}
+
+/// Durations (ns) for percentiles: the last second and the whole run (both bounded).
+#[derive(Default)]
+struct Durations {
+    window: Vec<u32>,
+    run: Vec<u32>,
+    max: u32,
+}
+
+impl Durations {
+    fn new() -> Self {
+        Durations {
+            window: Vec::with_capacity(1 << 12),
+            run: Vec::with_capacity(1 << 16),
+            max: 0,
+        }
+    }
+
+    fn push(&mut self, ns: u32) {
+        if self.window.len() < 1 << 16 {
+            self.window.push(ns);
+        }
+        if self.run.len() < 1 << 24 {
+            self.run.push(ns);
+        }
+        self.max = self.max.max(ns);
+    }
+
+    /// p50, p99 and max (ns) over the last window (clearing it), or over the whole run.
+    fn take(&mut self, whole_run: bool) -> (u32, u32, u32) {
+        let v = if whole_run {
+            &mut self.run
+        } else {
+            &mut self.window
+        };
+        v.sort_unstable();
+        let r = (percentile(v, 0.5), percentile(v, 0.99), self.max);
+        if !whole_run {
+            self.window.clear();
+        }
+        r
+    }
 }
 
 impl Monitor {
@@ -72,6 +116,7 @@ impl Monitor {
         segments: Option<rtrb::Consumer<StreamSegment>>,
         timeline_out: Option<BufWriter<File>>,
         max_streams: usize,
+        callback_durations: Option<rtrb::Consumer<u32>>,
     ) -> Self {
         Monitor {
             snapshots,
@@ -87,9 +132,8 @@ impl Monitor {
             retired_expected: 0,
             last_latency_ns: None,
             output_start_unix_ns: None,
-            callback_ns: Vec::with_capacity(1 << 12),
-            callback_ns_run: Vec::with_capacity(1 << 16),
-            callback_ns_max: 0,
+            render: Durations::new(),
+            callback: callback_durations.map(|c| (c, Durations::new())),
             started: Instant::now(),
         }
     }
@@ -97,16 +141,17 @@ impl Monitor {
     /// Take everything the audio thread has reported; free streams it handed back.
     pub fn drain(&mut self, clocks: &HashMap<u32, CaptureClock>, registry: &mut Registry) {
         while let Ok(s) = self.snapshots.pop() {
-            let start = s.playback_unix_ns - frames_to_ns(s.out_frame as i64);
-            self.output_start_unix_ns = Some(self.output_start_unix_ns.map_or(start, |m| m.min(start)));
-            if self.callback_ns.len() < 1 << 16 {
-                self.callback_ns.push(s.callback_ns);
+            if let Some(p) = s.playback_unix_ns {
+                let start = p - frames_to_ns(s.out_frame as i64);
+                self.output_start_unix_ns = Some(self.output_start_unix_ns.map_or(start, |m| m.min(start)));
             }
-            if self.callback_ns_run.len() < 1 << 24 {
-                self.callback_ns_run.push(s.callback_ns);
-            }
-            self.callback_ns_max = self.callback_ns_max.max(s.callback_ns);
+            self.render.push(s.render_ns);
             self.last = s;
+        }
+        if let Some((q, d)) = self.callback.as_mut() {
+            while let Ok(ns) = q.pop() {
+                d.push(ns);
+            }
         }
         while let Ok(r) = self.reports.pop() {
             // a report taken just before its stream was retired can arrive after the slot
@@ -200,18 +245,11 @@ impl Monitor {
         cfg: &PlayoutConfig,
         final_: bool,
     ) -> serde_json::Value {
-        let durations = if final_ {
-            &mut self.callback_ns_run
-        } else {
-            &mut self.callback_ns
-        };
-        durations.sort_unstable();
+        let render = self.render.take(final_);
+        // the callback's own duration; when it renders, that is the render time
+        let callback = self.callback.as_mut().map_or(render, |(_, d)| d.take(final_));
         let s = &self.last;
         let period_ns = frames_to_ns(s.frames as i64).max(1) as f64;
-        let (p50, p99) = (percentile(durations, 0.5), percentile(durations, 0.99));
-        if !final_ {
-            self.callback_ns.clear();
-        }
         // totals: streams that left plus streams playing
         let mut c = self.retired_totals;
         let mut lost = self.retired_lost;
@@ -311,9 +349,14 @@ impl Monitor {
             "period_frames": s.frames,
             "xruns": xruns,
             "clipped_samples": s.clipped_samples,
-            "callback_p50": p50 as f64 / period_ns,
-            "callback_p99": p99 as f64 / period_ns,
-            "callback_max": self.callback_ns_max as f64 / period_ns,
+            "callback_p50": callback.0 as f64 / period_ns,
+            "callback_p99": callback.1 as f64 / period_ns,
+            "callback_max": callback.2 as f64 / period_ns,
+            "render_ahead": self.callback.is_some(),
+            "render_p50": render.0 as f64 / period_ns,
+            "render_p99": render.1 as f64 / period_ns,
+            "render_max": render.2 as f64 / period_ns,
+            "render_underrun_frames": s.render_underrun_frames,
             "datagrams": net.datagrams,
             "rtcp_packets": net.rtcp,
             "rtcp_malformed": net.rtcp_malformed,

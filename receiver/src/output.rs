@@ -35,6 +35,12 @@ use patchcord_common::rtp::{RtpOpusHeader, MAX_DATAGRAM_LEN};
 use patchcord_common::stats::StreamCounters;
 use patchcord_devices::clock::HostClock;
 
+/// How long after the callback the device plays its first frame, from cpal's timestamps.
+pub fn playback_delay_ns(info: &OutputCallbackInfo) -> i64 {
+    let ts = info.timestamp();
+    ts.playback.saturating_duration_since(ts.callback).as_nanos() as i64
+}
+
 /// One datagram on its way from the network task to the output callback.
 #[derive(Clone, Copy)]
 pub struct PacketSlot {
@@ -80,9 +86,15 @@ pub struct Snapshot {
     /// Output frame index of the first frame of this period.
     pub out_frame: u64,
     pub frames: u32,
-    /// Host-clock instant (Unix ns) the device will play `out_frame`.
-    pub playback_unix_ns: i64,
-    pub callback_ns: u32,
+    /// Host-clock instant (Unix ns) the device will play `out_frame`; unknown for what the
+    /// render thread renders before the device's first callback.
+    pub playback_unix_ns: Option<i64>,
+    /// Time spent rendering this period (decode, mix): the whole callback when it renders,
+    /// the render thread's work with `--render-ahead`.
+    pub render_ns: u32,
+    /// Frames the output callback had to fill with silence because the render thread was
+    /// behind (`--render-ahead` only; cumulative).
+    pub render_underrun_frames: u64,
     pub active_streams: u32,
     /// Packets addressed to a slot that holds no stream of that SSRC.
     pub unrouted_packets: u64,
@@ -169,6 +181,7 @@ pub struct OutputSide {
     pub segments_dropped: u64,
     pub snapshots_dropped: u64,
     pub reports_dropped: u64,
+    pub render_underrun_frames: u64,
 }
 
 impl OutputSide {
@@ -211,6 +224,7 @@ impl OutputSide {
             segments_dropped: 0,
             snapshots_dropped: 0,
             reports_dropped: 0,
+            render_underrun_frames: 0,
         }
     }
 
@@ -223,7 +237,8 @@ impl OutputSide {
         while !rest.is_empty() {
             let n = rest.len().min(max);
             let (now, later) = rest.split_at_mut(n);
-            self.render(now, info);
+            let (now_ns, playback) = self.times(info);
+            self.render(now, now_ns, Some(playback));
             rest = later;
         }
     }
@@ -233,7 +248,8 @@ impl OutputSide {
         let mut scratch = std::mem::take(&mut self.scratch);
         for chunk in out.chunks_mut(scratch.len().max(1)) {
             let n = chunk.len();
-            self.render(&mut scratch[..n], info);
+            let (now_ns, playback) = self.times(info);
+            self.render(&mut scratch[..n], now_ns, Some(playback));
             for (o, s) in chunk.iter_mut().zip(&scratch[..n]) {
                 *o = (s.clamp(-1.0, 1.0) * 32767.0) as i16;
             }
@@ -255,12 +271,17 @@ impl OutputSide {
         }
     }
 
-    fn render(&mut self, out: &mut [f32], info: &OutputCallbackInfo) {
+    /// Now, and when the device plays the first frame of this callback (host clock, Unix ns).
+    fn times(&self, info: &OutputCallbackInfo) -> (i64, i64) {
+        let now = self.clock.now_unix_ns();
+        (now, now + playback_delay_ns(info))
+    }
+
+    /// Render the next `out.len() / channels` output frames (numbered from `self.out_frame`),
+    /// at `now`; the device plays the first of them at `playback` (both host clock, Unix ns;
+    /// `None` when not known yet: no stream reports then).
+    pub fn render(&mut self, out: &mut [f32], now: i64, playback: Option<i64>) {
         let started = Instant::now();
-        let now = self.clock.unix_ns(started);
-        let ts = info.timestamp();
-        let ahead = ts.playback.saturating_duration_since(ts.callback).as_nanos() as i64;
-        let playback = now + ahead;
         while let Ok(c) = self.control.pop() {
             match c {
                 Control::Add { slot, stream, gain } => match self.slots.get_mut(slot as usize) {
@@ -348,6 +369,7 @@ impl OutputSide {
         let n = self.slots.len();
         let mut sent = 0;
         for step in 0..n {
+            let Some(playback) = playback else { break };
             if sent == REPORTS_PER_PERIOD {
                 break;
             }
@@ -384,7 +406,8 @@ impl OutputSide {
             out_frame: self.out_frame,
             frames: frames as u32,
             playback_unix_ns: playback,
-            callback_ns: started.elapsed().as_nanos().min(u32::MAX as u128) as u32,
+            render_ns: started.elapsed().as_nanos().min(u32::MAX as u128) as u32,
+            render_underrun_frames: self.render_underrun_frames,
             active_streams: active,
             unrouted_packets: self.unrouted_packets,
             retire_queue_full: self.retire_queue_full,
@@ -403,6 +426,7 @@ impl OutputSide {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ahead::{RenderWorker, RingOutput};
     use crate::test_alloc::live_bytes;
     use assert_no_alloc::{assert_no_alloc, reset_violation_count, violation_count};
     use cpal::{OutputStreamTimestamp, StreamInstant};
@@ -421,15 +445,69 @@ mod tests {
     /// control side; packets with losses, a foreign SSRC, both sample formats. 1000 stream
     /// life cycles, up to 8 at once. Every callback runs in its own no-allocation scope, and
     /// afterwards the memory is back to where it started.
+    /// The audio thread(s) under test: the callback rendering, or the render thread's step
+    /// followed by the callback copying from the ring (`--render-ahead`).
+    enum Audio {
+        Direct(Box<OutputSide>),
+        Ahead(Box<RenderWorker>, Box<RingOutput>, rtrb::Consumer<u32>),
+    }
+
+    impl Audio {
+        fn side(&self) -> &OutputSide {
+            match self {
+                Audio::Direct(s) => s,
+                Audio::Ahead(w, _, _) => w.side(),
+            }
+        }
+
+        /// One period, every audio-thread part in a no-allocation scope.
+        fn period(
+            &mut self,
+            f32_out: Option<&mut [f32]>,
+            i16_out: Option<&mut [i16]>,
+            i: &OutputCallbackInfo,
+        ) {
+            match self {
+                Audio::Direct(s) => {
+                    if let Some(o) = f32_out {
+                        assert_no_alloc(|| s.on_output_f32(o, i));
+                    }
+                    if let Some(o) = i16_out {
+                        assert_no_alloc(|| s.on_output_i16(o, i));
+                    }
+                }
+                Audio::Ahead(w, r, durations) => {
+                    assert_no_alloc(|| assert!(w.step()));
+                    if let Some(o) = f32_out {
+                        assert_no_alloc(|| r.on_output_f32(o, i));
+                    }
+                    if let Some(o) = i16_out {
+                        assert_no_alloc(|| r.on_output_i16(o, i));
+                    }
+                    while durations.pop().is_ok() {}
+                }
+            }
+        }
+    }
+
     #[test]
     fn output_callback_never_allocates_and_streams_come_and_go() {
+        lifecycle(false);
+    }
+
+    #[test]
+    fn render_ahead_never_allocates_and_streams_come_and_go() {
+        lifecycle(true);
+    }
+
+    fn lifecycle(ahead: bool) {
         let (mut packet_tx, packets) = rtrb::RingBuffer::<PacketSlot>::new(512);
         let (mut control_tx, control) = rtrb::RingBuffer::<Control>::new(64);
         let (retired, mut retired_rx) = rtrb::RingBuffer::<Retired>::new(64);
         let (snapshots, mut snap_rx) = rtrb::RingBuffer::<Snapshot>::new(64);
         let (reports, mut report_rx) = rtrb::RingBuffer::<StreamReport>::new(256);
         let (seg_tx, mut seg_rx) = rtrb::RingBuffer::<StreamSegment>::new(1024);
-        let mut side = OutputSide::new(
+        let side = OutputSide::new(
             packets,
             control,
             retired,
@@ -441,6 +519,19 @@ mod tests {
             256,
             HostClock::new(),
         );
+        let mut side = if ahead {
+            let (ring_tx, ring_rx) = crate::ahead::ring(2, 2);
+            let (tick_tx, tick_rx) = rtrb::RingBuffer::new(64);
+            let (dur_tx, dur_rx) = rtrb::RingBuffer::new(64);
+            let clock = side.clock;
+            Audio::Ahead(
+                Box::new(RenderWorker::new(side, ring_tx, tick_rx, 2, 128)),
+                Box::new(RingOutput::new(ring_rx, tick_tx, dur_tx, None, 2, clock)),
+                dur_rx,
+            )
+        } else {
+            Audio::Direct(Box::new(side))
+        };
         let mut enc =
             opus::Encoder::new(48_000, opus::Channels::Stereo, opus::Application::LowDelay).unwrap();
         let pcm = vec![0.1f32; 2 * 240];
@@ -467,7 +558,7 @@ mod tests {
             n
         };
         // warm up lazily initialised state (thread-locals, the clock) before the baseline
-        assert_no_alloc(|| side.on_output_f32(&mut out_f32, &info(frame)));
+        side.period(Some(&mut out_f32), None, &info(frame));
         frame += 128;
         drain(&mut retired_rx, &mut live);
         let baseline = live_bytes();
@@ -521,7 +612,7 @@ mod tests {
                         bye: false,
                         header,
                         red: RedInfo::default(),
-                        arrival_unix_ns: side.clock.now_unix_ns(),
+                        arrival_unix_ns: side.side().clock.now_unix_ns(),
                         len,
                         data: [0; MAX_DATAGRAM_LEN],
                     };
@@ -561,9 +652,9 @@ mod tests {
             for k in 0..2 {
                 let i = info(frame);
                 if (step + k).is_multiple_of(2) {
-                    assert_no_alloc(|| side.on_output_f32(&mut out_f32, &i));
+                    side.period(Some(&mut out_f32), None, &i);
                 } else {
-                    assert_no_alloc(|| side.on_output_i16(&mut out_i16, &i));
+                    side.period(None, Some(&mut out_i16), &i);
                 }
                 frame += 128;
             }
@@ -576,8 +667,16 @@ mod tests {
         }
         assert_eq!(violation_count(), 0, "the output callback allocated or freed");
         assert_eq!(freed, 1000, "every stream was handed back to be freed");
-        assert_eq!(side.retire_queue_full, 0);
-        assert!(side.unrouted_packets >= 900, "{}", side.unrouted_packets);
+        assert_eq!(side.side().retire_queue_full, 0);
+        assert!(
+            side.side().unrouted_packets >= 900,
+            "{}",
+            side.side().unrouted_packets
+        );
+        if let Audio::Ahead(_, r, _) = &side {
+            assert_eq!(r.underrun_frames, 0, "the render step ran before every callback");
+            assert_eq!(r.queue_full, 0);
+        }
 
         assert_eq!(live_bytes() - baseline, 0, "memory not back to baseline");
     }
