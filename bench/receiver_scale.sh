@@ -8,7 +8,9 @@
 #   env: STREAMS="1 16 64 256"  stream counts to measure
 #        DURATION=20            seconds of load per N (the loadgen's --duration)
 #        WARMUP=2               the steady window is [WARMUP, DURATION] s after load starts
-#        LATENCY=40             receiver --latency, ms
+#        LATENCY=40             receiver --latency: ms, or auto (the adaptive buffer)
+#        RENDER_AHEAD=0         receiver --render-ahead: periods the render thread keeps ready
+#                               (0: decode and mix inside the output callback)
 #        BITRATE=32000 (per stream, b/s)
 #        BIN_DIR=target/release where patchcord-recv / patchcord-loadgen are
 #        KEEP=1                 keep the temporary directory with the raw logs / JSON
@@ -23,6 +25,10 @@
 #                (start-up) and the window's own maximum is at most that
 #   packets received, late, concealed ms, underruns, xruns: the receiver's final totals
 #   cb p99 max % the largest per-second callback_p99 inside the window
+#   render p50 / p99 % (medians of per-second) and render max %: the rendering work per
+#                period (decode + mix); equal to the callback's when RENDER_AHEAD=0
+#   render underruns: frames the callback played as silence because the render thread was
+#                late (RENDER_AHEAD > 0)
 #   sent, late ticks: the loadgen's packets sent and ticks sent > 1 ms after their deadline
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +37,7 @@ STREAMS=${STREAMS:-"1 16 64 256"}
 D=${DURATION:-20}
 WARMUP=${WARMUP:-2}
 LATENCY=${LATENCY:-40}
+AHEAD=${RENDER_AHEAD:-0}
 B=${BIN_DIR:-target/release}
 
 for bin in patchcord-recv patchcord-loadgen; do
@@ -75,14 +82,14 @@ sleep_until() {
 # utime + stime of process $1, in clock ticks (fields 14 and 15; skip "pid (comm)").
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 
-echo "| N | receiver CPU % of one core | callback p50 % | callback p99 % (median of per-second) | callback max % | packets received | late | concealed ms | underruns | xruns | callback p99 max % | packets sent | loadgen late ticks |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| N | receiver CPU % of one core | callback p50 % | callback p99 % (median of per-second) | callback max % | packets received | late | concealed ms | underruns | xruns | callback p99 max % | packets sent | loadgen late ticks | render p50 % | render p99 % | render max % | render underrun frames |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 
 for N in $STREAMS; do
     PORT=$((20000 + RANDOM % 20000 * 2))
     STATS="$OUT/recv-$N.json"
     "$B/patchcord-recv" --listen "127.0.0.1:$PORT" --device null --channels 1 --period 480 \
-        --max-streams "$N" --latency "$LATENCY" --duration $((${D%.*} + 4)) \
+        --max-streams "$N" --latency "$LATENCY" --render-ahead "$AHEAD" --duration $((${D%.*} + 4)) \
         --stats-json "$STATS" -q 2>"$OUT/recv-$N.err" &
     R=$!
     PIDS+=("$R")
@@ -178,7 +185,9 @@ print(
     f"| {n} | {cpu} | {pct(med('callback_p50'))} | {pct(med('callback_p99'))} | {cb_max_s} "
     f"| {tot.get('packets_received', 'n/a')} | {tot.get('late', 'n/a')} "
     f"| {tot.get('concealed_ms', 0.0):.1f} | {tot.get('underruns', 'n/a')} | {tot.get('xruns', 'n/a')} "
-    f"| {pct(mx('callback_p99'))} | {lg.get('packets_sent', 'n/a')} | {lg.get('late_ticks', 'n/a')} |",
+    f"| {pct(mx('callback_p99'))} | {lg.get('packets_sent', 'n/a')} | {lg.get('late_ticks', 'n/a')} "
+    f"| {pct(med('render_p50'))} | {pct(med('render_p99'))} | {pct(mx('render_max'))} "
+    f"| {tot.get('render_underrun_frames', 'n/a')} |",
     flush=True,
 )
 PY
