@@ -67,7 +67,7 @@ impl DelayEstimator {
     pub fn new(quantile: f64) -> Self {
         DelayEstimator {
             quantile: quantile.clamp(0.5, 0.9999),
-            histogram: vec![0.0; BUCKETS],
+            histogram: crate::mem::resident_vec(BUCKETS, 0.0),
             weight: 1.0,
             total: 0.0,
             min_current: None,

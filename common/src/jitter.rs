@@ -44,8 +44,8 @@ impl PacketStore {
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
         PacketStore {
-            slots: vec![None; capacity],
-            payloads: vec![0u8; capacity * MAX_DATAGRAM_LEN],
+            slots: crate::mem::resident_vec(capacity, None),
+            payloads: crate::mem::resident_vec(capacity * MAX_DATAGRAM_LEN, 0u8),
             slot_bytes: MAX_DATAGRAM_LEN,
             count: 0,
         }

@@ -9,10 +9,12 @@
 //! - [`playout`]: one received stream: jitter buffer + decoder + sample-accurate timeline.
 //! - [`stats`]: RFC 3550 reception statistics and playout counters.
 //! - [`latency`]: end-to-end latency from sender reports and playback instants.
+//! - [`mem`]: allocation that is resident before the audio thread touches it.
 
 pub mod delay;
 pub mod jitter;
 pub mod latency;
+pub mod mem;
 pub mod mixer;
 pub mod playout;
 pub mod rate;

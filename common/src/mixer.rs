@@ -134,8 +134,8 @@ impl Mixer {
         Mixer {
             channels: ch,
             max_frames,
-            mix: vec![0.0; max_frames * ch],
-            scratch: vec![0.0; max_frames * ch],
+            mix: crate::mem::resident_vec(max_frames * ch, 0.0),
+            scratch: crate::mem::resident_vec(max_frames * ch, 0.0),
             clip: opus::SoftClip::new(if ch == 2 {
                 opus::Channels::Stereo
             } else {

@@ -63,7 +63,7 @@ impl RateStage {
         let frames = BEFORE + FETCH_MAX + AFTER + 2;
         let mut st = RateStage {
             channels,
-            buf: vec![0.0; frames * channels],
+            buf: crate::mem::resident_vec(frames * channels, 0.0),
             len: 0,
             pos: 0,
             step: ONE,

@@ -156,3 +156,59 @@ fn clock_drift_is_absorbed_by_the_same_loop() {
         );
     }
 }
+
+/// An adaptive start listens for 200 ms, then starts at the target delay: the older packets
+/// of the warm-up are discarded without being decoded (all but the last, which primes the
+/// decoder), so a start costs about one decode, not twenty. Counted as `discarded`.
+#[test]
+fn a_start_decodes_one_discarded_packet_not_the_whole_warm_up() {
+    struct Count {
+        decoded_in_the_past: usize,
+        first_played: Option<u64>,
+    }
+    impl patchcord_common::playout::SegmentSink for Count {
+        fn segment(&mut self, s: &patchcord_common::playout::Segment) {
+            if let patchcord_common::playout::SampleSource::Packet { seq } = s.source {
+                if s.frames == 0 {
+                    self.decoded_in_the_past += 1;
+                } else if self.first_played.is_none() {
+                    self.first_played = Some(seq);
+                }
+            }
+        }
+    }
+    let dgrams = packets(60);
+    let cfg = PlayoutConfig {
+        mode: DelayMode::Adaptive {
+            min_ns: 5_000_000,
+            max_ns: 500_000_000,
+            quantile: 0.99,
+        },
+        channels: 1,
+        latency_ns: 5_000_000,
+        ..PlayoutConfig::default()
+    };
+    let mut p = StreamPlayout::new(1, cfg).unwrap();
+    let mut sink = Count {
+        decoded_in_the_past: 0,
+        first_played: None,
+    };
+    let mut out = vec![0f32; 480];
+    for (k, d) in dgrams.iter().enumerate() {
+        let now = frames_to_ns(((k + 1) * FRAME) as i64) + 1_000_000;
+        let h = validate_opus_rtp(d, 96).unwrap();
+        p.insert(&h, h.payload(d), now);
+        p.pull(&mut out, (k * FRAME) as u64, now, &mut sink);
+    }
+    let c = p.counters();
+    assert!(sink.first_played.is_some(), "the stream started playing");
+    // the start skipped (most of) the warm-up; every packet is accounted for
+    assert!(c.discarded >= 15, "{c:?}");
+    assert_eq!(
+        c.played + c.discarded + p.buffered_packets().0 as u64,
+        60,
+        "{c:?}"
+    );
+    assert_eq!(sink.decoded_in_the_past, 1, "{c:?}");
+    assert_eq!((c.late, c.missing, c.concealed_frames), (0, 0, 0), "{c:?}");
+}
