@@ -1,9 +1,12 @@
 //! Memory the audio thread will touch, made resident when it is allocated.
 //!
 //! `vec![0; n]` asks the allocator for zeroed memory, which for large blocks is mapped
-//! lazily: the first write to each page then faults inside the audio thread. On the test VM
-//! the first period after 256 streams started together took 16-28 ms (of a 10 ms period),
-//! most of it such faults (BENCHMARKS.md §3).
+//! lazily: the first write to each page would then fault inside the audio thread, a stall
+//! the real-time rules forbid. Buffers the audio thread writes (jitter buffer storage,
+//! decode and mix buffers, the delay histogram) are allocated through [`resident_vec`].
+//! Measured honestly: on the test VM this did not change the start-up spike of 256
+//! streams (that was libopus's CPU detection, see `playout.rs`); it removes a fault per
+//! page that a slower or busier machine would pay.
 
 /// A vector of `n` copies of `value`, every element written now.
 pub fn resident_vec<T: Clone>(n: usize, value: T) -> Vec<T> {
