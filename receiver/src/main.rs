@@ -313,7 +313,10 @@ async fn run(args: Args) -> Result<(), String> {
 
     // Queues between the network/control thread and the audio thread.
     let max_streams = args.max_streams as usize;
-    let (packet_tx, packet_rx) = rtrb::RingBuffer::<PacketSlot>::new(512.max(max_streams * 8));
+    // 16 packets per stream: when many streams start at once, the network thread creates
+    // them (tens of ms at 256 streams) and then hands over the backlog in one burst; 8 per
+    // stream overflowed once in that burst (BENCHMARKS.md §3).
+    let (packet_tx, packet_rx) = rtrb::RingBuffer::<PacketSlot>::new(512.max(max_streams * 16));
     let (control_tx, control_rx) = rtrb::RingBuffer::<Control>::new(max_streams * 2 + 8);
     let (retired_tx, retired_rx) = rtrb::RingBuffer::<Retired>::new(max_streams + 8);
     let (snap_tx, snap_rx) = rtrb::RingBuffer::<Snapshot>::new(4096);
