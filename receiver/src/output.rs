@@ -9,21 +9,24 @@
 //! network side. Statistics leave through queues; when one is full the item is dropped
 //! *and counted*.
 //!
-//! # Decoding in the callback
-//! Each stream is decoded inside the callback, just in time, without a queue of decoded
-//! audio in between. Measured (BENCHMARKS.md §3, 10 ms periods, mono 32 kb/s streams):
-//! - per stream, the whole cost in fixed mode (jitter buffer, Opus decode, mix) is
-//!   0.98–1.07× the raw `opus_decode` cost, so a worker would only move the same decode
-//!   work to another thread, adding latency (its queue of decoded audio) and a thread to
-//!   schedule; adaptive mode adds the per-stream resampler (1.44–1.54× in all);
-//! - up to 64 streams the callback's p99 is under 16 % of the period: decoding here is
-//!   right;
-//! - at 256 streams (fixed mode) the p99 reaches 54 % (p50 46 %) on the 2-core test VM,
-//!   just over the 50 % budget.
+//! # Decoding in the callback, or in a render thread
+//! By default each stream is decoded inside the callback, just in time, without a queue of
+//! decoded audio in between: no added latency. With `--render-ahead N` the same
+//! [`OutputSide::render`] runs in a render thread N periods ahead and the callback only
+//! copies (`ahead.rs`). Measured (BENCHMARKS.md §3, 10 ms periods, mono 32 kb/s streams,
+//! 2-core VM):
+//! - per stream, the whole cost (jitter buffer, decode, rate stage, mix) is 1.01–1.04× the
+//!   raw `opus_decode` in fixed mode and 1.10–1.20× in adaptive mode: a worker cannot make
+//!   the work smaller, only move it;
+//! - up to 64 streams the callback's p99 stays under 18 % of the period: rendering in the
+//!   callback is right, and the default;
+//! - at 256 streams the callback's p99 is 53 % (fixed) and 60 % (adaptive), over the 50 %
+//!   budget; with `--render-ahead 2` the callback's p99 is 0.25–0.29 % and the render
+//!   thread (p99 55–62 %) has two periods per block: no render underrun in any run.
 //!
-//! So beyond roughly a hundred streams on such a machine, a decoder worker running a period
-//! ahead on another core is the next step. It is not built yet; `callback_p99` in the stats
-//! tells when it is needed.
+//! So: many streams, or a shared audio server where a long callback hurts every client
+//! (JACK), call for `--render-ahead 2`; `render_p99` and `callback_p99` in the stats say
+//! which side carries the work.
 
 use std::time::Instant;
 
