@@ -101,7 +101,8 @@ impl Registry {
     }
 
     /// Route a datagram of `ssrc` from `source`; a `New` route must be confirmed with
-    /// [`Registry::started`] (or abandoned with [`Registry::abandon`]).
+    /// [`Registry::started`]; until then the slot stays free (nothing to undo if the stream
+    /// cannot be created).
     pub fn route(&mut self, ssrc: u32, source: SocketAddr, arrival_ns: i64) -> Route {
         if let Some(e) = self.entries.get_mut(&ssrc) {
             e.last_arrival_ns = arrival_ns;
