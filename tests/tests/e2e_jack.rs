@@ -124,8 +124,19 @@ impl Drop for Jack {
 
 #[test]
 fn jack_round_trip_matches_reported_latency() {
+    round_trip("jack", &[]);
+}
+
+/// The same with the render thread two JACK periods ahead of the process callback: the
+/// round trip grows by those periods, and the receiver's report still matches it.
+#[test]
+fn jack_round_trip_with_render_ahead_matches_reported_latency() {
+    round_trip("jack_ahead", &["--render-ahead", "2"]);
+}
+
+fn round_trip(name: &str, recv_extra: &[&str]) {
     let _serial = serial();
-    let dir = scratch("jack");
+    let dir = scratch(name);
     let jack = Jack::start(&dir);
     let port = free_port_pair();
     let env_args = |extra: &[&str]| -> Vec<String> { extra.iter().map(|s| s.to_string()).collect() };
@@ -162,7 +173,10 @@ fn jack_round_trip_matches_reported_latency() {
             "--stats-json",
             dir.join("recv.json").to_str().unwrap(),
             "-q",
-        ]),
+        ])
+        .into_iter()
+        .chain(recv_extra.iter().map(|a| a.to_string()))
+        .collect(),
     );
     let recv_port = jack.wait_for_port("_out:out_0");
     let mut send = spawn(
