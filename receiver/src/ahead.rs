@@ -171,8 +171,10 @@ pub struct RenderWorker {
     block: Vec<f32>,
     channels: usize,
     ahead_periods: u32,
-    /// The device's period (frames), from the last callback (a guess before the first).
+    /// The device's period (frames): the largest callback seen (a guess before the first).
+    /// Devices may vary their callback size; the ring must cover the largest.
     period_frames: usize,
+    period_measured: bool,
     /// Device frame number of the next frame to render.
     next_frame: u64,
     underruns_seen: u64,
@@ -197,6 +199,7 @@ impl RenderWorker {
             channels,
             ahead_periods: ahead_periods.clamp(1, MAX_AHEAD_PERIODS),
             period_frames: period_guess.clamp(1, MAX_BLOCK_FRAMES),
+            period_measured: false,
             next_frame: 0,
             underruns_seen: 0,
             last_tick: None,
@@ -220,7 +223,13 @@ impl RenderWorker {
                 self.underruns_seen = t.underrun_frames;
                 self.side.render_underrun_frames = t.underrun_frames;
             }
-            self.period_frames = (t.frames as usize).clamp(1, MAX_BLOCK_FRAMES);
+            let frames = (t.frames as usize).clamp(1, MAX_BLOCK_FRAMES);
+            self.period_frames = if self.period_measured {
+                self.period_frames.max(frames)
+            } else {
+                frames
+            };
+            self.period_measured = true;
             self.last_tick = Some(t);
         }
         if self.ring.is_abandoned() {
@@ -357,5 +366,41 @@ mod tests {
         // the callback side gone: the render thread ends
         drop(cb);
         assert!(!w.step());
+    }
+
+    /// A device whose callbacks vary in size (128 and 1000 frames, alternating): the ring
+    /// is kept N of the largest ahead, so none finds it short (N = 1, the tightest).
+    #[test]
+    fn callbacks_of_varying_size_never_find_the_ring_short() {
+        let (_packet_tx, packets) = rtrb::RingBuffer::<PacketSlot>::new(4);
+        let (_control_tx, control) = rtrb::RingBuffer::<Control>::new(4);
+        let (retired, _retired_rx) = rtrb::RingBuffer::<Retired>::new(4);
+        let (snapshots, _snap_rx) = rtrb::RingBuffer::<Snapshot>::new(4);
+        let (reports, _report_rx) = rtrb::RingBuffer::<StreamReport>::new(4);
+        let clock = HostClock::new();
+        let side = OutputSide::new(
+            packets, control, retired, snapshots, reports, None, 4, 2, 8192, clock,
+        );
+        let (ring_tx, ring_rx) = ring(2, 1);
+        let (tick_tx, tick_rx) = rtrb::RingBuffer::new(16);
+        let (dur_tx, mut dur_rx) = rtrb::RingBuffer::new(16);
+        let mut w = RenderWorker::new(side, ring_tx, tick_rx, 1, 128);
+        let mut cb = RingOutput::new(ring_rx, tick_tx, dur_tx, None, 2, clock);
+        assert!(w.step());
+        let mut f = 0;
+        let mut after_first_large = 0;
+        for k in 0..200 {
+            let frames = if k % 2 == 0 { 128 } else { 1000 };
+            let mut out = vec![0f32; frames * 2];
+            cb.on_output_f32(&mut out, &info(f));
+            f += frames as u64;
+            // until the first 1000-frame callback, the worker could not know
+            if k == 1 {
+                after_first_large = cb.underrun_frames;
+            }
+            assert!(w.step());
+            while dur_rx.pop().is_ok() {}
+        }
+        assert_eq!(cb.underrun_frames, after_first_large);
     }
 }
