@@ -23,9 +23,10 @@
 //! was once not scheduled for 8 ms, and N = 1 at 5.3 ms periods played 256 frames of silence.
 //!
 //! When the render thread falls behind, the callback plays silence for the frames it lacks
-//! and counts them (`render_underrun_frames`); the render thread then moves its frame
-//! numbering on by as many frames, so every stream keeps its delay (the audio of those
-//! frames is skipped, as in a device underrun).
+//! and counts them (`render_underrun_frames`). The frames rendered for that time are
+//! dropped by the callback when they arrive, so a ring frame always plays at the device
+//! frame it was rendered for: every stream keeps its delay, and the audio of those frames
+//! is lost, as in a device underrun. The render thread never renumbers.
 //!
 //! Real-time rules hold on both sides: neither the callback nor a render step allocates,
 //! locks or blocks (tested in `output.rs`); the callback wakes the render thread with
@@ -59,10 +60,22 @@ pub struct Tick {
     pub underrun_frames: u64,
 }
 
-/// Queues between the device callback and the render thread.
+/// The ring between the render thread and the device callback: N + 1 blocks. Every page
+/// of it is written once here, so neither thread takes a page fault on it later.
 pub fn ring(channels: usize, ahead_periods: u32) -> (rtrb::Producer<f32>, rtrb::Consumer<f32>) {
     let frames = MAX_BLOCK_FRAMES * (ahead_periods.clamp(1, MAX_AHEAD_PERIODS) as usize + 1);
-    rtrb::RingBuffer::new(frames * channels.max(1))
+    let (mut tx, mut rx) = rtrb::RingBuffer::new(frames * channels.max(1));
+    let n = tx.slots();
+    if let Ok(mut chunk) = tx.write_chunk(n) {
+        let (a, b) = chunk.as_mut_slices();
+        a.fill(0.0);
+        b.fill(0.0);
+        chunk.commit_all();
+    }
+    if let Ok(chunk) = rx.read_chunk(n) {
+        chunk.commit_all();
+    }
+    (tx, rx)
 }
 
 /// The device callback with `--render-ahead`: copies rendered frames out of the ring.
@@ -73,7 +86,10 @@ pub struct RingOutput {
     worker: Option<Thread>,
     clock: HostClock,
     channels: usize,
+    /// Device frame number of the next callback's first frame.
     out_frame: u64,
+    /// Frame number of the next frame in the ring.
+    ring_frame: u64,
     pub underrun_frames: u64,
     /// Ticks or durations that found their queue full (counted, never blocking).
     pub queue_full: u64,
@@ -96,14 +112,30 @@ impl RingOutput {
             clock,
             channels: channels.max(1),
             out_frame: 0,
+            ring_frame: 0,
             underrun_frames: 0,
             queue_full: 0,
         }
     }
 
-    /// Copy up to `out.len()` samples (whole frames) from the ring; the rest is silence.
-    fn take(&mut self, out: &mut [f32]) -> usize {
-        let n = (self.ring.slots() / self.channels * self.channels).min(out.len());
+    /// Copy the frames for device frames `[device_frame, device_frame + out.len() / ch)`
+    /// from the ring, as many as are there; returns the samples written (the caller fills
+    /// the rest with silence). Frames whose time has passed (the render thread was late)
+    /// are dropped first, so a ring frame always plays at the device frame it was rendered
+    /// for.
+    fn take(&mut self, out: &mut [f32], device_frame: u64) -> usize {
+        let ch = self.channels;
+        if self.ring_frame < device_frame {
+            let stale = ((device_frame - self.ring_frame) as usize).min(self.ring.slots() / ch);
+            if let Ok(chunk) = self.ring.read_chunk(stale * ch) {
+                chunk.commit_all();
+                self.ring_frame += stale as u64;
+            }
+        }
+        if self.ring_frame != device_frame {
+            return 0; // still behind: nothing for this part
+        }
+        let n = (self.ring.slots() / ch * ch).min(out.len() / ch * ch);
         match self.ring.read_chunk(n) {
             Ok(chunk) => {
                 let (a, b) = chunk.as_slices();
@@ -113,12 +145,13 @@ impl RingOutput {
             }
             Err(_) => return 0,
         }
+        self.ring_frame += (n / ch) as u64;
         n
     }
 
     pub fn on_output_f32(&mut self, out: &mut [f32], info: &OutputCallbackInfo) {
         let started = Instant::now();
-        let n = self.take(out);
+        let n = self.take(out, self.out_frame);
         out[n..].fill(0.0);
         self.finish(out.len(), n, info, started);
     }
@@ -128,9 +161,11 @@ impl RingOutput {
         let mut buf = [0f32; 256];
         let chunk_len = buf.len() / self.channels * self.channels;
         let mut got = 0;
+        let mut frame = self.out_frame;
         for o in out.chunks_mut(chunk_len) {
             let len = o.len();
-            let n = self.take(&mut buf[..len]);
+            let n = self.take(&mut buf[..len], frame);
+            frame += (len / self.channels) as u64;
             buf[n..len].fill(0.0);
             for (d, s) in o.iter_mut().zip(&buf[..len]) {
                 *d = (s.clamp(-1.0, 1.0) * 32767.0) as i16;
@@ -177,7 +212,6 @@ pub struct RenderWorker {
     period_measured: bool,
     /// Device frame number of the next frame to render.
     next_frame: u64,
-    underruns_seen: u64,
     last_tick: Option<Tick>,
 }
 
@@ -195,13 +229,12 @@ impl RenderWorker {
             side,
             ring,
             ticks,
-            block: vec![0.0; MAX_BLOCK_FRAMES * channels],
+            block: patchcord_common::mem::resident_vec(MAX_BLOCK_FRAMES * channels, 0.0),
             channels,
             ahead_periods: ahead_periods.clamp(1, MAX_AHEAD_PERIODS),
-            period_frames: period_guess.clamp(1, MAX_BLOCK_FRAMES),
+            period_frames: period_guess.max(1),
             period_measured: false,
             next_frame: 0,
-            underruns_seen: 0,
             last_tick: None,
         }
     }
@@ -216,14 +249,10 @@ impl RenderWorker {
     /// Allocation-free and non-blocking.
     pub fn step(&mut self) -> bool {
         while let Ok(t) = self.ticks.pop() {
-            if t.underrun_frames > self.underruns_seen {
-                // the device played silence for frames we had not rendered: what we render
-                // next plays that much later
-                self.next_frame += t.underrun_frames - self.underruns_seen;
-                self.underruns_seen = t.underrun_frames;
-                self.side.render_underrun_frames = t.underrun_frames;
-            }
-            let frames = (t.frames as usize).clamp(1, MAX_BLOCK_FRAMES);
+            // frames the device played as silence: the callback drops what we rendered for
+            // them when it arrives, so our numbering stays the device's
+            self.side.render_underrun_frames = t.underrun_frames;
+            let frames = (t.frames as usize).max(1);
             self.period_frames = if self.period_measured {
                 self.period_frames.max(frames)
             } else {
@@ -238,10 +267,12 @@ impl RenderWorker {
         let ch = self.channels;
         let capacity = self.ring.buffer().capacity();
         let want = (self.ahead_periods as usize * self.period_frames * ch).min(capacity);
+        // blocks of one period (a callback longer than the block buffer: in pieces)
+        let block_frames = self.period_frames.min(MAX_BLOCK_FRAMES);
         loop {
             let free = self.ring.slots();
             let filled = capacity - free;
-            let n = self.period_frames * ch;
+            let n = block_frames * ch;
             if filled >= want || free < n {
                 return true;
             }
@@ -260,7 +291,7 @@ impl RenderWorker {
             a.copy_from_slice(&self.block[..split]);
             b.copy_from_slice(&self.block[split..n]);
             chunk.commit_all();
-            self.next_frame += self.period_frames as u64;
+            self.next_frame += block_frames as u64;
         }
     }
 
@@ -287,8 +318,9 @@ mod tests {
         })
     }
 
-    /// The render thread keeps N periods ahead, numbers what it renders in device frames,
-    /// and after an underrun moves on by exactly the frames the device played as silence.
+    /// The render thread keeps N periods ahead and numbers what it renders in device frames;
+    /// after an underrun the callback drops the frames whose time has passed, so what it
+    /// plays is always the frame rendered for that device frame.
     /// (That the playback instants it predicts are right is shown end to end: the output
     /// lags the input by exactly the reported latency, `tests/e2e_virtual.rs`.)
     #[test]
@@ -359,9 +391,29 @@ mod tests {
         assert!(out.iter().all(|&s| s == 0.0));
         assert!(w.step());
         let got = frames(&mut snap_rx);
-        // rendering resumes at the frame the device plays next, not where it stopped
-        assert_eq!(got.first().map(|g| g.0), Some(f));
+        // the render thread numbers on where it stopped (its first blocks are stale now)
+        assert_eq!(got.first().map(|g| g.0), Some(rendered_to));
         assert_eq!(w.side().render_underrun_frames, silent);
+        assert!(
+            got.last().is_some_and(|g| g.0 >= f),
+            "rendered up to the device's time"
+        );
+        // the callback drops the stale frames and plays the one rendered for its frame
+        let before = cb.underrun_frames;
+        cb.on_output_f32(&mut out, &info(f));
+        f += 128;
+        assert_eq!(
+            cb.underrun_frames, before,
+            "no silence once the render thread is back"
+        );
+        assert_eq!(cb.ring_frame, f, "the ring frame played is the device frame");
+        for _ in 0..20 {
+            assert!(w.step());
+            cb.on_output_f32(&mut out, &info(f));
+            f += 128;
+            assert_eq!(cb.ring_frame, f);
+        }
+        assert_eq!(cb.underrun_frames, before);
 
         // the callback side gone: the render thread ends
         drop(cb);

@@ -481,6 +481,7 @@ async fn run(args: Args) -> Result<(), String> {
     let mut drain = tokio::time::interval(Duration::from_millis(20));
     let mut last_bytes = 0u64;
 
+    let mut render_failed = false;
     let reason = loop {
         tokio::select! {
             r = &mut stop_fut => break r,
@@ -503,6 +504,11 @@ async fn run(args: Args) -> Result<(), String> {
                 side.fade_out_silent(clock.now_unix_ns(), timeout_ns);
             }
             _ = tick.tick() => {
+                if render_thread.as_ref().is_some_and(|(h, _)| h.is_finished()) {
+                    // it only ends when told to, or by a panic: nothing plays any more
+                    render_failed = true;
+                    break StopReason::Terminated;
+                }
                 monitor.drain(&side.clocks, &mut side.registry);
                 monitor.end_second();
                 while let Ok(e) = err_rx.pop() {
@@ -539,6 +545,9 @@ async fn run(args: Args) -> Result<(), String> {
     let summary = monitor.stats_json(&side.counters, &side.registry, xrun_count(), &playout_cfg, true);
     let _ = stats_out.write(&summary);
     print_summary(&summary, reason);
+    if render_failed {
+        return Err("the render thread (--render-ahead) stopped unexpectedly; see the message above".into());
+    }
     Ok(())
 }
 
