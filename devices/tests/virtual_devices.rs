@@ -56,6 +56,16 @@ struct InputBuffer {
 
 type Recorded = Arc<Mutex<Vec<InputBuffer>>>;
 
+/// Every recorded sample, in order.
+fn all_samples(buffers: &Recorded) -> Vec<f32> {
+    buffers
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|b| b.samples.clone())
+        .collect()
+}
+
 fn record_input(
     device: &VirtualDevice,
     cfg: StreamConfig,
@@ -380,12 +390,7 @@ fn wav_input_plays_file_once_then_silence() {
     wait_for_frames(&stream, 12_000, Duration::from_secs(10));
     drop(stream);
 
-    let samples: Vec<f32> = buffers
-        .lock()
-        .unwrap()
-        .iter()
-        .flat_map(|b| b.samples.clone())
-        .collect();
+    let samples = all_samples(&buffers);
     let frames: Vec<&[f32]> = samples.chunks_exact(2).collect();
     assert!(frames.len() >= 12_000);
     for (i, f) in frames.iter().enumerate() {
@@ -408,12 +413,7 @@ fn wav_input_maps_stereo_files() {
     stream.play().unwrap();
     wait_for_frames(&stream, 1024, Duration::from_secs(10));
     drop(stream);
-    let samples: Vec<f32> = buffers
-        .lock()
-        .unwrap()
-        .iter()
-        .flat_map(|b| b.samples.clone())
-        .collect();
+    let samples = all_samples(&buffers);
     for (i, &s) in samples.iter().take(1000).enumerate() {
         assert_eq!(s, i as f32 / 32768.0);
     }

@@ -34,7 +34,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::Thread;
+use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 use cpal::OutputCallbackInfo;
@@ -58,6 +58,8 @@ pub struct Tick {
     pub playback_unix_ns: i64,
     /// Frames played as silence because nothing was rendered (cumulative).
     pub underrun_frames: u64,
+    /// Ticks and durations the callback could not queue (cumulative).
+    pub queue_full: u64,
 }
 
 /// The ring between the render thread and the device callback: N + 1 blocks. Every page
@@ -91,7 +93,8 @@ pub struct RingOutput {
     /// Frame number of the next frame in the ring.
     ring_frame: u64,
     pub underrun_frames: u64,
-    /// Ticks or durations that found their queue full (counted, never blocking).
+    /// Ticks or durations that found their queue full (counted, never blocking; reported
+    /// as `callback_queue_full` with the next tick that gets through).
     pub queue_full: u64,
 }
 
@@ -183,6 +186,7 @@ impl RingOutput {
             frames: frames as u32,
             playback_unix_ns: self.clock.unix_ns(started) + playback_delay_ns(info),
             underrun_frames: self.underrun_frames,
+            queue_full: self.queue_full,
         };
         self.out_frame += frames as u64;
         if self.ticks.push(tick).is_err() {
@@ -209,7 +213,6 @@ pub struct RenderWorker {
     /// The device's period (frames): the largest callback seen (a guess before the first).
     /// Devices may vary their callback size; the ring must cover the largest.
     period_frames: usize,
-    period_measured: bool,
     /// Device frame number of the next frame to render.
     next_frame: u64,
     last_tick: Option<Tick>,
@@ -233,7 +236,6 @@ impl RenderWorker {
             channels,
             ahead_periods: ahead_periods.clamp(1, MAX_AHEAD_PERIODS),
             period_frames: period_guess.max(1),
-            period_measured: false,
             next_frame: 0,
             last_tick: None,
         }
@@ -253,12 +255,12 @@ impl RenderWorker {
             // them when it arrives, so our numbering stays the device's
             self.side.render_underrun_frames = t.underrun_frames;
             let frames = (t.frames as usize).max(1);
-            self.period_frames = if self.period_measured {
-                self.period_frames.max(frames)
-            } else {
-                frames
+            // the guess counts until the first callback; then the largest seen
+            self.period_frames = match self.last_tick {
+                Some(_) => self.period_frames.max(frames),
+                None => frames,
             };
-            self.period_measured = true;
+            self.side.callback_queue_full = t.queue_full;
             self.last_tick = Some(t);
         }
         if self.ring.is_abandoned() {
@@ -304,11 +306,98 @@ impl RenderWorker {
     }
 }
 
+/// A running render thread.
+pub struct RenderThread {
+    handle: JoinHandle<()>,
+    stop: Arc<AtomicBool>,
+}
+
+impl RenderThread {
+    /// It ends only when stopped, or by a panic: then nothing plays any more.
+    pub fn has_died(&self) -> bool {
+        self.handle.is_finished()
+    }
+
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.thread().unpark();
+        let _ = self.handle.join();
+    }
+}
+
+/// Render `side` `ahead_periods` device periods ahead: renders the first periods now,
+/// starts the render thread (real-time priority unless `realtime` is false), and returns
+/// the device callback, the thread, and the queue of the callback's own durations (ns).
+pub fn start(
+    side: OutputSide,
+    ahead_periods: u32,
+    period_guess: usize,
+    realtime: bool,
+) -> Result<(RingOutput, RenderThread, rtrb::Consumer<u32>), String> {
+    let (channels, clock) = (side.channels, side.clock);
+    let (ring_tx, ring_rx) = ring(channels, ahead_periods);
+    let (tick_tx, tick_rx) = rtrb::RingBuffer::<Tick>::new(1024);
+    let (dur_tx, dur_rx) = rtrb::RingBuffer::<u32>::new(1 << 14);
+    let mut worker = RenderWorker::new(side, ring_tx, tick_rx, ahead_periods, period_guess);
+    worker.step();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_w = stop.clone();
+    let handle = std::thread::Builder::new()
+        .name("patchcord-render".into())
+        .spawn(move || {
+            if realtime {
+                if let Err(e) = patchcord_devices::realtime::promote_current_thread(period_guess as u32) {
+                    eprintln!("patchcord-recv: note: render thread: {e}");
+                }
+            }
+            worker.run(stop_w)
+        })
+        .map_err(|e| format!("cannot start the render thread: {e}"))?;
+    let output = RingOutput::new(
+        ring_rx,
+        tick_tx,
+        dur_tx,
+        Some(handle.thread().clone()),
+        channels,
+        clock,
+    );
+    Ok((output, RenderThread { handle, stop }, dur_rx))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::output::{Control, PacketSlot, Retired, Snapshot, StreamReport};
     use cpal::{OutputStreamTimestamp, StreamInstant};
+
+    /// A render worker and its copying callback around an output side with no streams.
+    struct Rig {
+        w: RenderWorker,
+        cb: RingOutput,
+        snap_rx: rtrb::Consumer<Snapshot>,
+        dur_rx: rtrb::Consumer<u32>,
+    }
+
+    fn rig(channels: usize, ahead: u32, period_guess: usize) -> Rig {
+        let (_packet_tx, packets) = rtrb::RingBuffer::<PacketSlot>::new(4);
+        let (_control_tx, control) = rtrb::RingBuffer::<Control>::new(4);
+        let (retired, _retired_rx) = rtrb::RingBuffer::<Retired>::new(4);
+        let (snapshots, snap_rx) = rtrb::RingBuffer::<Snapshot>::new(256);
+        let (reports, _report_rx) = rtrb::RingBuffer::<StreamReport>::new(64);
+        let clock = HostClock::new();
+        let side = OutputSide::new(
+            packets, control, retired, snapshots, reports, None, 4, channels, 8192, clock,
+        );
+        let (ring_tx, ring_rx) = ring(channels, ahead);
+        let (tick_tx, tick_rx) = rtrb::RingBuffer::new(16);
+        let (dur_tx, dur_rx) = rtrb::RingBuffer::new(16);
+        Rig {
+            w: RenderWorker::new(side, ring_tx, tick_rx, ahead, period_guess),
+            cb: RingOutput::new(ring_rx, tick_tx, dur_tx, None, channels, clock),
+            snap_rx,
+            dur_rx,
+        }
+    }
 
     fn info(frame: u64) -> OutputCallbackInfo {
         let t = frames_to_ns(frame as i64) as u64;
@@ -325,21 +414,13 @@ mod tests {
     /// lags the input by exactly the reported latency, `tests/e2e_virtual.rs`.)
     #[test]
     fn renders_ahead_in_device_frames_and_recovers_from_an_underrun() {
-        let (_packet_tx, packets) = rtrb::RingBuffer::<PacketSlot>::new(4);
-        let (_control_tx, control) = rtrb::RingBuffer::<Control>::new(4);
-        let (retired, _retired_rx) = rtrb::RingBuffer::<Retired>::new(4);
-        let (snapshots, mut snap_rx) = rtrb::RingBuffer::<Snapshot>::new(64);
-        let (reports, _report_rx) = rtrb::RingBuffer::<StreamReport>::new(64);
-        let clock = HostClock::new();
-        let side = OutputSide::new(
-            packets, control, retired, snapshots, reports, None, 4, 1, 1024, clock,
-        );
-        let (ring_tx, ring_rx) = ring(1, 2);
-        let (tick_tx, tick_rx) = rtrb::RingBuffer::new(16);
-        let (dur_tx, mut dur_rx) = rtrb::RingBuffer::new(16);
         // the guess (480) is wrong: the device asks for 128 frames
-        let mut w = RenderWorker::new(side, ring_tx, tick_rx, 2, 480);
-        let mut cb = RingOutput::new(ring_rx, tick_tx, dur_tx, None, 1, clock);
+        let Rig {
+            mut w,
+            mut cb,
+            mut snap_rx,
+            mut dur_rx,
+        } = rig(1, 2, 480);
         let mut out = vec![1f32; 128];
         let frames = |rx: &mut rtrb::Consumer<Snapshot>| {
             let mut v = vec![];
@@ -424,20 +505,12 @@ mod tests {
     /// is kept N of the largest ahead, so none finds it short (N = 1, the tightest).
     #[test]
     fn callbacks_of_varying_size_never_find_the_ring_short() {
-        let (_packet_tx, packets) = rtrb::RingBuffer::<PacketSlot>::new(4);
-        let (_control_tx, control) = rtrb::RingBuffer::<Control>::new(4);
-        let (retired, _retired_rx) = rtrb::RingBuffer::<Retired>::new(4);
-        let (snapshots, _snap_rx) = rtrb::RingBuffer::<Snapshot>::new(4);
-        let (reports, _report_rx) = rtrb::RingBuffer::<StreamReport>::new(4);
-        let clock = HostClock::new();
-        let side = OutputSide::new(
-            packets, control, retired, snapshots, reports, None, 4, 2, 8192, clock,
-        );
-        let (ring_tx, ring_rx) = ring(2, 1);
-        let (tick_tx, tick_rx) = rtrb::RingBuffer::new(16);
-        let (dur_tx, mut dur_rx) = rtrb::RingBuffer::new(16);
-        let mut w = RenderWorker::new(side, ring_tx, tick_rx, 1, 128);
-        let mut cb = RingOutput::new(ring_rx, tick_tx, dur_tx, None, 2, clock);
+        let Rig {
+            mut w,
+            mut cb,
+            mut dur_rx,
+            ..
+        } = rig(2, 1, 128);
         assert!(w.step());
         let mut f = 0;
         let mut after_first_large = 0;

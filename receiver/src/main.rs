@@ -60,8 +60,6 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -72,7 +70,7 @@ use patchcord_common::mixer::db_to_linear;
 use patchcord_common::playout::{packets_for_delay, DelayMode, PlayoutConfig, StreamPlayout};
 use patchcord_common::red::{validate_red_rtp, RedInfo};
 use patchcord_common::rtcp::{is_rtcp, parse_compound, RtcpPacket};
-use patchcord_common::rtp::{validate_opus_rtp, RtpOpusHeader, MAX_DATAGRAM_LEN};
+use patchcord_common::rtp::{validate_opus_rtp, MAX_DATAGRAM_LEN};
 use patchcord_devices::app::{
     choose_config, parse_seconds, run_main, wait_for_stop, DeviceArgs, StatsSink, StopReason,
 };
@@ -347,39 +345,13 @@ async fn run(args: Args) -> Result<(), String> {
         cpal::BufferSize::Fixed(n) => n as usize,
         cpal::BufferSize::Default => 480,
     };
-    let (callback_side, render_thread, callback_durations) = if args.render_ahead > 0 {
-        let (ring_tx, ring_rx) = ahead::ring(channels, args.render_ahead);
-        let (tick_tx, tick_rx) = rtrb::RingBuffer::<ahead::Tick>::new(1024);
-        let (dur_tx, dur_rx) = rtrb::RingBuffer::<u32>::new(1 << 14);
-        let mut worker = ahead::RenderWorker::new(side, ring_tx, tick_rx, args.render_ahead, period_guess);
-        // the first periods are rendered before the device starts
-        worker.step();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop_w = stop.clone();
-        let no_rt = args.device.no_realtime;
-        let handle = std::thread::Builder::new()
-            .name("patchcord-render".into())
-            .spawn(move || {
-                if !no_rt {
-                    if let Err(e) = patchcord_devices::realtime::promote_current_thread(period_guess as u32) {
-                        eprintln!("patchcord-recv: note: render thread: {e}");
-                    }
-                }
-                worker.run(stop_w)
-            })
-            .map_err(|e| format!("cannot start the render thread: {e}"))?;
-        let ring_out = ahead::RingOutput::new(
-            ring_rx,
-            tick_tx,
-            dur_tx,
-            Some(handle.thread().clone()),
-            channels,
-            clock,
-        );
+    let (mut callback_side, render_thread, callback_durations) = if args.render_ahead > 0 {
+        let (output, thread, durations) =
+            ahead::start(side, args.render_ahead, period_guess, !args.device.no_realtime)?;
         (
-            CallbackSide::Ring(Box::new(ring_out)),
-            Some((handle, stop)),
-            Some(dur_rx),
+            CallbackSide::Ring(Box::new(output)),
+            Some(thread),
+            Some(durations),
         )
     } else {
         (CallbackSide::Render(Box::new(side)), None, None)
@@ -393,17 +365,16 @@ async fn run(args: Args) -> Result<(), String> {
             let _ = err_tx.push(e);
         }
     };
-    let mut cb = callback_side;
     let build = match format {
         SampleFormat::I16 => opened.device.build_output_stream::<i16, _, _>(
             config,
-            move |data, info| cb.on_output_i16(data, info),
+            move |data, info| callback_side.on_output_i16(data, info),
             err_cb,
             None,
         ),
         _ => opened.device.build_output_stream::<f32, _, _>(
             config,
-            move |data, info| cb.on_output_f32(data, info),
+            move |data, info| callback_side.on_output_f32(data, info),
             err_cb,
             None,
         ),
@@ -504,8 +475,7 @@ async fn run(args: Args) -> Result<(), String> {
                 side.fade_out_silent(clock.now_unix_ns(), timeout_ns);
             }
             _ = tick.tick() => {
-                if render_thread.as_ref().is_some_and(|(h, _)| h.is_finished()) {
-                    // it only ends when told to, or by a panic: nothing plays any more
+                if render_thread.as_ref().is_some_and(|t| t.has_died()) {
                     render_failed = true;
                     break StopReason::Terminated;
                 }
@@ -532,10 +502,8 @@ async fn run(args: Args) -> Result<(), String> {
     monitor.drain(&side.clocks, &mut side.registry);
     monitor.end_second();
     drop(stream);
-    if let Some((handle, stop)) = render_thread {
-        stop.store(true, Ordering::Relaxed);
-        handle.thread().unpark();
-        let _ = handle.join();
+    if let Some(t) = render_thread {
+        t.stop();
     }
     monitor.drain(&side.clocks, &mut side.registry);
     if let Err(e) = monitor.finish_timeline() {
@@ -681,25 +649,7 @@ impl NetSide {
                         let Some(slot) = self.registry.slot_of(ssrc) else {
                             continue;
                         };
-                        let header = RtpOpusHeader {
-                            marker: false,
-                            payload_type: 0,
-                            sequence: 0,
-                            timestamp: 0,
-                            ssrc,
-                            payload_offset: 0,
-                            payload_len: 0,
-                            duration_samples: 0,
-                        };
-                        let bye = PacketSlot {
-                            slot,
-                            bye: true,
-                            header,
-                            red: RedInfo::default(),
-                            arrival_unix_ns: 0,
-                            len: 0,
-                            data: [0; MAX_DATAGRAM_LEN],
-                        };
+                        let bye = PacketSlot::bye(slot, ssrc);
                         if self.packets.push(bye).is_err() {
                             self.counters.queue_full += 1;
                         }

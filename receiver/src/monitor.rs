@@ -414,6 +414,7 @@ impl Monitor {
             "render_p99": render.1 as f64 / period_ns,
             "render_max": render.2 as f64 / period_ns,
             "render_underrun_frames": s.render_underrun_frames,
+            "callback_queue_full": s.callback_queue_full,
             "datagrams": net.datagrams,
             "rtcp_packets": net.rtcp,
             "rtcp_malformed": net.rtcp_malformed,

@@ -21,8 +21,8 @@
 //! - up to 64 streams the callback's p99 stays under 18 % of the period: rendering in the
 //!   callback is right, and the default;
 //! - at 256 streams the callback's p99 is 53 % (fixed) and 60 % (adaptive), over the 50 %
-//!   budget; with `--render-ahead 2` the callback's p99 is 0.25–0.29 % and the render
-//!   thread (p99 55–62 %) has two periods per block: no render underrun in any run.
+//!   budget; with `--render-ahead 2` the callback's p99 is 0.24–0.29 % and the render
+//!   thread (p99 52–62 %) has two periods per block: no render underrun in any run.
 //!
 //! So: many streams, or a shared audio server where a long callback hurts every client
 //! (JACK), call for `--render-ahead 2`; `render_p99` and `callback_p99` in the stats say
@@ -60,6 +60,28 @@ pub struct PacketSlot {
 }
 
 impl PacketSlot {
+    /// An RTCP BYE from `ssrc`, for the stream in `slot`.
+    pub fn bye(slot: u16, ssrc: u32) -> Self {
+        PacketSlot {
+            slot,
+            bye: true,
+            header: RtpOpusHeader {
+                marker: false,
+                payload_type: 0,
+                sequence: 0,
+                timestamp: 0,
+                ssrc,
+                payload_offset: 0,
+                payload_len: 0,
+                duration_samples: 0,
+            },
+            red: RedInfo::default(),
+            arrival_unix_ns: 0,
+            len: 0,
+            data: [0; MAX_DATAGRAM_LEN],
+        }
+    }
+
     pub fn datagram(&self) -> &[u8] {
         &self.data[..self.len]
     }
@@ -98,6 +120,8 @@ pub struct Snapshot {
     /// Frames the output callback had to fill with silence because the render thread was
     /// behind (`--render-ahead` only; cumulative).
     pub render_underrun_frames: u64,
+    /// `--render-ahead`: reports the copying callback could not queue (cumulative).
+    pub callback_queue_full: u64,
     pub active_streams: u32,
     /// Packets addressed to a slot that holds no stream of that SSRC.
     pub unrouted_packets: u64,
@@ -185,6 +209,7 @@ pub struct OutputSide {
     pub snapshots_dropped: u64,
     pub reports_dropped: u64,
     pub render_underrun_frames: u64,
+    pub callback_queue_full: u64,
 }
 
 impl OutputSide {
@@ -228,6 +253,7 @@ impl OutputSide {
             snapshots_dropped: 0,
             reports_dropped: 0,
             render_underrun_frames: 0,
+            callback_queue_full: 0,
         }
     }
 
@@ -411,6 +437,7 @@ impl OutputSide {
             playback_unix_ns: playback,
             render_ns: started.elapsed().as_nanos().min(u32::MAX as u128) as u32,
             render_underrun_frames: self.render_underrun_frames,
+            callback_queue_full: self.callback_queue_full,
             active_streams: active,
             unrouted_packets: self.unrouted_packets,
             retire_queue_full: self.retire_queue_full,
@@ -628,17 +655,7 @@ mod tests {
                 if *sent >= 20 + (*ssrc as u64 % 13) {
                     if *ssrc % 2 == 0 {
                         // goodbye (RTCP BYE)
-                        let header = validate_opus_rtp(&rtp[..len], 96).unwrap();
-                        let bye = PacketSlot {
-                            slot: slot as u16,
-                            bye: true,
-                            header,
-                            red: RedInfo::default(),
-                            arrival_unix_ns: 0,
-                            len: 0,
-                            data: [0; MAX_DATAGRAM_LEN],
-                        };
-                        let _ = packet_tx.push(bye);
+                        let _ = packet_tx.push(PacketSlot::bye(slot as u16, *ssrc));
                     } else {
                         // timed out on the control side
                         assert!(control_tx
