@@ -54,6 +54,8 @@ pub struct Tick {
     /// Device frame number of this callback's first frame.
     pub out_frame: u64,
     pub frames: u32,
+    /// Host-clock instant (Unix ns) the callback started.
+    pub callback_unix_ns: i64,
     /// Host-clock instant (Unix ns) the device plays `out_frame`.
     pub playback_unix_ns: i64,
     /// Frames played as silence because nothing was rendered (cumulative).
@@ -181,10 +183,12 @@ impl RingOutput {
     fn finish(&mut self, len: usize, got: usize, info: &OutputCallbackInfo, started: Instant) {
         let frames = len / self.channels;
         self.underrun_frames += ((len - got) / self.channels) as u64;
+        let callback_unix_ns = self.clock.unix_ns(started);
         let tick = Tick {
             out_frame: self.out_frame,
             frames: frames as u32,
-            playback_unix_ns: self.clock.unix_ns(started) + playback_delay_ns(info),
+            callback_unix_ns,
+            playback_unix_ns: callback_unix_ns + playback_delay_ns(info),
             underrun_frames: self.underrun_frames,
             queue_full: self.queue_full,
         };
@@ -278,11 +282,25 @@ impl RenderWorker {
             if filled >= want || free < n {
                 return true;
             }
-            let now = self.side.clock.now_unix_ns();
-            // unknown before the device's first callback
-            let playback = self
-                .last_tick
-                .map(|t| t.playback_unix_ns + frames_to_ns(self.next_frame as i64 - t.out_frame as i64));
+            // The block is due when the callback N periods before it runs: the playout takes
+            // that as its time, so the render thread's wake-up jitter does not enter the
+            // delay measurement (measured: it made the adaptive rate wander by 20 samples
+            // in half a second). When the thread runs early (start, catching up), the actual
+            // time: packets that have not arrived cannot be counted as there.
+            let actual = self.side.clock.now_unix_ns();
+            let (now, playback) = match self.last_tick {
+                Some(t) => {
+                    let from_tick = |frame: i64| frames_to_ns(frame - t.out_frame as i64);
+                    let due =
+                        self.next_frame as i64 - (self.ahead_periods as usize * self.period_frames) as i64;
+                    (
+                        actual.min(t.callback_unix_ns + from_tick(due)),
+                        Some(t.playback_unix_ns + from_tick(self.next_frame as i64)),
+                    )
+                }
+                // unknown before the device's first callback
+                None => (actual, None),
+            };
             self.side.out_frame = self.next_frame;
             self.side.render(&mut self.block[..n], now, playback);
             let Ok(mut chunk) = self.ring.write_chunk(n) else {

@@ -135,23 +135,27 @@ fn assert_clean_and_aligned(run: &Run, min_snr_db: f64) {
         "measured lag {lag} vs predicted {predicted:.2}"
     );
     if r["mode"].as_str() != Some("fixed") {
-        // Adaptive: the delay glides towards its target (by a few samples over the run), so
-        // the signal is compared in half-second pieces, each at its own lag within 1 ms of
-        // the reported one (seen wandering by 20 samples with the render thread's timing
-        // noise), fractional: the best fit of a few neighbouring samples.
+        // Adaptive: the delay glides towards its target while the rate control settles (by
+        // up to ~200 ppm for seconds after the start), and wanders with timing noise. So the
+        // signal is compared in half-second pieces, each at its own lag within 1 ms of the
+        // reported one and its own time scale (the glide), fractional: the best fit of a
+        // few neighbouring samples.
         let y = channel(&run.output, run.out_channels, 0);
-        for start in (24_000..run.input.len() - 24_000).step_by(24_000) {
-            let x = &run.input[start..start + 24_000];
-            let (l, snr) = (lag.saturating_sub(48)..lag + 48)
-                .map(|l| {
-                    (
-                        l,
-                        fractional_snr_db(x, &y[l + start - TAPS / 2..l + start + 24_000 + TAPS / 2]),
-                    )
-                })
-                .max_by(|a, b| a.1.total_cmp(&b.1))
+        const PIECE: usize = 24_000;
+        for start in (PIECE..run.input.len() - PIECE).step_by(PIECE) {
+            let fit = |l: usize, ppm: f64| {
+                let x = glided(&run.input, start, PIECE, ppm * 1e-6);
+                fractional_snr_db(&x, &y[l + start - TAPS / 2..l + start + PIECE + TAPS / 2])
+            };
+            let l0 = (lag.saturating_sub(48)..lag + 48)
+                .max_by(|a, b| fit(*a, 0.0).total_cmp(&fit(*b, 0.0)))
                 .unwrap();
-            eprintln!("from {start}: lag {l}, SNR {snr:.1} dB");
+            let (l, ppm, snr) = (l0 - 2..=l0 + 2)
+                .flat_map(|l| (-16..=16).map(move |k| (l, k as f64 * 25.0)))
+                .map(|(l, ppm)| (l, ppm, fit(l, ppm)))
+                .max_by(|a, b| a.2.total_cmp(&b.2))
+                .unwrap();
+            eprintln!("from {start}: lag {l}, glide {ppm} ppm, SNR {snr:.1} dB");
             assert!(snr > min_snr_db, "SNR {snr:.1} dB at {start}, lag {l}");
         }
         return;
@@ -164,6 +168,25 @@ fn assert_clean_and_aligned(run: &Run, min_snr_db: f64) {
         eprintln!("channel {ch}: SNR {snr:.1} dB");
         assert!(snr > min_snr_db, "channel {ch} SNR {snr:.1} dB");
     }
+}
+
+/// `len` samples of `x` from `start`, played `rate_offset` faster about the piece's middle
+/// (cubic interpolation): what a delay gliding at that rate makes of it.
+fn glided(x: &[f32], start: usize, len: usize, rate_offset: f64) -> Vec<f32> {
+    let mid = len as f64 / 2.0;
+    (0..len)
+        .map(|n| {
+            let p = start as f64 + n as f64 + (n as f64 - mid) * rate_offset;
+            let i = p.floor() as usize;
+            let t = p - i as f64;
+            let y = |k: usize| x.get(k).copied().unwrap_or(0.0) as f64;
+            let (y0, y1, y2, y3) = (y(i.saturating_sub(1)), y(i), y(i + 1), y(i + 2));
+            let a1 = -y0 / 3.0 - y1 / 2.0 + y2 - y3 / 6.0;
+            let a2 = (y0 + y2) / 2.0 - y1;
+            let a3 = (y1 - y2) / 2.0 + (y3 - y0) / 6.0;
+            (y1 + t * (a1 + t * (a2 + t * a3))) as f32
+        })
+        .collect()
 }
 
 /// Taps of the fractional-delay fit in [`fractional_snr_db`].
