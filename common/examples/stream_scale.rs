@@ -12,8 +12,9 @@
 use std::time::Instant;
 
 use patchcord_common::mixer::{Mixer, StreamGain};
-use patchcord_common::playout::{frames_to_ns, DelayMode, NoSegments, PlayoutConfig, StreamPlayout};
+use patchcord_common::playout::{DelayMode, NoSegments, PlayoutConfig, StreamPlayout};
 use patchcord_common::rtp::{validate_opus_rtp, Packetizer};
+use patchcord_common::time::frames_to_ns;
 
 const FRAME: usize = 480;
 const PERIODS: usize = 500; // 5 s of audio

@@ -8,8 +8,8 @@
 //! instant the device will play it. The difference is the latency of that sample. It is
 //! exact on one host; across hosts it is as good as the two wall clocks agree (NTP/PTP).
 
-use crate::playout::frames_to_ns;
 use crate::rtcp::{ntp_to_unix_ns, SenderReport};
+use crate::time::frames_to_ns;
 
 /// Sender clock map from the latest sender report: RTP timestamp → capture instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

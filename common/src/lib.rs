@@ -7,6 +7,7 @@
 //! - [`rtcp`]: sender reports and BYE, NTP time conversion, RTP/RTCP demux.
 //! - [`jitter`]: fixed-capacity packet store of the jitter buffer.
 //! - [`playout`]: one received stream: jitter buffer + decoder + sample-accurate timeline.
+//! - [`time`]: the 48 kHz sample rate and ns/frame conversions.
 //! - [`stats`]: RFC 3550 reception statistics and playout counters.
 //! - [`latency`]: end-to-end latency from sender reports and playback instants.
 //! - [`mem`]: allocation that is resident before the audio thread touches it.
@@ -22,3 +23,5 @@ pub mod red;
 pub mod rtcp;
 pub mod rtp;
 pub mod stats;
+pub mod time;
+pub mod tsm;

@@ -33,12 +33,11 @@
 use crate::delay::{DelayEstimator, RateController};
 use crate::jitter::{PacketStore, StoreOutcome, StoredPacket};
 use crate::rate::RateStage;
+use crate::rtp::MAX_OPUS_PACKET_SAMPLES;
 use crate::rtp::{opus_packet_may_carry_fec, RtpOpusHeader, SeqExtender, TimestampExtender};
-use crate::rtp::{MAX_OPUS_PACKET_SAMPLES, OPUS_RTP_CLOCK_HZ};
 use crate::stats::{ReceptionRegister, SeqVerdict, StreamCounters};
+use crate::time::{frames_to_ns, ns_to_frames_ceil, SAMPLE_RATE};
 
-/// Output sample rate; Opus and patchcord always run at 48 kHz.
-pub const SAMPLE_RATE: u32 = OPUS_RTP_CLOCK_HZ;
 /// Adaptive mode keeps room for loss recovery this long after the last loss.
 const LOSS_MEMORY_NS: i64 = 10_000_000_000;
 /// Adaptive mode listens this long to a new stream before it starts playing it.
@@ -50,19 +49,6 @@ const PULL_MARGIN_FRAMES: i64 = 256;
 const INTERRUPTION_SAMPLES: u64 = 7200;
 /// Opus PLC works in multiples of 2.5 ms.
 const PLC_QUANTUM: u32 = 120;
-
-/// Converts a duration in nanoseconds to 48 kHz frames, rounding up.
-pub fn ns_to_frames_ceil(ns: i64) -> i64 {
-    let r = SAMPLE_RATE as i128;
-    let ns = ns as i128;
-    let frames = (ns * r + 999_999_999).div_euclid(1_000_000_000);
-    frames as i64
-}
-
-/// Converts 48 kHz frames to nanoseconds (rounded to nearest).
-pub fn frames_to_ns(frames: i64) -> i64 {
-    ((frames as i128 * 1_000_000_000 + SAMPLE_RATE as i128 / 2) / SAMPLE_RATE as i128) as i64
-}
 
 /// How the playout delay is chosen.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -1,8 +1,9 @@
 //! Adaptive delay: the target follows the jitter (up fast, down slowly), the delay follows
 //! the target by resampling, and clock drift is absorbed by the same loop.
 
-use patchcord_common::playout::{frames_to_ns, DelayMode, NoSegments, PlayoutConfig, StreamPlayout};
+use patchcord_common::playout::{DelayMode, NoSegments, PlayoutConfig, StreamPlayout};
 use patchcord_common::rtp::{validate_opus_rtp, Packetizer};
+use patchcord_common::time::frames_to_ns;
 
 const FRAME: usize = 480;
 

@@ -3,8 +3,9 @@
 //! times their gains (the soft clipper never engages while the sum stays within ±1).
 
 use patchcord_common::mixer::{db_to_linear, Mixer, StreamGain};
-use patchcord_common::playout::{frames_to_ns, NoSegments, PlayoutConfig, StreamPlayout};
+use patchcord_common::playout::{NoSegments, PlayoutConfig, StreamPlayout};
 use patchcord_common::rtp::{validate_opus_rtp, Packetizer};
+use patchcord_common::time::frames_to_ns;
 
 const PERIOD: usize = 128;
 

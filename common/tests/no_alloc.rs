@@ -5,8 +5,9 @@
 //! and drift corrections.
 
 use assert_no_alloc::{assert_no_alloc, reset_violation_count, violation_count, AllocDisabler};
-use patchcord_common::playout::{frames_to_ns, DelayMode, NoSegments, PlayoutConfig, StreamPlayout};
+use patchcord_common::playout::{DelayMode, NoSegments, PlayoutConfig, StreamPlayout};
 use patchcord_common::rtp::{validate_opus_rtp, Packetizer};
+use patchcord_common::time::frames_to_ns;
 
 #[global_allocator]
 static A: AllocDisabler = AllocDisabler;

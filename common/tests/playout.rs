@@ -1,9 +1,8 @@
 //! Playout engine tests: real Opus packets, virtual time, exact expectations.
 
-use patchcord_common::playout::{
-    frames_to_ns, PlayoutConfig, SampleSource, Segment, SegmentSink, StreamPlayout,
-};
+use patchcord_common::playout::{PlayoutConfig, SampleSource, Segment, SegmentSink, StreamPlayout};
 use patchcord_common::rtp::{validate_opus_rtp, Packetizer};
+use patchcord_common::time::frames_to_ns;
 
 const PT: u8 = 96;
 

@@ -12,7 +12,8 @@ mod harness;
 use std::collections::HashMap;
 
 use harness::*;
-use patchcord_common::playout::{frames_to_ns, DelayMode, SampleSource};
+use patchcord_common::playout::{DelayMode, SampleSource};
+use patchcord_common::time::frames_to_ns;
 
 /// Replay the playout's decode calls through a fresh decoder and compare sample for sample.
 fn replay_matches(stream: &Stream, o: &Outcome, first_seq_ext: u64) {

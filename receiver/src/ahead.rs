@@ -38,7 +38,7 @@ use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 use cpal::OutputCallbackInfo;
-use patchcord_common::playout::frames_to_ns;
+use patchcord_common::time::frames_to_ns;
 use patchcord_devices::clock::HostClock;
 
 use crate::output::{playback_delay_ns, OutputSide};

@@ -8,9 +8,10 @@ use std::io::{BufWriter, Write};
 use std::time::Instant;
 
 use patchcord_common::latency::CaptureClock;
-use patchcord_common::playout::{frames_to_ns, DelayMode, PlayoutConfig, SampleSource};
+use patchcord_common::playout::{DelayMode, PlayoutConfig, SampleSource};
 use patchcord_common::rtp::DropReason;
 use patchcord_common::stats::StreamCounters;
+use patchcord_common::time::frames_to_ns;
 use serde_json::json;
 
 use crate::output::{Retired, Snapshot, StreamReport, StreamSegment};

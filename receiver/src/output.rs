@@ -409,7 +409,7 @@ impl OutputSide {
             let report = StreamReport {
                 slot: i as u16,
                 ssrc: s.ssrc(),
-                playback_unix_ns: playback + patchcord_common::playout::frames_to_ns(frames as i64),
+                playback_unix_ns: playback + patchcord_common::time::frames_to_ns(frames as i64),
                 rtp_ts_at_frame: s
                     .playing_ts(self.out_frame + frames as u64)
                     .filter(|_| s.is_playing())
@@ -460,8 +460,9 @@ mod tests {
     use crate::test_alloc::live_bytes;
     use assert_no_alloc::{assert_no_alloc, reset_violation_count, violation_count};
     use cpal::{OutputStreamTimestamp, StreamInstant};
-    use patchcord_common::playout::{frames_to_ns, DelayMode, PlayoutConfig};
+    use patchcord_common::playout::{DelayMode, PlayoutConfig};
     use patchcord_common::rtp::{validate_opus_rtp, Packetizer};
+    use patchcord_common::time::frames_to_ns;
 
     fn info(frame: u64) -> OutputCallbackInfo {
         let t = frames_to_ns(frame as i64) as u64;

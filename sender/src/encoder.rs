@@ -14,10 +14,10 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use patchcord_common::playout::frames_to_ns;
 use patchcord_common::red::{RedEncoder, MAX_RED_PAYLOAD_LEN};
 use patchcord_common::rtcp::{build_bye, build_sender_report, unix_ns_to_ntp, SenderReport};
 use patchcord_common::rtp::{Packetizer, MAX_DATAGRAM_LEN, RTP_HEADER_LEN};
+use patchcord_common::time::frames_to_ns;
 use patchcord_devices::clock::HostClock;
 
 use crate::capture::{CaptureCounters, CaptureMark};

@@ -3,11 +3,10 @@
 //! → seeded netsim impairment → StreamPlayout pulled by a virtual output device.
 #![allow(dead_code)]
 
-use patchcord_common::playout::{
-    frames_to_ns, DelayMode, PlayoutConfig, Segment, SegmentSink, StreamPlayout,
-};
+use patchcord_common::playout::{DelayMode, PlayoutConfig, Segment, SegmentSink, StreamPlayout};
 use patchcord_common::red::{validate_red_rtp, RedEncoder};
 use patchcord_common::rtp::{validate_opus_rtp, Packetizer};
+use patchcord_common::time::frames_to_ns;
 use patchcord_netsim::{named_profile, Fate, Impairment, Profile};
 
 pub const PT: u8 = 96;

@@ -1,0 +1,1 @@
+//! Time-scale modification by whole pitch periods (work in progress on branch `tsm`).
