@@ -57,7 +57,7 @@ b=json.load(open(out+'/before.json')); a=json.load(open(out+'/after.json'))
 d=lambda k: (a.get(k) or 0)-(b.get(k) or 0)
 r=[float(l.split()[0])/48.0 for l in open(out+'/iodelay.log') if 'total roundtrip latency' in l]
 med=statistics.median(r) if r else float('nan')
-print(f"{frame} {lat} {d('underruns')} {d('late')} {d('concealed_ms'):.1f} {d('xruns')} {d('delay_corrections')} "
+print(f"{frame} {lat} {d('underruns')} {d('late')} {d('concealed_ms'):.1f} {d('xruns')} {d('tsm_operations')} "
       f"{med:.3f} {min(r) if r else float('nan'):.3f} {max(r) if r else float('nan'):.3f} {len(r)} {a.get('latency_ms')}")
 sys.exit(0 if d('underruns') == 0 and d('late') == 0 else 1)
 PY

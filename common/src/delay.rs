@@ -39,11 +39,13 @@ pub const FORGET_TIME_CONSTANT_S: f64 = 2.0;
 /// Histogram resolution and range.
 pub const BUCKET_NS: i64 = 500_000;
 pub const BUCKETS: usize = 2000;
-/// Rate bounds: consume up to 0.5 % more (delay falls ≤ 5 ms/s) or 2 % less (rises ≤ 20 ms/s).
-pub const MAX_SPEEDUP: f64 = 0.005;
-pub const MAX_SLOWDOWN: f64 = 0.02;
-/// Bound of the integral (clock drift) term: ±0.5 %, far beyond any real pair of clocks.
-pub const MAX_DRIFT: f64 = 0.005;
+/// Peaks: relative delays this far above the quantile are remembered as peak events...
+const PEAK_ABOVE_NS: i64 = 2_000_000;
+/// ...packets within this time of each other form one event (a burst after a stall)...
+const PEAK_EVENT_NS: i64 = 200_000_000;
+/// ...and the target covers the second-highest event of this long a memory.
+pub const PEAK_MEMORY_NS: i64 = 60_000_000_000;
+const PEAKS: usize = 16;
 
 /// Estimates the target delay from packet arrivals. Allocation-free after `new`.
 pub struct DelayEstimator {
@@ -61,6 +63,9 @@ pub struct DelayEstimator {
     /// Highest bucket that ever received weight since the last reset: quantile queries scan
     /// down from here, a few buckets, not the whole histogram.
     top: usize,
+    /// Recent peak events: (arrival of the last packet in it, highest relative delay).
+    peaks: [(i64, i64); PEAKS],
+    peak_next: usize,
 }
 
 impl DelayEstimator {
@@ -76,6 +81,8 @@ impl DelayEstimator {
             last_media_ns: None,
             samples: 0,
             top: 0,
+            peaks: [(i64::MIN, 0); PEAKS],
+            peak_next: 0,
         }
     }
 
@@ -89,6 +96,8 @@ impl DelayEstimator {
         self.last_media_ns = None;
         self.samples = 0;
         self.top = 0;
+        self.peaks = [(i64::MIN, 0); PEAKS];
+        self.peak_next = 0;
     }
 
     /// Minimum transit over the last one to two seconds.
@@ -129,7 +138,40 @@ impl DelayEstimator {
         self.top = self.top.max(bucket);
         self.total += self.weight;
         self.samples += 1;
+        if relative > self.quantile_ns() + PEAK_ABOVE_NS {
+            self.note_peak(arrival_ns, relative);
+        }
         relative
+    }
+
+    fn note_peak(&mut self, arrival_ns: i64, relative: i64) {
+        let last = (self.peak_next + PEAKS - 1) % PEAKS;
+        let (t, h) = self.peaks[last];
+        if t != i64::MIN && arrival_ns - t < PEAK_EVENT_NS {
+            self.peaks[last] = (arrival_ns, h.max(relative));
+        } else {
+            self.peaks[self.peak_next] = (arrival_ns, relative);
+            self.peak_next = (self.peak_next + 1) % PEAKS;
+        }
+    }
+
+    /// The delay the target must cover at `now_ns`: the quantile, or, when delay peaks
+    /// recur (two events within [`PEAK_MEMORY_NS`]), the lower of the two highest, so that
+    /// a peak that came twice in a minute is not a glitch the third time, and one lone
+    /// spike moves nothing.
+    pub fn target_ns(&self, now_ns: i64) -> i64 {
+        let (mut first, mut second) = (0i64, 0i64);
+        for &(t, h) in &self.peaks {
+            if t != i64::MIN && now_ns - t < PEAK_MEMORY_NS {
+                if h > first {
+                    second = first;
+                    first = h;
+                } else if h > second {
+                    second = h;
+                }
+            }
+        }
+        self.quantile_ns().max(second)
     }
 
     pub fn samples(&self) -> u64 {
@@ -161,60 +203,106 @@ impl DelayEstimator {
     }
 }
 
-/// PI controller from delay error to playout rate. Allocation-free, no clock.
+/// Fixed mode: the delay's reference (the minimum over the first whole second after the
+/// timeline started and the fastest path was known) and the deviation of each later
+/// second's minimum from it. Jitter moves single readings, not the minimum per second;
+/// clock drift moves the minimum. The deviation goes to [`crate::drift::DriftFollower`],
+/// which corrects it by resampling at a few ppm: the timeline itself never slips.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct RateController {
-    integral: f64,
-    smoothed_error_s: Option<f64>,
-    rate: f64,
+pub struct DelayHold {
+    window_min: Option<i64>,
+    window_frames: u64,
+    windows: u32,
+    reference: Option<i64>,
+    error: Option<i64>,
 }
 
-/// Proportional gain: 10 ms too much delay → 0.5 % faster.
-const KP: f64 = 0.5;
-/// Integral gain (per second): finds a 100 ppm clock offset in ~10 s.
-const KI: f64 = 0.02;
-/// Smoothing of the measured error against callback scheduling noise (time constant).
-const ERROR_SMOOTHING_S: f64 = 0.1;
+/// Windows skipped before the reference is taken (the minimum transit settles first).
+const HOLD_SETTLE_WINDOWS: u32 = 2;
+const HOLD_WINDOW_FRAMES: u64 = crate::time::SAMPLE_RATE as u64;
 
-impl RateController {
+impl DelayHold {
+    /// The delay measured at a pull of `frames`; returns the deviation of the last whole
+    /// second's minimum from the reference, once there is one.
+    pub fn observe(&mut self, delay_ns: i64, frames: u64) -> Option<i64> {
+        self.window_min = Some(self.window_min.map_or(delay_ns, |m| m.min(delay_ns)));
+        self.window_frames += frames;
+        if self.window_frames >= HOLD_WINDOW_FRAMES {
+            self.window_frames = 0;
+            self.windows += 1;
+            let min = self.window_min.take().unwrap_or(delay_ns);
+            match self.reference {
+                None if self.windows > HOLD_SETTLE_WINDOWS => self.reference = Some(min),
+                Some(r) => self.error = Some(min - r),
+                None => {}
+            }
+        }
+        self.error
+    }
+}
+
+/// Adaptive mode: when to remove or repeat pitch periods ([`crate::stretch`]) so the delay
+/// follows the target. The measured delay is smoothed (50 ms) against callback scheduling
+/// noise; beyond [`ACCELERATE_ABOVE_NS`] over the target a removal is asked for, beyond
+/// [`EXPAND_BELOW_NS`] under it a repetition, each of at most the error (no overshoot), at
+/// most one splice per [`SPLICE_COOLDOWN_NS`]. A splice must first find a well-correlated
+/// place (quality 0.9, or a quiet passage); the longer the error persists, the less it
+/// insists, down to any place after 3 s, so the delay always gets there.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StretchPolicy {
+    smoothed_ns: Option<f64>,
+    last_ns: Option<i64>,
+    last_splice_ns: Option<i64>,
+    error_since_ns: Option<i64>,
+}
+
+pub const ACCELERATE_ABOVE_NS: i64 = 2_000_000;
+pub const EXPAND_BELOW_NS: i64 = 1_000_000;
+const SPLICE_COOLDOWN_NS: i64 = 20_000_000;
+const DELAY_SMOOTHING_NS: f64 = 50e6;
+/// Left of the error after a splice: never overshoot the target.
+const SPLICE_MARGIN_NS: i64 = 500_000;
+
+impl StretchPolicy {
     pub fn new() -> Self {
-        RateController {
-            integral: 0.0,
-            smoothed_error_s: None,
-            rate: 1.0,
-        }
+        Self::default()
     }
 
-    /// Current rate: stream samples consumed per output sample.
-    pub fn rate(&self) -> f64 {
-        if self.rate == 0.0 {
-            1.0
-        } else {
-            self.rate
-        }
-    }
-
-    /// The estimated clock offset (integral term), as a rate offset.
-    pub fn drift(&self) -> f64 {
-        self.integral
-    }
-
-    pub fn reset_error(&mut self) {
-        self.smoothed_error_s = None;
-    }
-
-    /// Update with the measured delay error (delay − target, seconds) after `dt_s` seconds.
-    pub fn update(&mut self, error_s: f64, dt_s: f64) -> f64 {
-        let a = (dt_s / ERROR_SMOOTHING_S).min(1.0);
-        let e = match self.smoothed_error_s {
-            Some(s) => s + a * (error_s - s),
-            None => error_s,
+    /// `Some((accelerate, at most ns, min quality))` when a splice is due.
+    pub fn decide(&mut self, delay_ns: i64, target_ns: i64, now_ns: i64) -> Option<(bool, i64, f32)> {
+        let dt = self.last_ns.map_or(0, |l| (now_ns - l).max(0));
+        self.last_ns = Some(now_ns);
+        let a = (dt as f64 / DELAY_SMOOTHING_NS).min(1.0);
+        let d = match self.smoothed_ns {
+            Some(s) => s + a * (delay_ns as f64 - s),
+            None => delay_ns as f64,
         };
-        self.smoothed_error_s = Some(e);
-        self.integral = (self.integral + KI * e * dt_s).clamp(-MAX_DRIFT, MAX_DRIFT);
-        let correction = (KP * e + self.integral).clamp(-MAX_SLOWDOWN, MAX_SPEEDUP);
-        self.rate = 1.0 + correction;
-        self.rate
+        self.smoothed_ns = Some(d);
+        let error = d as i64 - target_ns;
+        let due = if error > ACCELERATE_ABOVE_NS {
+            Some((true, error - SPLICE_MARGIN_NS))
+        } else if error < -EXPAND_BELOW_NS {
+            Some((false, -error + SPLICE_MARGIN_NS))
+        } else {
+            None
+        };
+        let Some((accelerate, max_ns)) = due else {
+            self.error_since_ns = None;
+            return None;
+        };
+        let since = *self.error_since_ns.get_or_insert(now_ns);
+        if self.last_splice_ns.is_some_and(|t| now_ns - t < SPLICE_COOLDOWN_NS) {
+            return None;
+        }
+        let waited_s = (now_ns - since) as f32 * 1e-9;
+        let quality = (0.9 - 0.3 * waited_s).max(0.0);
+        Some((accelerate, max_ns, quality))
+    }
+
+    /// A splice was made: the delay jumped by its length, so the smoothing starts again.
+    pub fn spliced(&mut self, now_ns: i64) {
+        self.smoothed_ns = None;
+        self.last_splice_ns = Some(now_ns);
     }
 }
 
@@ -322,22 +410,5 @@ mod tests {
             let rel = e.observe(arrival, media);
             assert!(rel <= 2_000_000, "relative delay grew with drift: {rel} at {i}");
         }
-    }
-
-    #[test]
-    fn controller_converges_on_a_clock_offset_and_is_bounded() {
-        // plant: delay changes by (rate - 1 - drift) per second of output
-        let drift = 300e-6;
-        let mut c = RateController::new();
-        let mut delay = 0.030;
-        let target = 0.020;
-        for _ in 0..(120 * 375) {
-            let dt = 128.0 / 48_000.0;
-            let r = c.update(delay - target, dt);
-            assert!((1.0 - MAX_SLOWDOWN..=1.0 + MAX_SPEEDUP).contains(&r));
-            delay -= (r - 1.0 - drift) * dt;
-        }
-        assert!((delay - target).abs() < 0.0005, "delay {delay}");
-        assert!((c.drift() - drift).abs() < 50e-6, "drift estimate {}", c.drift());
     }
 }

@@ -13,6 +13,7 @@
 //! - [`mem`]: allocation that is resident before the audio thread touches it.
 
 pub mod delay;
+pub mod drift;
 pub mod jitter;
 pub mod latency;
 pub mod mem;
@@ -23,5 +24,6 @@ pub mod red;
 pub mod rtcp;
 pub mod rtp;
 pub mod stats;
+pub mod stretch;
 pub mod time;
 pub mod tsm;

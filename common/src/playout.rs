@@ -30,9 +30,11 @@
 //! is buffered and is SILK/hybrid coded (CELT-only packets carry no FEC), otherwise it is
 //! concealed with Opus PLC.
 
-use crate::delay::{DelayEstimator, RateController};
+use crate::delay::{DelayEstimator, DelayHold, StretchPolicy};
+use crate::drift::{DriftEstimator, DriftFollower};
 use crate::jitter::{PacketStore, StoreOutcome, StoredPacket};
 use crate::rate::RateStage;
+use crate::stretch::{StretchRequest, StretchStage};
 use crate::rtp::MAX_OPUS_PACKET_SAMPLES;
 use crate::rtp::{opus_packet_may_carry_fec, RtpOpusHeader, SeqExtender, TimestampExtender};
 use crate::stats::{ReceptionRegister, SeqVerdict, StreamCounters};
@@ -49,6 +51,8 @@ const PULL_MARGIN_FRAMES: i64 = 256;
 const INTERRUPTION_SAMPLES: u64 = 7200;
 /// Opus PLC works in multiples of 2.5 ms.
 const PLC_QUANTUM: u32 = 120;
+/// Fade of a dry run's concealment to silence, and of the audio that resumes after it.
+const FADE_FRAMES: u32 = 480;
 
 /// How the playout delay is chosen.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -82,11 +86,6 @@ pub struct PlayoutConfig {
     pub capacity_packets: usize,
     /// Continuous dry concealment after which the stream goes idle.
     pub idle_after_ns: i64,
-    /// Fixed mode: length of the delay keeper's observation window, in output frames.
-    pub keeper_window_frames: u64,
-    /// Fixed mode: how far (samples) the window's minimum delay may move from the one set at
-    /// the start of the timeline before the delay keeper slips it back.
-    pub keeper_tolerance_samples: u64,
 }
 
 impl Default for PlayoutConfig {
@@ -97,8 +96,6 @@ impl Default for PlayoutConfig {
             latency_ns: 20_000_000,
             capacity_packets: 1024,
             idle_after_ns: 500_000_000,
-            keeper_window_frames: SAMPLE_RATE as u64,
-            keeper_tolerance_samples: 48,
         }
     }
 }
@@ -194,19 +191,30 @@ pub struct StreamPlayout {
     dec_pos: usize,
     last_frame_samples: u32,
     concealing: bool,
+    /// The buffer ran dry while playing: the concealment since then is pending, counted as
+    /// an underrun and concealment if the stream resumes, as its end if it does not.
     dry: bool,
     dry_samples: u64,
+    dry_frames: u64,
+    /// Output frames faded in after audio resumes from a faded-out dry run.
+    fade_in: u32,
     ended: bool,
-    keeper: DelayKeeper,
-    /// Packets wholly before this timestamp were skipped by the delay keeper, not late.
+    /// Packets wholly before this timestamp were discarded at the start, not late.
     skip_until_ts: u64,
-    /// Stream frames read so far: the timeline's domain. Equal to the output frame in
-    /// fixed mode; advances at the controlled rate in adaptive mode.
+    /// Stream frames read so far: the timeline's domain. Advances with the output frames,
+    /// at the drift rate, and jumps with time-scale modification.
     read_frame: u64,
-    /// Adaptive mode: the resampler between stream and output.
+    /// Drift follower between stream and output (rate 1: a bit-exact copy). Always
+    /// present; taken out while rendering.
     rate_stage: Option<RateStage>,
+    /// Adaptive mode: pitch-period time-scale modification that moves the delay.
+    stretch: Option<StretchStage>,
+    stretch_policy: StretchPolicy,
     estimator: DelayEstimator,
-    controller: RateController,
+    drift: DriftEstimator,
+    follower: DriftFollower,
+    /// Fixed mode: the delay's reference and its deviation (clock drift to correct).
+    hold: DelayHold,
     /// Extended timestamp whose media time is 0 (first packet since the last restart).
     ts_base: Option<u64>,
     target_delay_ns: i64,
@@ -220,69 +228,6 @@ pub struct StreamPlayout {
     recovery_depth: u64,
     /// When (pull time) the last missing packet was found.
     last_missing_ns: Option<i64>,
-}
-
-/// Holds a fixed playout delay when the sender's and the receiver's sample clocks differ
-/// (or an audio server drops a client's cycle): the minimum, per window, of the playout
-/// delay above the fastest path (see [`crate::delay`]) is compared with the minimum of the
-/// first window after the timeline started; a difference beyond the tolerance in the same
-/// direction for [`KEEPER_PERSISTENCE`] windows in a row is corrected at the next chunk
-/// boundary, by skipping audio (delay too high) or concealing (too low). Adaptive mode
-/// regulates the same measurement with an inaudible rate change instead.
-#[derive(Debug, Clone, Copy, Default)]
-struct DelayKeeper {
-    window_frames: u64,
-    window_min: Option<u64>,
-    reference: Option<u64>,
-    /// Deviations of the last windows beyond the tolerance, all of one sign (0 = none).
-    streak: [i64; KEEPER_PERSISTENCE],
-    streak_len: usize,
-    pending_shift: i64,
-}
-
-/// Windows in a row that must deviate the same way before the keeper slips: clock drift
-/// is persistent, a jitter spike is not.
-const KEEPER_PERSISTENCE: usize = 3;
-
-impl DelayKeeper {
-    fn reset(&mut self) {
-        *self = DelayKeeper::default();
-    }
-
-    fn observe(&mut self, delay: u64, frames: u64, cfg: &PlayoutConfig) {
-        self.window_min = Some(self.window_min.map_or(delay, |m| m.min(delay)));
-        self.window_frames += frames;
-        if self.window_frames < cfg.keeper_window_frames {
-            return;
-        }
-        let min = self.window_min.take().unwrap_or(delay);
-        self.window_frames = 0;
-        let Some(r) = self.reference else {
-            self.reference = Some(min);
-            return;
-        };
-        let diff = min as i64 - r as i64;
-        let same_sign = self.streak_len == 0 || (self.streak[0] > 0) == (diff > 0);
-        if diff.unsigned_abs() <= cfg.keeper_tolerance_samples || !same_sign {
-            self.streak_len = 0;
-            if diff.unsigned_abs() <= cfg.keeper_tolerance_samples {
-                return;
-            }
-        }
-        self.streak[self.streak_len] = diff;
-        self.streak_len += 1;
-        if self.streak_len == KEEPER_PERSISTENCE {
-            // Correct by the smallest deviation of the streak: never overshoot.
-            let smallest = self
-                .streak
-                .iter()
-                .copied()
-                .min_by_key(|d| d.unsigned_abs())
-                .unwrap_or(0);
-            self.pending_shift = smallest;
-            self.streak_len = 0;
-        }
-    }
 }
 
 /// Creating the stream failed.
@@ -333,21 +278,24 @@ impl StreamPlayout {
             concealing: false,
             dry: false,
             dry_samples: 0,
+            dry_frames: 0,
+            fade_in: FADE_FRAMES,
             ended: false,
-            keeper: DelayKeeper::default(),
             skip_until_ts: 0,
             read_frame: 0,
-            rate_stage: match cfg.mode {
-                DelayMode::Adaptive { .. } => {
-                    Some(RateStage::new(ch).map_err(|e| PlayoutError::Resampler(e.to_string()))?)
-                }
+            rate_stage: Some(RateStage::new(ch).map_err(|e| PlayoutError::Resampler(e.to_string()))?),
+            stretch: match cfg.mode {
+                DelayMode::Adaptive { .. } => Some(StretchStage::new(ch)),
                 DelayMode::Fixed => None,
             },
+            stretch_policy: StretchPolicy::new(),
             estimator: DelayEstimator::new(match cfg.mode {
                 DelayMode::Adaptive { quantile, .. } => quantile,
                 DelayMode::Fixed => 0.99,
             }),
-            controller: RateController::new(),
+            drift: DriftEstimator::new(),
+            follower: DriftFollower::new(),
+            hold: DelayHold::default(),
             ts_base: None,
             target_delay_ns: cfg.latency_ns,
             delay_ns: None,
@@ -387,12 +335,7 @@ impl StreamPlayout {
 
     /// Audio buffered ahead of the playout point, in samples (0 when not playing).
     pub fn buffered_samples(&self, next_out_frame: u64) -> u64 {
-        let pos = if self.rate_stage.is_some() {
-            self.read_frame
-        } else {
-            next_out_frame
-        };
-        match self.timeline.and_then(|t| t.ts_at(pos)) {
+        match self.playing_ts(next_out_frame) {
             Some(ts) => self.highest_ts_end.saturating_sub(ts),
             None => 0,
         }
@@ -408,27 +351,26 @@ impl StreamPlayout {
         self.delay_ns
     }
 
-    /// Playout rate (stream samples per output sample); 1 in fixed mode.
+    /// Playout rate (stream samples per output sample): exactly 1 unless clock drift is
+    /// being corrected.
     pub fn rate(&self) -> f64 {
-        self.rate_stage.as_ref().map_or(1.0, |r| r.rate())
+        self.follower.rate()
     }
 
-    /// Estimated clock offset of the sender relative to the output (adaptive mode).
+    /// Estimated clock offset of the sender relative to the output device (stream samples
+    /// per output sample − 1), measured on its own (see [`crate::drift`]); 0 until known.
     pub fn drift(&self) -> f64 {
-        self.controller.drift()
+        self.drift.drift().unwrap_or(0.0)
     }
 
     /// RTP timestamp (extended) of the sample the device plays at the first frame of the
     /// next pull; in adaptive mode this accounts for the frames inside the rate stage.
-    pub fn playing_ts(&self, out_frame: u64) -> Option<u64> {
+    pub fn playing_ts(&self, _out_frame: u64) -> Option<u64> {
         let tl = self.timeline?;
-        match &self.rate_stage {
-            None => tl.ts_at(out_frame),
-            Some(stage) => {
-                let ts = tl.ts_at(self.read_frame)?;
-                Some(ts.saturating_sub(stage.latency_stream_frames().round() as u64))
-            }
-        }
+        let ts = tl.ts_at(self.read_frame)?;
+        let rate = self.rate_stage.as_ref().map_or(0.0, |r| r.latency_stream_frames());
+        let stretch = self.stretch.as_ref().map_or(0, |s| s.ahead_frames());
+        Some(ts.saturating_sub(rate.round() as u64 + stretch as u64))
     }
 
     /// Original packets waiting in the jitter buffer, and its capacity. O(capacity).
@@ -575,6 +517,7 @@ impl StreamPlayout {
         let base = *self.ts_base.get_or_insert(ext_ts);
         let media = frames_to_ns(ext_ts as i64 - base as i64);
         self.estimator.observe(arrival_ns, media);
+        self.drift.observe_packet(arrival_ns, media);
     }
 
     /// Forget the sequence/timestamp spaces and the timeline (sender restarted).
@@ -589,9 +532,16 @@ impl StreamPlayout {
         self.ts_base = None;
         self.highest_seq = None;
         self.estimator.reset();
+        self.drift.reset();
     }
 
+    /// The timeline ends: the stream stopped (BYE, silence, a sender restart). Counted as
+    /// `ended`; a dry run's pending concealment was the end, not a glitch, and is dropped.
     fn go_idle(&mut self) {
+        if self.timeline.is_some() {
+            self.counters.ended += 1;
+        }
+        self.dry_frames = 0;
         self.timeline = None;
         self.first_pending = None;
         self.newest_pending = None;
@@ -605,7 +555,11 @@ impl StreamPlayout {
         if let Some(stage) = self.rate_stage.as_mut() {
             stage.reset();
         }
-        self.controller = RateController::new();
+        if let Some(stage) = self.stretch.as_mut() {
+            stage.reset();
+        }
+        self.stretch_policy = StretchPolicy::new();
+        self.hold = DelayHold::default();
         self.delay_ns = None;
         let _ = self.decoder.reset_state();
     }
@@ -614,14 +568,19 @@ impl StreamPlayout {
         let (Some(first), Some(newest)) = (self.first_pending, self.newest_pending) else {
             return;
         };
+        let mut start_delay_ns = self.target_delay_ns;
         if let DelayMode::Adaptive { min_ns, max_ns, .. } = self.cfg.mode {
-            // Warm-up: listen to the path for a moment, then start from the largest relative
-            // delay seen (a conservative start; the target then falls slowly to the quantile).
+            // Warm-up: listen to the path for a moment, then start *above* what it showed
+            // (twice the largest relative delay seen, one frame and one period more): the
+            // delay then comes down to the target by removing pitch periods, and never has
+            // to be built up by playing slow.
             if now_ns - first.arrival_ns < ADAPTIVE_WARMUP_NS {
                 return;
             }
-            let start = self.estimator.quantile_at(1.0) + frames_to_ns(PULL_MARGIN_FRAMES) + 500_000;
-            self.target_delay_ns = self.target_delay_ns.max(start).clamp(min_ns, max_ns.max(min_ns));
+            let safe = 2 * self.estimator.quantile_at(1.0)
+                + frames_to_ns(PULL_MARGIN_FRAMES + self.last_frame_samples as i64)
+                + 500_000;
+            start_delay_ns = self.target_delay_ns.max(safe).clamp(min_ns, max_ns.max(min_ns));
         }
         let adaptive_start = match (self.cfg.mode, self.ts_base, self.estimator.min_transit_ns()) {
             // Adaptive: start with the delay above the fastest path equal to the target, so
@@ -629,7 +588,7 @@ impl StreamPlayout {
             (DelayMode::Adaptive { .. }, Some(base), Some(min_transit)) => {
                 let media = frames_to_ns(first.ext_ts as i64 - base as i64);
                 Some(
-                    out_frame as i64 + ns_to_frames_ceil(media + min_transit + self.target_delay_ns - now_ns),
+                    out_frame as i64 + ns_to_frames_ceil(media + min_transit + start_delay_ns - now_ns),
                 )
             }
             _ => None,
@@ -663,7 +622,7 @@ impl StreamPlayout {
         if self.timelines_started > 1 {
             self.counters.resyncs += 1;
         }
-        self.keeper.reset();
+        self.hold = DelayHold::default();
         self.first_pending = None;
         self.newest_pending = None;
         self.dec_len = 0;
@@ -704,40 +663,57 @@ impl StreamPlayout {
     pub fn pull(&mut self, out: &mut [f32], out_frame: u64, now_ns: i64, sink: &mut impl SegmentSink) {
         let ch = self.cfg.channels;
         let frames = out.len() / ch;
-        let period_ns = frames_to_ns(frames as i64);
-        self.update_delay(out_frame, now_ns, period_ns);
-        let Some(mut stage) = self.rate_stage.take() else {
-            // Fixed mode: the stream position is the output frame, sample for sample.
-            if self.timeline.is_none() {
-                self.establish(out_frame, now_ns);
-            }
-            self.read_stream(out, out_frame, sink);
-            self.keep_delay(frames as u64);
+        self.drift.observe_output(now_ns, out_frame);
+        self.update_delay(out_frame, now_ns, frames);
+        if self.timeline.is_none() {
+            // the next frame read plays after the frames the stages still hold
+            let held = self.rate_stage.as_ref().map_or(0.0, |r| r.latency_stream_frames()).round() as i64
+                + self.stretch.as_ref().map_or(0, |s| s.ahead_frames()) as i64;
+            self.establish(self.read_frame, now_ns + frames_to_ns(held));
+        }
+        let request = self.stretch_request(now_ns);
+        let (Some(mut rate), mut stretch) = (self.rate_stage.take(), self.stretch.take()) else {
+            out.fill(0.0);
             return;
         };
-        if self.timeline.is_none() {
-            self.establish(self.read_frame, now_ns);
-        }
-        stage.set_rate(self.controller.rate());
+        rate.set_rate(self.follower.rate());
         let mut read_frame = self.read_frame;
-        stage.render(out, |buf| {
-            self.read_stream(buf, read_frame, sink);
-            read_frame += (buf.len() / ch) as u64;
+        let mut request = request;
+        rate.render(out, |buf| {
+            let mut read = |b: &mut [f32]| {
+                self.read_stream(b, read_frame, sink);
+                read_frame += (b.len() / ch) as u64;
+            };
+            match stretch.as_mut() {
+                Some(st) => st.render(buf, request.take(), &mut read),
+                None => read(buf),
+            }
         });
+        if let Some(st) = stretch.as_mut() {
+            let spliced = st.take_splice();
+            if spliced != 0 {
+                self.counters.tsm_operations += 1;
+                if spliced > 0 {
+                    self.counters.tsm_removed_samples += spliced as u64;
+                } else {
+                    self.counters.tsm_inserted_samples += spliced.unsigned_abs();
+                }
+                self.stretch_policy.spliced(now_ns);
+            }
+        }
         self.read_frame = read_frame;
-        self.rate_stage = Some(stage);
+        self.rate_stage = Some(rate);
+        self.stretch = stretch;
     }
 
-    /// Measure the delay above the fastest path, update the target (adaptive) and the rate.
-    fn update_delay(&mut self, out_frame: u64, now_ns: i64, period_ns: i64) {
-        let dt = self
-            .last_pull_ns
-            .map_or(0.0, |l| ((now_ns - l).max(0)) as f64 * 1e-9);
+    /// Measure the delay above the fastest path, update the target (adaptive), and the
+    /// rate that follows clock drift.
+    fn update_delay(&mut self, out_frame: u64, now_ns: i64, frames: usize) {
         self.last_pull_ns = Some(now_ns);
         if let DelayMode::Adaptive { min_ns, max_ns, .. } = self.cfg.mode {
             if self.estimator.samples() > 0 {
                 // a packet must be there at the start of the callback that needs it
-                let mut want = self.estimator.quantile_ns() + period_ns + 500_000;
+                let mut want = self.estimator.target_ns(now_ns) + frames_to_ns(frames as i64) + 500_000;
                 // while packets are being lost, hold the frames that can recover them
                 // (FEC of the next packet, RFC 2198 copies in the next ones)
                 if self.last_missing_ns.is_some_and(|t| now_ns - t < LOSS_MEMORY_NS) {
@@ -757,19 +733,56 @@ impl StreamPlayout {
         let media = frames_to_ns(ts as i64 - base as i64);
         let delay = now_ns - media - min_transit;
         self.delay_ns = Some(delay);
-        if self.rate_stage.is_some() && self.timeline.is_some() && dt > 0.0 && dt < 1.0 {
-            self.controller
-                .update((delay - self.target_delay_ns) as f64 * 1e-9, dt);
-        }
+        let fixed_error = match self.cfg.mode {
+            DelayMode::Fixed => self.hold.observe(delay, frames as u64),
+            DelayMode::Adaptive { .. } => None,
+        };
+        self.follower.update(self.drift.drift(), fixed_error);
     }
 
-    /// Delay keeper of fixed mode: observes the delay above the fastest path (the quantity
-    /// the adaptive controller regulates; loss does not move it, drift does).
-    fn keep_delay(&mut self, frames: u64) {
-        if let (Some(d), Some(_)) = (self.delay_ns, self.timeline) {
-            let d_frames = ns_to_frames_ceil(d.max(0));
-            self.keeper.observe(d_frames as u64, frames, &self.cfg);
+    /// Adaptive mode: what to ask of the time-scale modification in this block.
+    fn stretch_request(&mut self, now_ns: i64) -> Option<StretchRequest> {
+        self.stretch.as_ref()?;
+        self.timeline?;
+        let delay = self.delay_ns?;
+        let (accelerate, max_ns, min_quality) = self.stretch_policy.decide(delay, self.target_delay_ns, now_ns)?;
+        let max_frames = ns_to_frames_ceil(max_ns).max(0) as usize;
+        let lookahead_frames = self.lookahead_frames();
+        Some(if accelerate {
+            StretchRequest::Accelerate {
+                max_frames,
+                lookahead_frames,
+                min_quality,
+            }
+        } else {
+            StretchRequest::Expand {
+                max_frames,
+                lookahead_frames,
+                min_quality,
+            }
+        })
+    }
+
+    /// Stream frames that can be read ahead of the read position without concealing: the
+    /// rest of the decoded packet and the buffered packets that follow it without a gap.
+    fn lookahead_frames(&self) -> usize {
+        let mut frames = (self.dec_len - self.dec_pos.min(self.dec_len)) as u64;
+        let Some(mut ts) = self.timeline.and_then(|t| t.ts_at(self.read_frame)).map(|t| t + frames) else {
+            return 0;
+        };
+        let mut seq = self.next_seq;
+        for _ in 0..self.store.capacity() {
+            match self.store.get(seq) {
+                Some((m, _)) if m.ext_ts <= ts && m.ext_ts + m.duration_samples as u64 > ts => {
+                    let end = m.ext_ts + m.duration_samples as u64;
+                    frames += end - ts;
+                    ts = end;
+                    seq += 1;
+                }
+                _ => break,
+            }
         }
+        frames as usize
     }
 
     /// Produce stream frames for timeline positions `[pos, pos + n)` (interleaved).
@@ -803,25 +816,21 @@ impl StreamPlayout {
                 continue;
             }
             if self.dec_pos >= self.dec_len {
-                let mut tl = tl;
-                let shift = std::mem::take(&mut self.keeper.pending_shift);
-                if shift > 0 {
-                    tl.ts0 += shift as u64;
-                    self.counters.skipped_samples += shift as u64;
-                    self.counters.delay_corrections += 1;
-                    self.skip_until_ts = tl.ts0 + (f - tl.out_frame0);
-                } else if shift < 0 {
-                    tl.ts0 = tl.ts0.saturating_sub(shift.unsigned_abs());
-                    self.counters.inserted_samples += shift.unsigned_abs();
-                    self.counters.delay_corrections += 1;
-                }
-                self.timeline = Some(tl);
                 let need_ts = tl.ts0 + (f - tl.out_frame0);
                 self.refill(need_ts, f, sink);
                 continue;
             }
             let n = (self.dec_len - self.dec_pos).min(frames - i);
-            out[i * ch..(i + n) * ch].copy_from_slice(&self.dec[self.dec_pos * ch..(self.dec_pos + n) * ch]);
+            let dst = &mut out[i * ch..(i + n) * ch];
+            dst.copy_from_slice(&self.dec[self.dec_pos * ch..(self.dec_pos + n) * ch]);
+            if self.fade_in < FADE_FRAMES {
+                // audio resumes after a dry run that faded out: fade it in
+                for frame in dst.chunks_exact_mut(ch) {
+                    let g = (self.fade_in.min(FADE_FRAMES) as f32) / FADE_FRAMES as f32;
+                    frame.iter_mut().for_each(|x| *x *= g);
+                    self.fade_in = self.fade_in.saturating_add(1);
+                }
+            }
             self.dec_pos += n;
             i += n;
         }
@@ -905,9 +914,8 @@ impl StreamPlayout {
                     } else {
                         self.counters.played += 1;
                     }
+                    self.resume();
                     self.concealing = false;
-                    self.dry = false;
-                    self.dry_samples = 0;
                     sink.segment(&Segment {
                         out_frame,
                         frames: (n - self.dec_pos) as u32,
@@ -936,6 +944,7 @@ impl StreamPlayout {
             }
         }
         if !self.store.is_empty() {
+            self.resume();
             // The packet due now is missing but later ones are buffered: lost (or late).
             // If the next buffered packet already starts at or before the playout point,
             // the missing ones' time was concealed while the buffer was dry: they are over.
@@ -965,24 +974,54 @@ impl StreamPlayout {
             self.conceal(self.last_frame_samples, need_ts, out_frame, sink);
             return true;
         }
-        // Nothing buffered ahead of the playout point: the buffer ran dry.
+        // Nothing buffered ahead of the playout point: the buffer ran dry. Either a packet
+        // is late (an underrun, known only when the stream resumes) or the stream ended.
         if self.ended {
             self.go_idle();
             return true;
         }
-        if !self.dry {
-            self.dry = true;
-            self.counters.underruns += 1;
-        }
+        self.dry = true;
         // a packet is late or lost: make room for recovery (adaptive mode)
         self.last_missing_ns = self.last_pull_ns;
-        self.dry_samples += self.last_frame_samples as u64;
-        if frames_to_ns(self.dry_samples as i64) >= self.cfg.idle_after_ns {
+        if frames_to_ns((self.dry_samples + self.last_frame_samples as u64) as i64) > self.cfg.idle_after_ns {
             self.go_idle();
             return true;
         }
         self.conceal(self.last_frame_samples, need_ts, out_frame, sink);
         true
+    }
+
+    /// Audio comes from the stream again after a dry run: the run was an underrun, and its
+    /// concealment counts.
+    fn resume(&mut self) {
+        if !self.dry {
+            return;
+        }
+        self.dry = false;
+        self.counters.underruns += 1;
+        self.counters.concealed_samples += self.dry_samples;
+        self.counters.concealed_frames += self.dry_frames;
+        self.count_concealment_run(self.dry_samples);
+        if self.dry_samples > self.last_frame_samples as u64 {
+            self.fade_in = 0;
+        }
+        self.dry_samples = 0;
+        self.dry_frames = 0;
+    }
+
+    /// Concealment events (runs) and interruptions (runs of 150 ms or more).
+    fn count_concealment_run(&mut self, samples: u64) {
+        if !self.concealing {
+            self.concealing = true;
+            self.counters.concealment_events += 1;
+            self.conceal_run = 0;
+            self.interrupted = false;
+        }
+        self.conceal_run += samples;
+        if !self.interrupted && self.conceal_run >= INTERRUPTION_SAMPLES {
+            self.interrupted = true;
+            self.counters.interruptions += 1;
+        }
     }
 
     fn recover_fec(&mut self, lost_seq: u64, need_ts: u64) -> bool {
@@ -1021,18 +1060,24 @@ impl StreamPlayout {
         }
         self.dec_len = samples as usize;
         self.dec_pos = 0;
-        self.counters.concealed_samples += samples as u64;
-        self.counters.concealed_frames += 1;
-        if !self.concealing {
-            self.concealing = true;
-            self.counters.concealment_events += 1;
-            self.conceal_run = 0;
-            self.interrupted = false;
-        }
-        self.conceal_run += samples as u64;
-        if !self.interrupted && self.conceal_run >= INTERRUPTION_SAMPLES {
-            self.interrupted = true;
-            self.counters.interruptions += 1;
+        if self.dry {
+            // Pending until the stream resumes or ends. After its first frame the
+            // concealment fades out (10 ms) to silence: a stream that stopped plays at most
+            // one frame of concealment.
+            let faded_from = self.dry_samples.saturating_sub(self.last_frame_samples as u64);
+            for (k, frame) in self.dec[..samples as usize * ch].chunks_exact_mut(ch).enumerate() {
+                let played = faded_from + k as u64;
+                if self.dry_samples >= self.last_frame_samples as u64 {
+                    let g = 1.0 - (played.min(FADE_FRAMES as u64) as f32 / FADE_FRAMES as f32);
+                    frame.iter_mut().for_each(|x| *x *= g);
+                }
+            }
+            self.dry_samples += samples as u64;
+            self.dry_frames += 1;
+        } else {
+            self.counters.concealed_samples += samples as u64;
+            self.counters.concealed_frames += 1;
+            self.count_concealment_run(samples as u64);
         }
         sink.segment(&Segment {
             out_frame,

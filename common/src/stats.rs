@@ -186,7 +186,8 @@ pub struct StreamCounters {
     /// Buffered packets thrown away on purpose: sender restart, the start of a timeline
     /// (audio older than the chosen delay), delay-keeper slips.
     pub discarded: u64,
-    /// New playout timelines started after a sender restart or a long outage.
+    /// New playout timelines started after a sender restart or after the stream ended (an
+    /// outage longer than the idle time).
     pub resyncs: u64,
     /// Packets that arrived after a packet with a higher sequence number.
     pub reordered: u64,
@@ -196,13 +197,15 @@ pub struct StreamCounters {
     pub concealed_frames: u64,
     /// Runs of concealment of 150 ms or more.
     pub interruptions: u64,
-    /// Slips made by the fixed-delay keeper to hold the delay against clock drift.
-    pub delay_corrections: u64,
-    /// Samples dropped by those slips (buffer level too high).
-    pub skipped_samples: u64,
-    /// Samples of concealment inserted by those slips (level too low); also counted in
-    /// `concealed_samples`.
-    pub inserted_samples: u64,
+    /// Pitch-period splices made by the adaptive delay (time-scale modification).
+    pub tsm_operations: u64,
+    /// Samples removed by them (delay lowered without a pitch change).
+    pub tsm_removed_samples: u64,
+    /// Samples repeated by them (delay raised without a pitch change).
+    pub tsm_inserted_samples: u64,
+    /// Times the stream stopped (BYE, silence, sender restart) and its playout ended: not
+    /// counted as underrun, concealment or interruption.
+    pub ended: u64,
 }
 impl std::ops::AddAssign for StreamCounters {
     fn add_assign(&mut self, o: StreamCounters) {
@@ -225,9 +228,10 @@ impl std::ops::AddAssign for StreamCounters {
         self.recovered_red += o.recovered_red;
         self.concealed_frames += o.concealed_frames;
         self.interruptions += o.interruptions;
-        self.delay_corrections += o.delay_corrections;
-        self.skipped_samples += o.skipped_samples;
-        self.inserted_samples += o.inserted_samples;
+        self.tsm_operations += o.tsm_operations;
+        self.tsm_removed_samples += o.tsm_removed_samples;
+        self.tsm_inserted_samples += o.tsm_inserted_samples;
+        self.ended += o.ended;
     }
 }
 

@@ -123,8 +123,9 @@ fn clean_network_plays_every_sample_with_exact_fixed_delay() {
     let c = p.counters();
     assert_eq!(c.packets_received, 100);
     assert_eq!((c.missing, c.late, c.duplicates, c.decode_errors), (0, 0, 0, 0));
-    // the only concealment is after the stream ended (one underrun, the buffer ran dry)
-    assert_eq!(c.underruns, 1);
+    // the only concealment is after the stream ended: not a glitch (its end is counted
+    // once the stream has been silent for `idle_after`, later than this run)
+    assert_eq!((c.underruns, c.concealment_events, c.concealed_samples), (0, 0, 0));
     let last_packet_end = segs
         .iter()
         .filter(|s| matches!(s.source, SampleSource::Packet { .. }))
@@ -168,10 +169,10 @@ fn lost_packet_is_concealed_and_counted() {
     let (out, p, segs) = run(&e, cfg(20), 64, 50_048, |i| if i == 40 { None } else { Some(0) });
     let c = p.counters();
     assert_eq!(c.packets_received, 99);
-    assert_eq!(c.underruns, 1); // end of stream
+    assert_eq!(c.underruns, 0); // the end of the stream is not a glitch
     assert_eq!(c.missing, 1);
     assert_eq!(c.recovered_fec, 0); // CELT carries no FEC
-    assert_eq!(c.concealment_events, 2); // the loss, and the end of the stream
+    assert_eq!(c.concealment_events, 1); // the loss
     assert_eq!(p.register().cumulative_lost(), 1);
     let off = offset_of(&p, 0) as usize;
     // samples before the loss are bit-exact
@@ -253,8 +254,9 @@ fn outage_longer_than_buffer_recovers_with_new_timeline() {
         }
     });
     let c = p.counters();
-    assert_eq!(c.underruns, 1);
-    assert_eq!(c.resyncs, 1);
+    // an outage longer than `idle_after` ends the timeline (one frame of concealment, faded
+    // out); the packets after it start a new one
+    assert_eq!((c.underruns, c.ended, c.resyncs), (0, 1, 1));
     // after the resync, audio plays with the same 20 ms delay: packet 150 is sent at 151*10ms
     // and plays 20 ms after arrival
     let tl = p.timeline().unwrap();
@@ -314,14 +316,15 @@ fn garbage_payload_is_concealed_not_fatal() {
     assert_eq!(p.counters().played, 20 - 1);
 }
 
-/// Sender clock runs `ppm` fast or slow relative to the receiver's: the fixed-delay keeper
-/// holds the buffer level (and so the delay) within its tolerance by slipping.
+/// Sender clock runs `ppm` fast or slow relative to the receiver's: in fixed mode the rate
+/// stage follows the measured drift, so the buffer level (and so the delay) holds without a
+/// single slip or concealed sample.
 fn drift_run(ppm: f64) -> (StreamPlayout, Vec<i64>) {
     drift_run_with(ppm, |_| 0)
 }
 
 fn drift_run_with(ppm: f64, extra_delay_ns: impl Fn(usize) -> i64) -> (StreamPlayout, Vec<i64>) {
-    let secs = 30usize;
+    let secs = 40usize;
     let sig = noise(48_000 * secs, 9);
     let e = encode(&sig, 480, opus::Application::LowDelay, false, 0, 0);
     let mut p = StreamPlayout::new(1, cfg(20)).unwrap();
@@ -348,37 +351,38 @@ fn drift_run_with(ppm: f64, extra_delay_ns: impl Fn(usize) -> i64) -> (StreamPla
     (p, levels)
 }
 
+fn assert_held(ppm: f64) {
+    let (p, levels) = drift_run(ppm);
+    let c = p.counters();
+    assert_eq!(
+        (c.missing, c.late, c.underruns, c.concealed_samples, c.tsm_operations),
+        (0, 0, 0, 0, 0),
+        "{c:?}"
+    );
+    assert!((p.drift() * 1e6 - ppm).abs() < 20.0, "drift {} ppm", p.drift() * 1e6);
+    assert!((p.rate() - 1.0 - ppm * 1e-6).abs() < 250e-6, "rate {}", p.rate());
+    // the level moves while the estimate forms (a few seconds), then holds
+    let settled = &levels[10..];
+    let spread = settled.iter().max().unwrap() - settled.iter().min().unwrap();
+    assert!(spread < 48 * 3, "level wandered {spread} samples: {levels:?}");
+}
+
 #[test]
 fn fixed_delay_holds_against_fast_sender_clock() {
-    // 1000 ppm fast: 48 extra samples per second would pile up (1.4 s -> 30 s: 1.4 ms... x30)
-    let (p, levels) = drift_run(1000.0);
-    let c = p.counters();
-    assert!(c.delay_corrections >= 5, "{c:?}");
-    assert!(c.skipped_samples >= 1000, "{c:?}");
-    assert_eq!(c.inserted_samples, 0);
-    assert_eq!((c.missing, c.late, c.underruns), (0, 0, 0), "{c:?}");
-    let spread = levels.iter().skip(2).max().unwrap() - levels.iter().skip(2).min().unwrap();
-    assert!(spread < 48 * 8, "level wandered {spread} samples: {levels:?}");
+    assert_held(1000.0);
 }
 
 #[test]
 fn fixed_delay_holds_against_slow_sender_clock() {
-    let (p, levels) = drift_run(-1000.0);
-    let c = p.counters();
-    assert!(c.delay_corrections >= 5, "{c:?}");
-    assert!(c.inserted_samples >= 1000, "{c:?}");
-    assert_eq!(c.skipped_samples, 0);
-    assert_eq!(c.underruns, 0, "{c:?}");
-    let spread = levels.iter().skip(2).max().unwrap() - levels.iter().skip(2).min().unwrap();
-    assert!(spread < 48 * 8, "level wandered {spread} samples: {levels:?}");
+    assert_held(-1000.0);
 }
 
 #[test]
-fn no_corrections_without_drift() {
+fn without_drift_the_rate_is_exactly_one() {
     let (p, _) = drift_run(0.0);
     let c = p.counters();
-    assert_eq!(c.delay_corrections, 0, "{c:?}");
-    assert_eq!(c.concealed_samples, 0);
+    assert_eq!(p.rate(), 1.0);
+    assert_eq!(c.concealed_samples, 0, "{c:?}");
 }
 
 #[test]
@@ -386,7 +390,7 @@ fn jitter_spikes_are_not_mistaken_for_drift() {
     // every 4 s, one packet 8 ms late (still within the 20 ms buffer)
     let (p, _) = drift_run_with(0.0, |i| if i % 400 == 150 { 8_000_000 } else { 0 });
     let c = p.counters();
-    assert_eq!(c.delay_corrections, 0, "{c:?}");
+    assert_eq!(p.rate(), 1.0);
     assert_eq!((c.late, c.concealed_samples), (0, 0), "{c:?}");
 }
 

@@ -27,7 +27,10 @@ fn replay_matches(stream: &Stream, o: &Outcome, first_seq_ext: u64) {
             .iter()
             .find(|n| n.frames > 0)
             .map_or(u64::MAX, |n| n.out_frame);
-        let played = (s.frames as u64).min(end.saturating_sub(s.out_frame)) as usize;
+        // (the rate stage reads a few frames ahead: those past the end were not played)
+        let played = (s.frames as u64)
+            .min(end.saturating_sub(s.out_frame))
+            .min((o.output.len() as u64).saturating_sub(s.out_frame)) as usize;
         let produced: &[f32] = match s.source {
             SampleSource::Silence => {
                 assert!(o.output[s.out_frame as usize..][..played]

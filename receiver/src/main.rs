@@ -714,11 +714,13 @@ fn print_summary(s: &serde_json::Value, reason: StopReason) {
         s["lost"], s["missing"], s["recovered_fec"], s["recovered_red"]
     );
     eprintln!(
-        "  concealed {:.1} ms in {} events ({} interruptions >= 150 ms), underruns {}, xruns {}, resyncs {}, bad datagrams {}, socket drops {}, jitter {:.2} ms",
+        "  concealed {:.1} ms in {} events ({} interruptions >= 150 ms), underruns {}, streams ended {}, pitch-period splices {}, xruns {}, resyncs {}, bad datagrams {}, socket drops {}, jitter {:.2} ms",
         f("concealed_ms"),
         s["concealment_events"],
         s["interruptions"],
         s["underruns"],
+        s["ended"],
+        s["tsm_operations"],
         s["xruns"],
         s["resyncs"],
         s["dropped"].as_object().map(|m| m.values().filter_map(|v| v.as_u64()).sum::<u64>()).unwrap_or(0),

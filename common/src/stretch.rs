@@ -1,0 +1,174 @@
+//! The stage between a stream's decoder and its rate stage that carries out the delay
+//! policy's requests to play faster or slower *without changing pitch*: it keeps the last
+//! frames it played (history) and, when asked, a little decoded audio ahead, and lets
+//! [`crate::tsm::TimeStretch`] remove or repeat whole pitch periods there.
+//!
+//! Why here: the adaptive delay used to move by resampling at up to ±2 % (a pitch change of
+//! up to 34 cents, audible on any tone). Removing or repeating a pitch period moves the
+//! delay by 2.5–15 ms at once with the pitch untouched, as WebRTC NetEq's accelerate and
+//! preemptive expand do. The rate stage after this one is left with clock drift alone.
+//!
+//! Accounting: the stage reports the frames it took from the decoder but has not played
+//! yet ([`StretchStage::ahead_frames`]), so the caller always knows which stream sample
+//! plays next; a removal moves that point forward by the removed frames, a repetition
+//! back. Between requests the stage holds nothing ahead: it adds no delay. Everything is
+//! allocated in [`StretchStage::new`].
+
+use crate::tsm::TimeStretch;
+
+/// What the delay policy asks of the next block.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StretchRequest {
+    /// Remove up to `max_frames` (the delay is too high). `lookahead_frames`: decoded audio
+    /// the caller can supply ahead of the play point without concealing (the packets are
+    /// buffered). `min_quality`: the splice's correlation required (0 = any).
+    Accelerate {
+        max_frames: usize,
+        lookahead_frames: usize,
+        min_quality: f32,
+    },
+    /// Repeat up to `max_frames` (the delay is too low).
+    Expand {
+        max_frames: usize,
+        lookahead_frames: usize,
+        min_quality: f32,
+    },
+}
+
+/// Smallest change worth a splice: half a millisecond.
+const MIN_SPLICE_FRAMES: usize = 24;
+/// Most frames fetched from the source per call.
+const FETCH_MAX: usize = 1024;
+
+pub struct StretchStage {
+    tsm: TimeStretch,
+    channels: usize,
+    /// Interleaved frames: `[0, play)` played (history), `[play, len)` fetched, not played.
+    buf: Vec<f32>,
+    len: usize,
+    play: usize,
+    /// Signed frames of the last splice (+ removed, − repeated), taken by the caller.
+    last_splice: i64,
+}
+
+impl StretchStage {
+    pub fn new(channels: usize) -> Self {
+        let ch = channels.max(1);
+        let frames = TimeStretch::HISTORY_FRAMES + TimeStretch::LOOKAHEAD_FRAMES + FETCH_MAX;
+        StretchStage {
+            tsm: TimeStretch::new(ch),
+            channels: ch,
+            buf: crate::mem::resident_vec(frames * ch, 0.0),
+            len: 0,
+            play: 0,
+            last_splice: 0,
+        }
+    }
+
+    /// Frames taken from the source that have not been played yet.
+    pub fn ahead_frames(&self) -> usize {
+        self.len - self.play
+    }
+
+    /// Forget the history (a new timeline starts).
+    pub fn reset(&mut self) {
+        self.len = 0;
+        self.play = 0;
+        self.last_splice = 0;
+    }
+
+    /// Signed frames of the splice made since the last call (+ removed, − repeated).
+    pub fn take_splice(&mut self) -> i64 {
+        std::mem::take(&mut self.last_splice)
+    }
+
+    /// Try the request (at most one splice per call), then fill `out` (interleaved) with
+    /// the next frames. `source` fills the slice it gets with the next stream frames.
+    pub fn render(&mut self, out: &mut [f32], request: Option<StretchRequest>, mut source: impl FnMut(&mut [f32])) {
+        if let Some(r) = request {
+            self.splice(r, &mut source);
+        }
+        let ch = self.channels;
+        let frames = out.len() / ch;
+        let mut k = 0;
+        while k < frames {
+            if self.play < self.len {
+                let n = (self.len - self.play).min(frames - k);
+                out[k * ch..(k + n) * ch].copy_from_slice(&self.buf[self.play * ch..(self.play + n) * ch]);
+                self.play += n;
+                k += n;
+            } else {
+                let n = (frames - k).min(FETCH_MAX);
+                self.make_room(n);
+                let dst = &mut self.buf[self.len * ch..(self.len + n) * ch];
+                source(dst);
+                out[k * ch..(k + n) * ch].copy_from_slice(dst);
+                self.len += n;
+                self.play = self.len;
+                k += n;
+            }
+        }
+    }
+
+    /// Drop history beyond what a splice can use so that `n` more frames fit.
+    fn make_room(&mut self, n: usize) {
+        let ch = self.channels;
+        let cap = self.buf.len() / ch;
+        if self.len + n <= cap {
+            return;
+        }
+        let keep_from = self.play.saturating_sub(TimeStretch::HISTORY_FRAMES);
+        self.buf.copy_within(keep_from * ch..self.len * ch, 0);
+        self.len -= keep_from;
+        self.play -= keep_from;
+    }
+
+    fn splice(&mut self, r: StretchRequest, source: &mut impl FnMut(&mut [f32])) {
+        let (max_frames, lookahead, q, accelerate) = match r {
+            StretchRequest::Accelerate {
+                max_frames,
+                lookahead_frames,
+                min_quality,
+            } => (max_frames, lookahead_frames, min_quality, true),
+            StretchRequest::Expand {
+                max_frames,
+                lookahead_frames,
+                min_quality,
+            } => (max_frames, lookahead_frames, min_quality, false),
+        };
+        if max_frames < MIN_SPLICE_FRAMES {
+            return;
+        }
+        // Audio needed after the play point: a removal reads up to its length plus the
+        // cross-fade, a repetition only the cross-fade.
+        let want = if accelerate {
+            TimeStretch::LOOKAHEAD_FRAMES
+        } else {
+            TimeStretch::OVERLAP_FRAMES
+        };
+        let have = self.len - self.play;
+        if have < want {
+            let fetch = want - have;
+            if fetch > lookahead {
+                return;
+            }
+            let ch = self.channels;
+            self.make_room(fetch);
+            source(&mut self.buf[self.len * ch..(self.len + fetch) * ch]);
+            self.len += fetch;
+        }
+        let ch = self.channels;
+        let buf = &mut self.buf[..self.len * ch];
+        if accelerate {
+            if let Some(s) = self.tsm.accelerate(buf, self.play, MIN_SPLICE_FRAMES, max_frames, q) {
+                let t = s.frames.min(self.len - self.play);
+                self.play += t;
+                self.last_splice += t as i64;
+            }
+        } else if let Some(s) = self.tsm.expand(buf, self.play, MIN_SPLICE_FRAMES, max_frames, q) {
+            let t = s.frames.min(self.play);
+            self.play -= t;
+            self.last_splice -= t as i64;
+        }
+    }
+}
