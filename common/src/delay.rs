@@ -39,7 +39,8 @@ pub const FORGET_TIME_CONSTANT_S: f64 = 2.0;
 /// Histogram resolution and range.
 pub const BUCKET_NS: i64 = 500_000;
 pub const BUCKETS: usize = 2000;
-/// Peaks: relative delays this far above the quantile are remembered as peak events...
+/// Peaks: relative delays beyond twice the quantile plus this are remembered as peak
+/// events (the tail of ordinary jitter stays below)...
 const PEAK_ABOVE_NS: i64 = 2_000_000;
 /// ...packets within this time of each other form one event (a burst after a stall)...
 const PEAK_EVENT_NS: i64 = 200_000_000;
@@ -138,7 +139,7 @@ impl DelayEstimator {
         self.top = self.top.max(bucket);
         self.total += self.weight;
         self.samples += 1;
-        if relative > self.quantile_ns() + PEAK_ABOVE_NS {
+        if relative > 2 * self.quantile_ns() + PEAK_ABOVE_NS {
             self.note_peak(arrival_ns, relative);
         }
         relative
@@ -256,12 +257,15 @@ pub struct StretchPolicy {
     error_since_ns: Option<i64>,
 }
 
-pub const ACCELERATE_ABOVE_NS: i64 = 2_000_000;
+/// A removal is at least one 2.5 ms lag and leaves [`SPLICE_MARGIN_NS`]: asked for from 3 ms.
+pub const ACCELERATE_ABOVE_NS: i64 = 3_000_000;
 pub const EXPAND_BELOW_NS: i64 = 1_000_000;
 const SPLICE_COOLDOWN_NS: i64 = 20_000_000;
 const DELAY_SMOOTHING_NS: f64 = 50e6;
 /// Left of the error after a splice: never overshoot the target.
 const SPLICE_MARGIN_NS: i64 = 500_000;
+/// The shortest splice [`crate::tsm::TimeStretch`] makes (120 frames).
+const MIN_SPLICE_NS: i64 = 2_500_000;
 
 impl StretchPolicy {
     pub fn new() -> Self {
@@ -282,7 +286,8 @@ impl StretchPolicy {
         let due = if error > ACCELERATE_ABOVE_NS {
             Some((true, error - SPLICE_MARGIN_NS))
         } else if error < -EXPAND_BELOW_NS {
-            Some((false, -error + SPLICE_MARGIN_NS))
+            // a repetition is at least one 2.5 ms lag: overshooting upwards is safe
+            Some((false, (-error + SPLICE_MARGIN_NS).max(MIN_SPLICE_NS)))
         } else {
             None
         };
@@ -291,7 +296,10 @@ impl StretchPolicy {
             return None;
         };
         let since = *self.error_since_ns.get_or_insert(now_ns);
-        if self.last_splice_ns.is_some_and(|t| now_ns - t < SPLICE_COOLDOWN_NS) {
+        if self
+            .last_splice_ns
+            .is_some_and(|t| now_ns - t < SPLICE_COOLDOWN_NS)
+        {
             return None;
         }
         let waited_s = (now_ns - since) as f32 * 1e-9;

@@ -34,10 +34,10 @@ use crate::delay::{DelayEstimator, DelayHold, StretchPolicy};
 use crate::drift::{DriftEstimator, DriftFollower};
 use crate::jitter::{PacketStore, StoreOutcome, StoredPacket};
 use crate::rate::RateStage;
-use crate::stretch::{StretchRequest, StretchStage};
 use crate::rtp::MAX_OPUS_PACKET_SAMPLES;
 use crate::rtp::{opus_packet_may_carry_fec, RtpOpusHeader, SeqExtender, TimestampExtender};
 use crate::stats::{ReceptionRegister, SeqVerdict, StreamCounters};
+use crate::stretch::{StretchRequest, StretchStage};
 use crate::time::{frames_to_ns, ns_to_frames_ceil, SAMPLE_RATE};
 
 /// Adaptive mode keeps room for loss recovery this long after the last loss.
@@ -51,8 +51,13 @@ const PULL_MARGIN_FRAMES: i64 = 256;
 const INTERRUPTION_SAMPLES: u64 = 7200;
 /// Opus PLC works in multiples of 2.5 ms.
 const PLC_QUANTUM: u32 = 120;
-/// Fade of a dry run's concealment to silence, and of the audio that resumes after it.
-const FADE_FRAMES: u32 = 480;
+/// A dry run's concealment after its first frame fades to silence over this many frames.
+pub const DRY_FADE_FRAMES: u32 = 960;
+
+/// Gain of the faded concealment `pos` frames into the fade.
+pub fn dry_fade_gain(pos: u64) -> f32 {
+    1.0 - pos.min(DRY_FADE_FRAMES as u64) as f32 / DRY_FADE_FRAMES as f32
+}
 
 /// How the playout delay is chosen.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -113,6 +118,9 @@ pub enum SampleSource {
     Redundancy { seq: u64 },
     /// Packet loss concealment.
     Plc,
+    /// Concealment in a dry run after its first frame, multiplied by
+    /// [`dry_fade_gain`]`(fade_pos + k)` for its `k`-th frame.
+    FadingPlc { fade_pos: u32 },
 }
 
 /// A run of output frames with one source. `rtp_ts` is the extended RTP timestamp of its
@@ -196,8 +204,6 @@ pub struct StreamPlayout {
     dry: bool,
     dry_samples: u64,
     dry_frames: u64,
-    /// Output frames faded in after audio resumes from a faded-out dry run.
-    fade_in: u32,
     ended: bool,
     /// Packets wholly before this timestamp were discarded at the start, not late.
     skip_until_ts: u64,
@@ -279,7 +285,6 @@ impl StreamPlayout {
             dry: false,
             dry_samples: 0,
             dry_frames: 0,
-            fade_in: FADE_FRAMES,
             ended: false,
             skip_until_ts: 0,
             read_frame: 0,
@@ -368,7 +373,10 @@ impl StreamPlayout {
     pub fn playing_ts(&self, _out_frame: u64) -> Option<u64> {
         let tl = self.timeline?;
         let ts = tl.ts_at(self.read_frame)?;
-        let rate = self.rate_stage.as_ref().map_or(0.0, |r| r.latency_stream_frames());
+        let rate = self
+            .rate_stage
+            .as_ref()
+            .map_or(0.0, |r| r.latency_stream_frames());
         let stretch = self.stretch.as_ref().map_or(0, |s| s.ahead_frames());
         Some(ts.saturating_sub(rate.round() as u64 + stretch as u64))
     }
@@ -587,9 +595,7 @@ impl StreamPlayout {
             // a packet held up by a spike does not set the delay.
             (DelayMode::Adaptive { .. }, Some(base), Some(min_transit)) => {
                 let media = frames_to_ns(first.ext_ts as i64 - base as i64);
-                Some(
-                    out_frame as i64 + ns_to_frames_ceil(media + min_transit + start_delay_ns - now_ns),
-                )
+                Some(out_frame as i64 + ns_to_frames_ceil(media + min_transit + start_delay_ns - now_ns))
             }
             _ => None,
         };
@@ -667,7 +673,11 @@ impl StreamPlayout {
         self.update_delay(out_frame, now_ns, frames);
         if self.timeline.is_none() {
             // the next frame read plays after the frames the stages still hold
-            let held = self.rate_stage.as_ref().map_or(0.0, |r| r.latency_stream_frames()).round() as i64
+            let held = self
+                .rate_stage
+                .as_ref()
+                .map_or(0.0, |r| r.latency_stream_frames())
+                .round() as i64
                 + self.stretch.as_ref().map_or(0, |s| s.ahead_frames()) as i64;
             self.establish(self.read_frame, now_ns + frames_to_ns(held));
         }
@@ -679,7 +689,7 @@ impl StreamPlayout {
         rate.set_rate(self.follower.rate());
         let mut read_frame = self.read_frame;
         let mut request = request;
-        rate.render(out, |buf| {
+        let mut source = |buf: &mut [f32]| {
             let mut read = |b: &mut [f32]| {
                 self.read_stream(b, read_frame, sink);
                 read_frame += (b.len() / ch) as u64;
@@ -688,7 +698,14 @@ impl StreamPlayout {
                 Some(st) => st.render(buf, request.take(), &mut read),
                 None => read(buf),
             }
-        });
+        };
+        if rate.rate() == 1.0 && rate.latency_stream_frames() == 0.0 {
+            // No drift to follow and nothing held: the stream goes straight to the output,
+            // read no earlier than it plays.
+            source(out);
+        } else {
+            rate.render(out, source);
+        }
         if let Some(st) = stretch.as_mut() {
             let spliced = st.take_splice();
             if spliced != 0 {
@@ -745,7 +762,8 @@ impl StreamPlayout {
         self.stretch.as_ref()?;
         self.timeline?;
         let delay = self.delay_ns?;
-        let (accelerate, max_ns, min_quality) = self.stretch_policy.decide(delay, self.target_delay_ns, now_ns)?;
+        let (accelerate, max_ns, min_quality) =
+            self.stretch_policy.decide(delay, self.target_delay_ns, now_ns)?;
         let max_frames = ns_to_frames_ceil(max_ns).max(0) as usize;
         let lookahead_frames = self.lookahead_frames();
         Some(if accelerate {
@@ -767,7 +785,11 @@ impl StreamPlayout {
     /// rest of the decoded packet and the buffered packets that follow it without a gap.
     fn lookahead_frames(&self) -> usize {
         let mut frames = (self.dec_len - self.dec_pos.min(self.dec_len)) as u64;
-        let Some(mut ts) = self.timeline.and_then(|t| t.ts_at(self.read_frame)).map(|t| t + frames) else {
+        let Some(mut ts) = self
+            .timeline
+            .and_then(|t| t.ts_at(self.read_frame))
+            .map(|t| t + frames)
+        else {
             return 0;
         };
         let mut seq = self.next_seq;
@@ -821,16 +843,7 @@ impl StreamPlayout {
                 continue;
             }
             let n = (self.dec_len - self.dec_pos).min(frames - i);
-            let dst = &mut out[i * ch..(i + n) * ch];
-            dst.copy_from_slice(&self.dec[self.dec_pos * ch..(self.dec_pos + n) * ch]);
-            if self.fade_in < FADE_FRAMES {
-                // audio resumes after a dry run that faded out: fade it in
-                for frame in dst.chunks_exact_mut(ch) {
-                    let g = (self.fade_in.min(FADE_FRAMES) as f32) / FADE_FRAMES as f32;
-                    frame.iter_mut().for_each(|x| *x *= g);
-                    self.fade_in = self.fade_in.saturating_add(1);
-                }
-            }
+            out[i * ch..(i + n) * ch].copy_from_slice(&self.dec[self.dec_pos * ch..(self.dec_pos + n) * ch]);
             self.dec_pos += n;
             i += n;
         }
@@ -1002,9 +1015,6 @@ impl StreamPlayout {
         self.counters.concealed_samples += self.dry_samples;
         self.counters.concealed_frames += self.dry_frames;
         self.count_concealment_run(self.dry_samples);
-        if self.dry_samples > self.last_frame_samples as u64 {
-            self.fade_in = 0;
-        }
         self.dry_samples = 0;
         self.dry_frames = 0;
     }
@@ -1060,17 +1070,20 @@ impl StreamPlayout {
         }
         self.dec_len = samples as usize;
         self.dec_pos = 0;
+        let mut source = SampleSource::Plc;
         if self.dry {
             // Pending until the stream resumes or ends. After its first frame the
-            // concealment fades out (10 ms) to silence: a stream that stopped plays at most
-            // one frame of concealment.
-            let faded_from = self.dry_samples.saturating_sub(self.last_frame_samples as u64);
-            for (k, frame) in self.dec[..samples as usize * ch].chunks_exact_mut(ch).enumerate() {
-                let played = faded_from + k as u64;
-                if self.dry_samples >= self.last_frame_samples as u64 {
-                    let g = 1.0 - (played.min(FADE_FRAMES as u64) as f32 / FADE_FRAMES as f32);
+            // concealment fades to silence (20 ms): a stream that stopped plays one frame
+            // of concealment and a fade.
+            if self.dry_samples >= self.last_frame_samples as u64 {
+                let fade_pos = self.dry_samples - self.last_frame_samples as u64;
+                for (k, frame) in self.dec[..samples as usize * ch].chunks_exact_mut(ch).enumerate() {
+                    let g = dry_fade_gain(fade_pos + k as u64);
                     frame.iter_mut().for_each(|x| *x *= g);
                 }
+                source = SampleSource::FadingPlc {
+                    fade_pos: fade_pos.min(u32::MAX as u64) as u32,
+                };
             }
             self.dry_samples += samples as u64;
             self.dry_frames += 1;
@@ -1083,7 +1096,7 @@ impl StreamPlayout {
             out_frame,
             frames: samples,
             rtp_ts: _need_ts,
-            source: SampleSource::Plc,
+            source,
         });
     }
 }

@@ -14,7 +14,7 @@
 //! back. Between requests the stage holds nothing ahead: it adds no delay. Everything is
 //! allocated in [`StretchStage::new`].
 
-use crate::tsm::TimeStretch;
+use crate::tsm::{TimeStretch, MIN_LAG_FRAMES, OVERLAP_FRAMES};
 
 /// What the delay policy asks of the next block.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -35,8 +35,6 @@ pub enum StretchRequest {
     },
 }
 
-/// Smallest change worth a splice: half a millisecond.
-const MIN_SPLICE_FRAMES: usize = 24;
 /// Most frames fetched from the source per call.
 const FETCH_MAX: usize = 1024;
 
@@ -84,7 +82,12 @@ impl StretchStage {
 
     /// Try the request (at most one splice per call), then fill `out` (interleaved) with
     /// the next frames. `source` fills the slice it gets with the next stream frames.
-    pub fn render(&mut self, out: &mut [f32], request: Option<StretchRequest>, mut source: impl FnMut(&mut [f32])) {
+    pub fn render(
+        &mut self,
+        out: &mut [f32],
+        request: Option<StretchRequest>,
+        mut source: impl FnMut(&mut [f32]),
+    ) {
         if let Some(r) = request {
             self.splice(r, &mut source);
         }
@@ -136,17 +139,22 @@ impl StretchStage {
                 min_quality,
             } => (max_frames, lookahead_frames, min_quality, false),
         };
-        if max_frames < MIN_SPLICE_FRAMES {
+        if max_frames < MIN_LAG_FRAMES {
             return;
         }
-        // Audio needed after the play point: a removal reads up to its length plus the
-        // cross-fade, a repetition only the cross-fade.
-        let want = if accelerate {
-            TimeStretch::LOOKAHEAD_FRAMES
-        } else {
-            TimeStretch::OVERLAP_FRAMES
-        };
+        // Audio needed after the play point: a removal reads its length plus the
+        // cross-fade (as much as the buffered packets allow: a shorter look-ahead only
+        // narrows the lags searched), a repetition only the cross-fade.
         let have = self.len - self.play;
+        let (want, need) = if accelerate {
+            let want = (max_frames + OVERLAP_FRAMES).min(TimeStretch::LOOKAHEAD_FRAMES);
+            (want.min(have + lookahead), MIN_LAG_FRAMES + OVERLAP_FRAMES)
+        } else {
+            (OVERLAP_FRAMES, OVERLAP_FRAMES)
+        };
+        if want < need || self.play < MIN_LAG_FRAMES && !accelerate {
+            return;
+        }
         if have < want {
             let fetch = want - have;
             if fetch > lookahead {
@@ -160,12 +168,12 @@ impl StretchStage {
         let ch = self.channels;
         let buf = &mut self.buf[..self.len * ch];
         if accelerate {
-            if let Some(s) = self.tsm.accelerate(buf, self.play, MIN_SPLICE_FRAMES, max_frames, q) {
+            if let Some(s) = self.tsm.accelerate(buf, self.play, MIN_LAG_FRAMES, max_frames, q) {
                 let t = s.frames.min(self.len - self.play);
                 self.play += t;
                 self.last_splice += t as i64;
             }
-        } else if let Some(s) = self.tsm.expand(buf, self.play, MIN_SPLICE_FRAMES, max_frames, q) {
+        } else if let Some(s) = self.tsm.expand(buf, self.play, MIN_LAG_FRAMES, max_frames, q) {
             let t = s.frames.min(self.play);
             self.play -= t;
             self.last_splice -= t as i64;

@@ -97,7 +97,12 @@ fn clean_network_stays_at_the_minimum_without_glitches() {
     let c = p.counters();
     let (_, target, delay, _) = at(&t, 50.0);
     assert!(target <= 5.0 + 0.01, "target {target}");
-    assert!((delay - target).abs() < 1.0, "delay {delay} vs target {target}");
+    // splices move the delay in steps of at least 2.5 ms and stop within 3 ms above the
+    // target (never below it by more than 1 ms)
+    assert!(
+        (-1.0..3.0).contains(&(delay - target)),
+        "delay {delay} vs target {target}"
+    );
     assert_eq!((c.late, c.missing, c.underruns), (0, 0, 0), "{c:?}");
 }
 

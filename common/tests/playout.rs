@@ -125,7 +125,10 @@ fn clean_network_plays_every_sample_with_exact_fixed_delay() {
     assert_eq!((c.missing, c.late, c.duplicates, c.decode_errors), (0, 0, 0, 0));
     // the only concealment is after the stream ended: not a glitch (its end is counted
     // once the stream has been silent for `idle_after`, later than this run)
-    assert_eq!((c.underruns, c.concealment_events, c.concealed_samples), (0, 0, 0));
+    assert_eq!(
+        (c.underruns, c.concealment_events, c.concealed_samples),
+        (0, 0, 0)
+    );
     let last_packet_end = segs
         .iter()
         .filter(|s| matches!(s.source, SampleSource::Packet { .. }))
@@ -355,11 +358,21 @@ fn assert_held(ppm: f64) {
     let (p, levels) = drift_run(ppm);
     let c = p.counters();
     assert_eq!(
-        (c.missing, c.late, c.underruns, c.concealed_samples, c.tsm_operations),
+        (
+            c.missing,
+            c.late,
+            c.underruns,
+            c.concealed_samples,
+            c.tsm_operations
+        ),
         (0, 0, 0, 0, 0),
         "{c:?}"
     );
-    assert!((p.drift() * 1e6 - ppm).abs() < 20.0, "drift {} ppm", p.drift() * 1e6);
+    assert!(
+        (p.drift() * 1e6 - ppm).abs() < 20.0,
+        "drift {} ppm",
+        p.drift() * 1e6
+    );
     assert!((p.rate() - 1.0 - ppm * 1e-6).abs() < 250e-6, "rate {}", p.rate());
     // the level moves while the estimate forms (a few seconds), then holds
     let settled = &levels[10..];

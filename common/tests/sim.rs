@@ -12,7 +12,7 @@ mod harness;
 use std::collections::HashMap;
 
 use harness::*;
-use patchcord_common::playout::{DelayMode, SampleSource};
+use patchcord_common::playout::{dry_fade_gain, DelayMode, SampleSource};
 use patchcord_common::time::frames_to_ns;
 
 /// Replay the playout's decode calls through a fresh decoder and compare sample for sample.
@@ -54,6 +54,14 @@ fn replay_matches(stream: &Stream, o: &Outcome, first_seq_ext: u64) {
             SampleSource::Plc => {
                 let q = (s.frames as usize).div_ceil(120) * 120;
                 dec.decode_float(&[], &mut buf[..q.min(5760)], false).unwrap();
+                &buf[..s.frames as usize]
+            }
+            SampleSource::FadingPlc { fade_pos } => {
+                let q = (s.frames as usize).div_ceil(120) * 120;
+                dec.decode_float(&[], &mut buf[..q.min(5760)], false).unwrap();
+                for (k, x) in buf[..s.frames as usize].iter_mut().enumerate() {
+                    *x *= dry_fade_gain(fade_pos as u64 + k as u64);
+                }
                 &buf[..s.frames as usize]
             }
         };
@@ -112,8 +120,10 @@ fn clean_network_plays_everything_exactly() {
             replay_matches(&s, &o, (1 << 32) + 60_000);
         } else {
             let (_, target, delay) = o.trace[o.trace.len() / 2];
+            // splices move the delay in steps of at least 2.5 ms: it rests within 3 ms
+            // above the target
             assert!(
-                target <= 5.01 && (delay - target).abs() < 1.0,
+                target <= 5.01 && (-1.0..3.0).contains(&(delay - target)),
                 "target {target} delay {delay}"
             );
         }

@@ -447,6 +447,7 @@ fn write_segment(w: &mut BufWriter<File>, s: &StreamSegment) {
         SampleSource::Fec { seq } => ("fec", (seq as u16).to_string()),
         SampleSource::Redundancy { seq } => ("red", (seq as u16).to_string()),
         SampleSource::Plc => ("plc", String::new()),
+        SampleSource::FadingPlc { .. } => ("plc-fade", String::new()),
     };
     let ts = if seg.source == SampleSource::Silence {
         String::new()
