@@ -248,3 +248,250 @@ pub fn snr_db(x: &[f32], y: &[f32]) -> f64 {
         .sum();
     10.0 * (sig / noise.max(1e-30)).log10()
 }
+
+/// A peer tool from a Debian package (GStreamer, ffmpeg), in /usr/bin.
+pub fn tool(name: &str) -> std::path::PathBuf {
+    let p = std::path::Path::new("/usr/bin").join(name);
+    assert!(
+        p.exists(),
+        "{name} not installed; the README's test command installs it (gstreamer1.0-tools, ffmpeg)"
+    );
+    p
+}
+
+/// Seconds during which a tone of `freq` is present in `samples` (mono), by 10 ms windows.
+pub fn seconds_of_tone(samples: &[f32], freq: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * freq / 48_000.0;
+    let amplitude = |x: &[f32]| {
+        let (mut s1, mut s2) = (0.0f64, 0.0f64);
+        for &v in x {
+            let s = v as f64 + 2.0 * w.cos() * s1 - s2;
+            s2 = s1;
+            s1 = s;
+        }
+        2.0 * (s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2).max(0.0).sqrt() / x.len() as f64
+    };
+    samples
+        .chunks(480)
+        .filter(|c| c.len() == 480 && amplitude(c) > 0.05)
+        .count() as f64
+        * 0.01
+}
+
+/// `len` samples of `x` from `start`, played `rate_offset` faster about the piece's middle
+/// (cubic interpolation): what a delay gliding at that rate makes of it.
+pub fn glided(x: &[f32], start: usize, len: usize, rate_offset: f64) -> Vec<f32> {
+    let mid = len as f64 / 2.0;
+    (0..len)
+        .map(|n| {
+            let p = start as f64 + n as f64 + (n as f64 - mid) * rate_offset;
+            let i = p.floor() as usize;
+            let t = p - i as f64;
+            let y = |k: usize| x.get(k).copied().unwrap_or(0.0) as f64;
+            let (y0, y1, y2, y3) = (y(i.saturating_sub(1)), y(i), y(i + 1), y(i + 2));
+            let a1 = -y0 / 3.0 - y1 / 2.0 + y2 - y3 / 6.0;
+            let a2 = (y0 + y2) / 2.0 - y1;
+            let a3 = (y1 - y2) / 2.0 + (y3 - y0) / 6.0;
+            (y1 + t * (a1 + t * (a2 + t * a3))) as f32
+        })
+        .collect()
+}
+
+/// Taps of the fractional-delay fit in [`fractional_snr_db`].
+pub const TAPS: usize = 4;
+
+/// SNR of `y` against `x` delayed by a fraction of a sample: `y[n + TAPS/2] ≈ Σ h[k]·x[n − k]`
+/// (k < TAPS), `h` fitted by least squares. `y` holds `TAPS/2` samples more than `x`, in
+/// front, and `TAPS/2` after.
+pub fn fractional_snr_db(x: &[f32], y: &[f32]) -> f64 {
+    let (mut a, mut r) = ([[0f64; TAPS]; TAPS], [0f64; TAPS]);
+    let xs = |n: usize, k: usize| x[n - k] as f64;
+    for n in TAPS..x.len() {
+        let t = y[n + TAPS / 2 - 1] as f64;
+        for (i, (ri, ai)) in r.iter_mut().zip(a.iter_mut()).enumerate() {
+            *ri += xs(n, i) * t;
+            for (j, aij) in ai.iter_mut().enumerate() {
+                *aij += xs(n, i) * xs(n, j);
+            }
+        }
+    }
+    // Gaussian elimination (the matrix is symmetric positive definite for a chirp)
+    for c in 0..TAPS {
+        for row in c + 1..TAPS {
+            let f = a[row][c] / a[c][c];
+            let pivot = a[c];
+            for (x, p) in a[row][c..].iter_mut().zip(&pivot[c..]) {
+                *x -= f * p;
+            }
+            r[row] -= f * r[c];
+        }
+    }
+    let mut h = [0f64; TAPS];
+    for c in (0..TAPS).rev() {
+        let s: f64 = (c + 1..TAPS).map(|k| a[c][k] * h[k]).sum();
+        h[c] = (r[c] - s) / a[c][c];
+    }
+    let (mut sig, mut err) = (0f64, 0f64);
+    for n in TAPS..x.len() {
+        let t = y[n + TAPS / 2 - 1] as f64;
+        let e = t - (0..TAPS).map(|k| h[k] * xs(n, k)).sum::<f64>();
+        sig += t * t;
+        err += e * e;
+    }
+    10.0 * (sig / err.max(1e-30)).log10()
+}
+
+/// How `patchcord-impair` treats the packets, and what the sender sends through it.
+pub struct Impairment<'a> {
+    /// The sender's input device (`tone:HZ`, `wav:PATH`).
+    pub input: String,
+    /// Seconds the sender runs; the proxy runs 3 s and the receiver 4 s longer.
+    pub send_secs: f64,
+    pub profile: &'a str,
+    pub seed: u64,
+}
+
+impl Default for Impairment<'_> {
+    /// A 440 Hz tone for 8 s through 5 % loss, 60 ms delay and 20 ms jitter, seed 42.
+    fn default() -> Self {
+        Impairment {
+            input: "tone:440".into(),
+            send_secs: 8.0,
+            profile: "loss=5%,delay=60ms,jitter=20ms",
+            seed: 42,
+        }
+    }
+}
+
+/// What a run through the proxy left: the final JSON records of the receiver, the proxy
+/// and the sender, the received audio (mono) and the directory holding everything
+/// (`recv.json` with every record, `timeline.csv`).
+pub struct ImpairedRun {
+    pub recv: serde_json::Value,
+    pub proxy: serde_json::Value,
+    pub send: serde_json::Value,
+    pub samples: Vec<f32>,
+    pub dir: PathBuf,
+}
+
+/// The real sender → `patchcord-impair` → the real receiver (mono, `wav:` output, adaptive
+/// delay unless `recv_extra` says otherwise), in `dir`. Does not take [`serial`]: the
+/// caller does if it measures time tightly.
+pub fn run_impaired(dir: &Path, imp: &Impairment, send_extra: &[&str], recv_extra: &[&str]) -> ImpairedRun {
+    let recv_port = free_port_pair();
+    let proxy_port = free_port_pair();
+    let s = |x: &str| x.to_string();
+    let out = dir.join("out.wav");
+    let mut rargs = vec![
+        s("--listen"),
+        format!("127.0.0.1:{recv_port}"),
+        s("--device"),
+        format!("wav:{}", out.display()),
+        s("--channels"),
+        s("1"),
+        s("--duration"),
+        format!("{}", imp.send_secs + 4.0),
+        s("--stats-json"),
+        dir.join("recv.json").display().to_string(),
+        s("--timeline"),
+        dir.join("timeline.csv").display().to_string(),
+        s("-q"),
+    ];
+    rargs.extend(recv_extra.iter().map(|a| a.to_string()));
+    let mut recv = Proc::spawn(dir, "recv", &bin("patchcord-recv"), &rargs);
+    wait_for_file(&dir.join("recv.json"));
+    let mut proxy = Proc::spawn(
+        dir,
+        "proxy",
+        &bin("patchcord-impair"),
+        &[
+            s("--listen"),
+            format!("127.0.0.1:{proxy_port}"),
+            s("--to"),
+            format!("127.0.0.1:{recv_port}"),
+            s("--profile"),
+            s(imp.profile),
+            s("--seed"),
+            imp.seed.to_string(),
+            s("--duration"),
+            format!("{}", imp.send_secs + 3.0),
+            s("--realtime"),
+            s("--quiet"),
+            s("--stats-json"),
+            dir.join("proxy.json").display().to_string(),
+        ],
+    );
+    wait_for_file(&dir.join("proxy.json"));
+    let mut sargs = vec![
+        s("--to"),
+        format!("127.0.0.1:{proxy_port}"),
+        s("--device"),
+        imp.input.clone(),
+        s("--channels"),
+        s("1"),
+        s("--duration"),
+        imp.send_secs.to_string(),
+        s("--stats-json"),
+        dir.join("send.json").display().to_string(),
+        s("-q"),
+    ];
+    sargs.extend(send_extra.iter().map(|a| a.to_string()));
+    let mut send = Proc::spawn(dir, "send", &bin("patchcord-send"), &sargs);
+    for (p, what) in [
+        (&mut send, "sender"),
+        (&mut proxy, "proxy"),
+        (&mut recv, "receiver"),
+    ] {
+        let (ok, err) = p.wait(Duration::from_secs(60 + imp.send_secs as u64));
+        assert!(ok, "{what} failed: {err}");
+    }
+    let (_, samples) = read_wav(&out);
+    ImpairedRun {
+        recv: final_stats(&dir.join("recv.json")),
+        proxy: final_stats(&dir.join("proxy.json")),
+        send: final_stats(&dir.join("send.json")),
+        samples,
+        dir: dir.to_path_buf(),
+    }
+}
+
+/// The sequence numbers in a JSON array (the proxy's `dropped_seqs`, `duplicated_seqs`).
+pub fn seqs(v: &serde_json::Value) -> std::collections::BTreeSet<u64> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_u64()).collect())
+        .unwrap_or_default()
+}
+
+/// The receiver's counters equal what the proxy did: every packet it delivered arrived,
+/// RFC 3550 loss = its drops (bar drops before the first and after the last delivered
+/// packet, which no receiver can see), and every packet missing at its playout time was
+/// dropped or late.
+pub fn assert_counters_match_proxy(run: &ImpairedRun) {
+    let (r, p, s) = (&run.recv, &run.proxy, &run.send);
+    let dropped = seqs(&p["dropped_seqs"]);
+    assert!(!dropped.is_empty(), "the proxy dropped nothing: {p}");
+    assert_eq!(
+        p["received"], s["packets_sent"],
+        "proxy saw every packet the sender sent"
+    );
+    // everything the proxy delivered arrived, and nothing else
+    assert_eq!(r["packets_received"], p["delivered"], "recv {r}\nproxy {p}");
+    assert_eq!(r["duplicates"].as_u64(), Some(0));
+    let lost = r["lost"].as_u64().unwrap();
+    assert!(
+        lost <= dropped.len() as u64 && lost + 3 >= dropped.len() as u64,
+        "lost {lost} vs proxy {}",
+        dropped.len()
+    );
+    // every missing packet was dropped by the proxy or arrived late (not `lost + late`:
+    // when the first two packets arrive swapped, RFC 3550 A.1 takes the second as the
+    // base and `lost` is one short of the drops, which `missing` still counts)
+    let missing = r["missing"].as_u64().unwrap();
+    let late = r["late"].as_u64().unwrap();
+    assert!(
+        missing <= dropped.len() as u64 + late,
+        "missing {missing} dropped {} late {late}",
+        dropped.len()
+    );
+    assert!(missing + 3 >= lost, "missing {missing} lost {lost}");
+}

@@ -7,34 +7,6 @@ use std::time::Duration;
 
 use patchcord_tests::*;
 
-fn tool(name: &str) -> std::path::PathBuf {
-    let p = std::path::Path::new("/usr/bin").join(name);
-    assert!(
-        p.exists(),
-        "{name} not installed; the README's test command installs it (gstreamer1.0-tools, ffmpeg)"
-    );
-    p
-}
-
-/// Seconds during which a tone of `freq` is present in `samples` (mono), by 10 ms windows.
-fn seconds_of_tone(samples: &[f32], freq: f64) -> f64 {
-    let w = 2.0 * std::f64::consts::PI * freq / 48_000.0;
-    let amplitude = |x: &[f32]| {
-        let (mut s1, mut s2) = (0.0f64, 0.0f64);
-        for &v in x {
-            let s = v as f64 + 2.0 * w.cos() * s1 - s2;
-            s2 = s1;
-            s1 = s;
-        }
-        2.0 * (s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2).max(0.0).sqrt() / x.len() as f64
-    };
-    samples
-        .chunks(480)
-        .filter(|c| c.len() == 480 && amplitude(c) > 0.05)
-        .count() as f64
-        * 0.01
-}
-
 fn receiver(dir: &std::path::Path, port: u16) -> Proc {
     Proc::spawn(
         dir,

@@ -170,69 +170,6 @@ fn assert_clean_and_aligned(run: &Run, min_snr_db: f64) {
     }
 }
 
-/// `len` samples of `x` from `start`, played `rate_offset` faster about the piece's middle
-/// (cubic interpolation): what a delay gliding at that rate makes of it.
-fn glided(x: &[f32], start: usize, len: usize, rate_offset: f64) -> Vec<f32> {
-    let mid = len as f64 / 2.0;
-    (0..len)
-        .map(|n| {
-            let p = start as f64 + n as f64 + (n as f64 - mid) * rate_offset;
-            let i = p.floor() as usize;
-            let t = p - i as f64;
-            let y = |k: usize| x.get(k).copied().unwrap_or(0.0) as f64;
-            let (y0, y1, y2, y3) = (y(i.saturating_sub(1)), y(i), y(i + 1), y(i + 2));
-            let a1 = -y0 / 3.0 - y1 / 2.0 + y2 - y3 / 6.0;
-            let a2 = (y0 + y2) / 2.0 - y1;
-            let a3 = (y1 - y2) / 2.0 + (y3 - y0) / 6.0;
-            (y1 + t * (a1 + t * (a2 + t * a3))) as f32
-        })
-        .collect()
-}
-
-/// Taps of the fractional-delay fit in [`fractional_snr_db`].
-const TAPS: usize = 4;
-
-/// SNR of `y` against `x` delayed by a fraction of a sample: `y[n + TAPS/2] ≈ Σ h[k]·x[n − k]`
-/// (k < TAPS), `h` fitted by least squares. `y` holds `TAPS/2` samples more than `x`, in
-/// front, and `TAPS/2` after.
-fn fractional_snr_db(x: &[f32], y: &[f32]) -> f64 {
-    let (mut a, mut r) = ([[0f64; TAPS]; TAPS], [0f64; TAPS]);
-    let xs = |n: usize, k: usize| x[n - k] as f64;
-    for n in TAPS..x.len() {
-        let t = y[n + TAPS / 2 - 1] as f64;
-        for (i, (ri, ai)) in r.iter_mut().zip(a.iter_mut()).enumerate() {
-            *ri += xs(n, i) * t;
-            for (j, aij) in ai.iter_mut().enumerate() {
-                *aij += xs(n, i) * xs(n, j);
-            }
-        }
-    }
-    // Gaussian elimination (the matrix is symmetric positive definite for a chirp)
-    for c in 0..TAPS {
-        for row in c + 1..TAPS {
-            let f = a[row][c] / a[c][c];
-            let pivot = a[c];
-            for (x, p) in a[row][c..].iter_mut().zip(&pivot[c..]) {
-                *x -= f * p;
-            }
-            r[row] -= f * r[c];
-        }
-    }
-    let mut h = [0f64; TAPS];
-    for c in (0..TAPS).rev() {
-        let s: f64 = (c + 1..TAPS).map(|k| a[c][k] * h[k]).sum();
-        h[c] = (r[c] - s) / a[c][c];
-    }
-    let (mut sig, mut err) = (0f64, 0f64);
-    for n in TAPS..x.len() {
-        let t = y[n + TAPS / 2 - 1] as f64;
-        let e = t - (0..TAPS).map(|k| h[k] * xs(n, k)).sum::<f64>();
-        sig += t * t;
-        err += e * e;
-    }
-    10.0 * (sig / err.max(1e-30)).log10()
-}
-
 #[test]
 fn mono_10ms_frames_output_equals_input_delayed_by_reported_latency() {
     let run = stream_through(
