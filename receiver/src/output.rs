@@ -588,7 +588,9 @@ mod tests {
             while seg_rx.pop().is_ok() {}
             n
         };
-        // warm up lazily initialised state (thread-locals, the clock) before the baseline
+        // warm up lazily initialised state (thread-locals, the clock, the rate stage's
+        // shared filter table) before the baseline
+        drop(patchcord_common::rate::RateStage::new(2));
         side.period(Some(&mut out_f32), None, &info(frame));
         frame += 128;
         drain(&mut retired_rx, &mut live);
