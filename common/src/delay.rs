@@ -266,6 +266,8 @@ const DELAY_SMOOTHING_NS: f64 = 50e6;
 const SPLICE_MARGIN_NS: i64 = 500_000;
 /// The shortest splice [`crate::tsm::TimeStretch`] makes (120 frames).
 const MIN_SPLICE_NS: i64 = 2_500_000;
+/// A repetition may overshoot the target by this much to find a whole pitch period.
+const EXPAND_SLACK_NS: i64 = 5_000_000;
 
 impl StretchPolicy {
     pub fn new() -> Self {
@@ -286,8 +288,9 @@ impl StretchPolicy {
         let due = if error > ACCELERATE_ABOVE_NS {
             Some((true, error - SPLICE_MARGIN_NS))
         } else if error < -EXPAND_BELOW_NS {
-            // a repetition is at least one 2.5 ms lag: overshooting upwards is safe
-            Some((false, (-error + SPLICE_MARGIN_NS).max(MIN_SPLICE_NS)))
+            // a repetition is at least one 2.5 ms lag, and a whole pitch period may be
+            // longer than the error: overshooting upwards is safe
+            Some((false, (-error + SPLICE_MARGIN_NS).max(MIN_SPLICE_NS) + EXPAND_SLACK_NS))
         } else {
             None
         };
@@ -303,7 +306,16 @@ impl StretchPolicy {
             return None;
         }
         let waited_s = (now_ns - since) as f32 * 1e-9;
-        let quality = (0.9 - 0.3 * waited_s).max(0.0);
+        let quality = if accelerate {
+            // Removing audio is never urgent: wait for a place that repeats (a splice at a
+            // poor lag slips the phase of a tone), and relax only when far above target.
+            let excess_ms = error as f32 * 1e-6;
+            let floor = (0.9 - 0.02 * (excess_ms - 10.0)).clamp(0.5, 0.9);
+            (0.95 - 0.1 * waited_s).max(floor)
+        } else {
+            // Too little delay means late packets soon: relax quickly.
+            (0.8 - 0.5 * waited_s).max(0.3)
+        };
         Some((accelerate, max_ns, quality))
     }
 
