@@ -754,7 +754,7 @@ impl StreamPlayout {
             DelayMode::Fixed => self.hold.observe(delay, frames as u64),
             DelayMode::Adaptive { .. } => None,
         };
-        self.follower.update(self.drift.drift(), fixed_error);
+        self.follower.update(self.drift.correction(), fixed_error);
     }
 
     /// Adaptive mode: what to ask of the time-scale modification in this block.

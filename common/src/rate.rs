@@ -1,13 +1,11 @@
 //! Variable-rate playout: a fractional-position resampler between the decoded stream and
-//! the output, so the delay controller can play a little faster or slower than real time
-//! (the one control loop of [`crate::delay`]).
+//! the output, so the playout can follow clock drift ([`crate::drift`]).
 //!
 //! # What it has to do
-//! The controller uses this stage to follow clock drift: ratios within about ±1000 ppm,
-//! occasionally ±1 %, and exactly 1 most of the time (that is the plan: the PI loop of
-//! [`crate::delay::RateController`] today is rarely exactly 1). It must not colour the
-//! sound. The
-//! 4-point cubic (Lagrange) interpolator this stage replaced did: its response depends on
+//! Follow clock drift: ratios within about ±1000 ppm, occasionally ±1 %, and exactly 1
+//! most of the time (the drift follower holds it at 1 unless a correction is needed; the
+//! playout then bypasses the stage). It must not colour the sound. The 4-point cubic
+//! (Lagrange) interpolator this stage replaced did: its response depends on
 //! the fractional position, so with a ratio ≠ 1 a high tone's level beats as the position
 //! slides through the frame. Measured with `examples/rate_stage` (worst 50 ms window
 //! against the ideal sine): 15 kHz −1.4 to −2.3 dB, 20 kHz −3.3 to −7.1 dB, and an error

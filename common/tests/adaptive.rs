@@ -226,7 +226,11 @@ fn start_up_comes_down_from_above_and_never_plays_slow() {
     let c = p.counters();
     assert_eq!(c.tsm_inserted_samples, 0, "{c:?}");
     assert!(c.tsm_removed_samples > 0, "{c:?}");
-    assert!(t.seconds.iter().all(|s| s.3 == 1.0), "rate moved: {:?}", t.seconds);
+    assert!(
+        t.seconds.iter().all(|s| s.3 == 1.0),
+        "rate moved: {:?}",
+        t.seconds
+    );
     let (_, target, delay, _) = at(&t, 15.0);
     assert!((-1.0..3.0).contains(&(delay - target)), "{delay} vs {target}");
     assert_eq!((c.late, c.missing, c.concealed_samples), (0, 0, 0), "{c:?}");
@@ -260,6 +264,7 @@ fn tone_hz(x: &[f32]) -> f64 {
 #[test]
 fn a_tone_keeps_its_pitch_while_the_delay_moves() {
     struct Plc(Vec<u64>);
+    let _ = Plc(vec![]).0.len();
     impl patchcord_common::playout::SegmentSink for Plc {
         fn segment(&mut self, s: &patchcord_common::playout::Segment) {
             use patchcord_common::playout::SampleSource;
@@ -268,7 +273,7 @@ fn a_tone_keeps_its_pitch_while_the_delay_moves() {
             }
         }
     }
-    let secs = 40;
+    let secs = 60;
     let n = secs * 48_000 / FRAME;
     let mut enc = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Audio).unwrap();
     enc.set_bitrate(opus::Bitrate::Bits(64_000)).unwrap();
@@ -288,8 +293,9 @@ fn a_tone_keeps_its_pitch_while_the_delay_moves() {
             seed ^= seed << 17;
             let u = (seed >> 11) as f64 / (1u64 << 53) as f64;
             let t = (i * FRAME) as f64 / 48_000.0;
-            // jitter: none, then 50 ms from 8 s to 20 s, then none again
-            let j = if (8.0..20.0).contains(&t) { 50.0 } else { 0.3 };
+            // jitter: none, then 50 ms from 5 s to 15 s, then none again (the target
+            // remembers it for 30 s)
+            let j = if (5.0..15.0).contains(&t) { 50.0 } else { 0.3 };
             let sent = frames_to_ns(((i + 1) * FRAME) as i64);
             (sent + 1_000_000 + (u * j * 1e6) as i64, rtp[..l].to_vec())
         })
@@ -310,6 +316,7 @@ fn a_tone_keeps_its_pitch_while_the_delay_moves() {
     let mut plc = Plc(vec![]);
     let (mut f, mut next) = (0usize, 0usize);
     let mut delays = vec![];
+    let mut concealed_at = vec![];
     while f + 128 <= out.len() {
         let now = frames_to_ns(f as i64);
         while next < arrivals.len() && arrivals[next].0 <= now {
@@ -318,7 +325,12 @@ fn a_tone_keeps_its_pitch_while_the_delay_moves() {
             p.insert(&h, h.payload(d), arrivals[next].0);
             next += 1;
         }
+        let concealed = plc.0.len();
         p.pull(&mut out[f..f + 128], f as u64, now, &mut plc);
+        if plc.0.len() != concealed {
+            // concealment was decoded in this pull: it plays within the next ~40 ms
+            concealed_at.push(f);
+        }
         if f % 48_000 == 0 {
             delays.push(p.delay_ns().unwrap_or(0) / 1_000_000);
         }
@@ -328,12 +340,17 @@ fn a_tone_keeps_its_pitch_while_the_delay_moves() {
     let (lo, hi) = (delays[4..].iter().min().unwrap(), delays.iter().max().unwrap());
     eprintln!("delay by second (ms): {delays:?}\n{c:?}");
     assert!(hi - lo >= 40, "the delay moved only {lo}..{hi} ms");
-    assert!(c.tsm_removed_samples >= 2000 && c.tsm_inserted_samples >= 2000, "{c:?}");
+    assert!(
+        c.tsm_removed_samples >= 2000 && c.tsm_inserted_samples >= 2000,
+        "{c:?}"
+    );
     assert!(p.rate() == 1.0);
+    // seconds with concealment (late packets while the jitter rises) are not judged:
+    // concealment changes a tone's phase; splices must not
     let mut checked = 0;
     for s in 1..secs - 1 {
         let (a, b) = (s * 48_000, (s + 1) * 48_000);
-        if plc.0.iter().any(|&x| x + 2_400 >= a as u64 && x <= b as u64 + 2_400) {
+        if concealed_at.iter().any(|&x| x + 4_800 >= a && x <= b) {
             continue;
         }
         let hz = tone_hz(&out[a..b]);

@@ -19,7 +19,14 @@ impl Rng {
 /// Runs `seconds` of traffic: the sender's clock `sender_ppm` fast, the device's
 /// `device_ppm` fast, uniform jitter in [0, `jitter_ms`), `loss` of the packets lost, the
 /// callback woken up to 2 ms late. Calls `check(t_s, estimate)` once a second.
-fn run(seconds: u64, sender_ppm: f64, device_ppm: f64, jitter_ms: f64, loss: f64, mut check: impl FnMut(u64, Option<f64>)) {
+fn run(
+    seconds: u64,
+    sender_ppm: f64,
+    device_ppm: f64,
+    jitter_ms: f64,
+    loss: f64,
+    mut check: impl FnMut(u64, Option<f64>),
+) {
     let mut est = DriftEstimator::new();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (sender_ppm.to_bits() ^ device_ppm.to_bits()));
     let packet_ns = 10_000_000.0;

@@ -263,25 +263,27 @@ fn adaptive_target_settles_at_the_jitter_quantile() {
             .collect();
         rel.sort_unstable();
         let p99 = rel[rel.len() * 99 / 100] as f64 / 1e6;
+        let max = rel[rel.len() - 1] as f64 / 1e6;
         let second_half: Vec<_> = o.trace[o.trace.len() / 2..].to_vec();
         let mean_target = second_half.iter().map(|t| t.1).sum::<f64>() / second_half.len() as f64;
         let mean_delay = second_half.iter().map(|t| t.2).sum::<f64>() / second_half.len() as f64;
         let period_ms = PERIOD as f64 / 48.0;
-        eprintln!("{profile}: p99 {p99:.2} ms, target {mean_target:.2} ms, delay {mean_delay:.2} ms, {c:?}");
-        // target = quantile + one period + 0.5 ms; the histogram forgets, so allow 15 %
+        eprintln!("{profile}: p99 {p99:.2} ms, max {max:.2} ms, target {mean_target:.2} ms, delay {mean_delay:.2} ms, {c:?}");
+        // target = the largest relative delay of the last 30 s (at least the quantile) +
+        // one period + 0.5 ms: between the run's p99 and its maximum
         let want = p99 + period_ms + 0.5;
         assert!(
-            (mean_target - want).abs() < 0.15 * want + 1.0,
-            "{profile}: target {mean_target} vs {want}"
+            mean_target >= 0.9 * want && mean_target <= max + period_ms + 1.0,
+            "{profile}: target {mean_target} vs p99 {p99} / max {max}"
         );
         assert!(
             (mean_delay - mean_target).abs() < 0.1 * want + 1.0,
             "{profile}: delay {mean_delay}"
         );
-        // glitch budget 1 %: late packets stay around it
+        // the peaks of the last 30 s are covered: late packets far below the 1 % quantile
         let late_share = c.late as f64 / s.datagrams.len() as f64;
         eprintln!("{profile}: late {:.2} %", late_share * 100.0);
-        assert!(late_share < 0.025, "{profile}: {c:?}");
+        assert!(late_share < 0.003, "{profile}: {c:?}");
         assert_eq!(
             c.missing, c.late,
             "{profile}: every missing packet arrived late (no loss) {c:?}"
@@ -297,4 +299,31 @@ fn same_seed_same_result() {
     assert_eq!(a.playout.counters(), b.playout.counters());
     assert_eq!(a.output, b.output);
     let _ = HashMap::<u8, u8>::new();
+}
+
+/// Fixed means fixed: under stationary jitter well inside the delay (0–20 ms, uniform and
+/// reordering, 5 % loss: the impaired path) the timeline never moves. Every played
+/// packet lands at the same offset from its RTP timestamp, nothing is late, the rate stays
+/// exactly 1, and the output replays bit for bit. (The old delay keeper slipped 167–516
+/// samples on this path.)
+#[test]
+fn fixed_mode_never_slips_under_stationary_jitter() {
+    let s = encode(Codec::VoipFec, SECONDS);
+    let o = simulate(
+        &s,
+        "loss=5%,delay=10ms,jitter=10ms:uniform,fifo=off",
+        31,
+        DelayMode::Fixed,
+    );
+    let c = o.playout.counters();
+    assert_eq!((c.late, c.tsm_operations, c.resyncs), (0, 0, 0), "{c:?}");
+    assert_eq!(o.playout.rate(), 1.0);
+    let offsets: std::collections::BTreeSet<i64> = o
+        .segments
+        .iter()
+        .filter(|g| g.frames > 0 && matches!(g.source, SampleSource::Packet { .. }))
+        .map(|g| g.out_frame as i64 - g.rtp_ts as i64)
+        .collect();
+    assert_eq!(offsets.len(), 1, "the timeline moved: {offsets:?}");
+    replay_matches(&s, &o, (1 << 32) + 60_000);
 }
