@@ -33,10 +33,12 @@
 //! per-packet budget and audible every time (40 late packets in 10 minutes at the 0.99
 //! quantile, measured), and every late packet is a concealed frame: at 1 % late, speech
 //! loses about what 1 % loss costs it. So the estimator also keeps the largest relative
-//! delay of every second of arrivals for [`PEAK_MEMORY_NS`] (30 s), and the target covers
-//! the largest of them: a spike is expected again for half a minute, then forgotten. A
+//! delay of every second of arrivals for [`PEAK_MEMORY_NS`] (two minutes), and the target
+//! covers the largest of them: a spike is expected again for two minutes, then forgotten. A
 //! burst after a stall counts once (its second's maximum). What a user can reason about:
-//! a delay pattern that recurs within 30 s costs one glitch, not one per occurrence.
+//! a delay pattern that recurs within two minutes costs one glitch, not one per
+//! occurrence; a new stream is also held at its safe start-up delay for its first minute
+//! (`playout.rs`), so the first spikes of a healthy network find room too.
 
 //! # Adaptive mode: moving the delay ([`StretchPolicy`])
 //! The delay moves by removing or repeating whole pitch periods of the decoded audio
@@ -52,9 +54,9 @@ pub const BUCKET_NS: i64 = 500_000;
 pub const BUCKETS: usize = 2000;
 /// The largest relative delay of each second of arrivals is kept this long, and the target
 /// covers the largest of them.
-pub const PEAK_MEMORY_NS: i64 = 30_000_000_000;
+pub const PEAK_MEMORY_NS: i64 = 120_000_000_000;
 const PEAK_WINDOW_NS: i64 = 1_000_000_000;
-const PEAK_WINDOWS: usize = 32;
+const PEAK_WINDOWS: usize = 120;
 
 /// Estimates the target delay from packet arrivals. Allocation-free after `new`.
 pub struct DelayEstimator {
@@ -77,6 +79,9 @@ pub struct DelayEstimator {
     peaks: [(i64, i64); PEAK_WINDOWS],
     peak_next: usize,
     peak_window: Option<(i64, i64)>,
+    /// Largest of `peaks` and when the oldest one it covers expires (recomputed once a
+    /// window closes or it expires, not per query).
+    peak_max: (i64, i64),
 }
 
 impl DelayEstimator {
@@ -95,6 +100,7 @@ impl DelayEstimator {
             peaks: [(i64::MIN, 0); PEAK_WINDOWS],
             peak_next: 0,
             peak_window: None,
+            peak_max: (0, i64::MAX),
         }
     }
 
@@ -111,6 +117,7 @@ impl DelayEstimator {
         self.peaks = [(i64::MIN, 0); PEAK_WINDOWS];
         self.peak_next = 0;
         self.peak_window = None;
+        self.peak_max = (0, i64::MAX);
     }
 
     /// Minimum transit over the last one to two seconds.
@@ -164,26 +171,33 @@ impl DelayEstimator {
                 if let Some(done) = previous {
                     self.peaks[self.peak_next] = done;
                     self.peak_next = (self.peak_next + 1) % PEAK_WINDOWS;
+                    self.update_peak_max(arrival_ns);
                 }
                 self.peak_window = Some((arrival_ns, relative));
             }
         }
     }
 
-    /// The delay the target must cover at `now_ns`: the quantile, or the largest relative
-    /// delay of the last [`PEAK_MEMORY_NS`] if that is higher (a spike is expected again
-    /// for half a minute).
-    pub fn target_ns(&self, now_ns: i64) -> i64 {
-        let recent = |&(t, _): &(i64, i64)| t != i64::MIN && now_ns - t < PEAK_MEMORY_NS;
-        let peak = self
+    /// Largest kept window maximum at `now_ns`, and when the window holding it expires.
+    fn update_peak_max(&mut self, now_ns: i64) {
+        self.peak_max = self
             .peaks
             .iter()
-            .chain(self.peak_window.iter())
-            .filter(|p| recent(p))
-            .map(|&(_, m)| m)
-            .max()
-            .unwrap_or(0);
-        self.quantile_ns().max(peak)
+            .filter(|&&(t, _)| t != i64::MIN && now_ns - t < PEAK_MEMORY_NS)
+            .map(|&(t, m)| (m, t + PEAK_MEMORY_NS))
+            .max_by_key(|&(m, _)| m)
+            .unwrap_or((0, i64::MAX));
+    }
+
+    /// The delay the target must cover at `now_ns`: the quantile, or the largest relative
+    /// delay of the last [`PEAK_MEMORY_NS`] if that is higher (a spike is expected again
+    /// for two minutes).
+    pub fn target_ns(&mut self, now_ns: i64) -> i64 {
+        if now_ns >= self.peak_max.1 {
+            self.update_peak_max(now_ns);
+        }
+        let current = self.peak_window.map_or(0, |(_, m)| m);
+        self.quantile_ns().max(self.peak_max.0).max(current)
     }
 
     pub fn samples(&self) -> u64 {

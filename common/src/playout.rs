@@ -42,8 +42,11 @@ use crate::time::{frames_to_ns, ns_to_frames_ceil, SAMPLE_RATE};
 
 /// Adaptive mode keeps room for loss recovery this long after the last loss.
 const LOSS_MEMORY_NS: i64 = 10_000_000_000;
-/// Adaptive mode listens this long to a new stream before it starts playing it.
+/// Adaptive mode listens this long to a new stream before it starts playing it...
 const ADAPTIVE_WARMUP_NS: i64 = 200_000_000;
+/// ...and holds its target at least at the safe start-up delay for this long: the path's
+/// first spikes find room before they are known.
+const START_HOLD_NS: i64 = 60_000_000_000;
 /// A typical output period (frames), used for the start-up target before the first pull
 /// size is known.
 const PULL_MARGIN_FRAMES: i64 = 256;
@@ -224,6 +227,8 @@ pub struct StreamPlayout {
     /// Extended timestamp whose media time is 0 (first packet since the last restart).
     ts_base: Option<u64>,
     target_delay_ns: i64,
+    /// Adaptive mode: the start-up delay, a floor of the target until the instant given.
+    start_hold: Option<(i64, i64)>,
     delay_ns: Option<i64>,
     last_pull_ns: Option<i64>,
     highest_seq: Option<u64>,
@@ -303,6 +308,7 @@ impl StreamPlayout {
             hold: DelayHold::default(),
             ts_base: None,
             target_delay_ns: cfg.latency_ns,
+            start_hold: None,
             delay_ns: None,
             last_pull_ns: None,
             highest_seq: None,
@@ -589,6 +595,7 @@ impl StreamPlayout {
                 + frames_to_ns(PULL_MARGIN_FRAMES + self.last_frame_samples as i64)
                 + 500_000;
             start_delay_ns = self.target_delay_ns.max(safe).clamp(min_ns, max_ns.max(min_ns));
+            self.start_hold = Some((start_delay_ns, now_ns + START_HOLD_NS));
         }
         let adaptive_start = match (self.cfg.mode, self.ts_base, self.estimator.min_transit_ns()) {
             // Adaptive: start with the delay above the fastest path equal to the target, so
@@ -735,6 +742,11 @@ impl StreamPlayout {
                 // (FEC of the next packet, RFC 2198 copies in the next ones)
                 if self.last_missing_ns.is_some_and(|t| now_ns - t < LOSS_MEMORY_NS) {
                     want += self.recovery_depth as i64 * frames_to_ns(self.last_frame_samples as i64);
+                }
+                if let Some((floor, until)) = self.start_hold {
+                    if now_ns < until {
+                        want = want.max(floor);
+                    }
                 }
                 self.target_delay_ns = want.clamp(min_ns, max_ns.max(min_ns));
             }

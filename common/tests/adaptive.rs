@@ -93,9 +93,10 @@ fn at(t: &Trace, s: f64) -> (f64, f64, f64, f64) {
 
 #[test]
 fn clean_network_stays_at_the_minimum_without_glitches() {
-    let (p, t) = run(60, 0.0, |_| 0.3, 5);
+    // (a new stream is held at its start-up delay for its first minute)
+    let (p, t) = run(100, 0.0, |_| 0.3, 5);
     let c = p.counters();
-    let (_, target, delay, _) = at(&t, 50.0);
+    let (_, target, delay, _) = at(&t, 90.0);
     assert!(target <= 5.0 + 0.01, "target {target}");
     // splices move the delay in steps of at least 2.5 ms and stop within 3 ms above the
     // target (never below it by more than 1 ms)
@@ -108,35 +109,36 @@ fn clean_network_stays_at_the_minimum_without_glitches() {
 
 #[test]
 fn target_rises_with_jitter_and_comes_back_down() {
-    // 20 ms of jitter from 20 s to 80 s
+    // 20 ms of jitter from 70 s to 130 s (after the start-up hold of the first minute);
+    // the target remembers its peaks for two minutes
     let (p, t) = run(
-        180,
+        270,
         0.0,
-        |s| if (20.0..80.0).contains(&s) { 20.0 } else { 0.3 },
+        |s| if (70.0..130.0).contains(&s) { 20.0 } else { 0.3 },
         5,
     );
-    let (_, before, _, _) = at(&t, 18.0);
-    let (_, rising, _, _) = at(&t, 21.0);
-    let (_, settled, delay, _) = at(&t, 70.0);
-    let (_, after_3s, _, _) = at(&t, 83.0);
-    let (_, after, delay_after, _) = at(&t, 150.0);
+    let (_, before, _, _) = at(&t, 68.0);
+    let (_, rising, _, _) = at(&t, 71.0);
+    let (_, settled, delay, _) = at(&t, 120.0);
+    let (_, after_3s, _, _) = at(&t, 133.0);
+    let (_, after, delay_after, _) = at(&t, 262.0);
     eprintln!("{:?}", t.seconds.iter().step_by(5).collect::<Vec<_>>());
     assert!(before <= 5.01, "before {before}");
     assert!(rising > 18.0, "target did not rise within a second: {rising}");
-    // p99 of uniform 0..20 ms is 19.8 ms; + period 2.7 ms + 0.5 ms margin, one bucket
+    // the largest of uniform 0..20 ms is 20 ms; + period 2.7 ms + 0.5 ms margin, one bucket
     assert!((21.0..=24.5).contains(&settled), "settled target {settled}");
     assert!(
-        (delay - settled).abs() < 2.0,
+        (-1.0..3.5).contains(&(delay - settled)),
         "delay {delay} did not follow {settled}"
     );
     assert!(after_3s > 15.0, "fell too fast: {after_3s}");
     assert!(
-        after <= 5.01 && delay_after < 7.0,
+        after <= 5.01 && delay_after < 8.5,
         "did not come down: {after} / {delay_after}"
     );
     let c = p.counters();
-    // glitch budget: about 1 % of the packets of the jittery minute, mostly while rising
-    assert!(c.late < 6000 / 25, "{c:?}");
+    // the jitter's peaks are covered: a few late packets while it rises, then none
+    assert!(c.late < 6000 / 200, "{c:?}");
     assert_eq!(c.underruns.saturating_sub(c.late), 0, "{c:?}");
 }
 
@@ -222,7 +224,7 @@ fn a_start_decodes_one_discarded_packet_not_the_whole_warm_up() {
 /// exactly 1 (one clock: nothing to resample).
 #[test]
 fn start_up_comes_down_from_above_and_never_plays_slow() {
-    let (p, t) = run(20, 0.0, |_| 0.3, 5);
+    let (p, t) = run(90, 0.0, |_| 0.3, 5);
     let c = p.counters();
     assert_eq!(c.tsm_inserted_samples, 0, "{c:?}");
     assert!(c.tsm_removed_samples > 0, "{c:?}");
@@ -231,8 +233,17 @@ fn start_up_comes_down_from_above_and_never_plays_slow() {
         "rate moved: {:?}",
         t.seconds
     );
-    let (_, target, delay, _) = at(&t, 15.0);
-    assert!((-1.0..3.0).contains(&(delay - target)), "{delay} vs {target}");
+    // held at the start-up delay for a minute, then down to the target
+    let (_, held, held_delay, _) = at(&t, 30.0);
+    assert!(
+        held > 10.0 && (-1.0..3.0).contains(&(held_delay - held)),
+        "{held_delay} vs {held}"
+    );
+    let (_, target, delay, _) = at(&t, 85.0);
+    assert!(
+        target < 5.01 && (-1.0..3.0).contains(&(delay - target)),
+        "{delay} vs {target}"
+    );
     assert_eq!((c.late, c.missing, c.concealed_samples), (0, 0, 0), "{c:?}");
 }
 
@@ -273,7 +284,7 @@ fn a_tone_keeps_its_pitch_while_the_delay_moves() {
             }
         }
     }
-    let secs = 60;
+    let secs = 160;
     let n = secs * 48_000 / FRAME;
     let mut enc = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Audio).unwrap();
     enc.set_bitrate(opus::Bitrate::Bits(64_000)).unwrap();
@@ -293,9 +304,9 @@ fn a_tone_keeps_its_pitch_while_the_delay_moves() {
             seed ^= seed << 17;
             let u = (seed >> 11) as f64 / (1u64 << 53) as f64;
             let t = (i * FRAME) as f64 / 48_000.0;
-            // jitter: none, then 50 ms from 5 s to 15 s, then none again (the target
-            // remembers it for 30 s)
-            let j = if (5.0..15.0).contains(&t) { 50.0 } else { 0.3 };
+            // jitter: none, then 70 ms from 5 s to 15 s, then none again (the target
+            // remembers it for two minutes)
+            let j = if (5.0..15.0).contains(&t) { 70.0 } else { 0.3 };
             let sent = frames_to_ns(((i + 1) * FRAME) as i64);
             (sent + 1_000_000 + (u * j * 1e6) as i64, rtp[..l].to_vec())
         })
@@ -339,9 +350,9 @@ fn a_tone_keeps_its_pitch_while_the_delay_moves() {
     let c = p.counters();
     let (lo, hi) = (delays[4..].iter().min().unwrap(), delays.iter().max().unwrap());
     eprintln!("delay by second (ms): {delays:?}\n{c:?}");
-    assert!(hi - lo >= 40, "the delay moved only {lo}..{hi} ms");
+    assert!(hi - lo >= 50, "the delay moved only {lo}..{hi} ms");
     assert!(
-        c.tsm_removed_samples >= 2000 && c.tsm_inserted_samples >= 2000,
+        c.tsm_removed_samples >= 2400 && c.tsm_inserted_samples >= 2400,
         "{c:?}"
     );
     assert!(p.rate() == 1.0);
