@@ -96,7 +96,9 @@ struct Args {
     #[command(flatten)]
     device: DeviceArgs,
     /// Playout delay: `auto` (adaptive: follows the measured jitter within --latency-min
-    /// and --latency-max) or a fixed delay in ms from a packet's arrival to its playout.
+    /// and --latency-max, moved by removing or repeating pitch periods, never by changing
+    /// pitch) or a fixed delay in ms from a packet's arrival to its playout (never slips;
+    /// clock drift is resampled away).
     #[arg(long, value_name = "auto|MS", default_value = "auto", value_parser = parse_latency)]
     latency: Latency,
     /// Adaptive mode: lowest delay above the fastest packets, ms.
@@ -105,8 +107,9 @@ struct Args {
     /// Adaptive mode: highest delay, ms.
     #[arg(long, value_name = "MS", default_value = "500", value_parser = parse_latency_ms)]
     latency_max: f64,
-    /// Adaptive mode: share of packets allowed to arrive too late, in percent; the target
-    /// is the (100 − budget) % quantile of the packets' relative arrival delay.
+    /// Adaptive mode: the target is at least the (100 − budget) % quantile of the packets'
+    /// relative arrival delay (2 s memory), and covers every delay peak of the last two
+    /// minutes.
     #[arg(long, value_name = "PCT", default_value = "1", value_parser = parse_budget)]
     glitch_budget: f64,
     /// Expected RTP payload type (96..=127); other payload types are counted and dropped.
