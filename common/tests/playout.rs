@@ -450,3 +450,57 @@ fn a_stream_that_stops_is_ended_not_concealed() {
         .iter()
         .any(|&x| x != 0.0));
 }
+
+/// Segments name the output frame a sample plays at, whichever output frame the stream
+/// joined at (a stream added to a running output), in both modes.
+#[test]
+fn segments_carry_output_frames_for_a_stream_that_joins_late() {
+    use patchcord_common::playout::DelayMode;
+    let sig = noise(48_000, 14);
+    let e = encode(&sig, 480, opus::Application::LowDelay, false, 0, 0);
+    for mode in [
+        DelayMode::Fixed,
+        DelayMode::Adaptive {
+            min_ns: 5_000_000,
+            max_ns: 500_000_000,
+            quantile: 0.99,
+        },
+    ] {
+        let base = 7_777_777u64;
+        let mut p = StreamPlayout::new(3, PlayoutConfig { mode, ..cfg(20) }).unwrap();
+        let mut out = vec![0f32; 60_000];
+        let mut sink = Collect(vec![]);
+        let mut next = 0;
+        for f in (0..out.len() - 64).step_by(64) {
+            let now = frames_to_ns(f as i64);
+            while next < e.datagrams.len() && frames_to_ns(((next + 1) * 480) as i64) <= now {
+                let d = &e.datagrams[next];
+                let h = validate_opus_rtp(d, PT).unwrap();
+                p.insert(&h, h.payload(d), frames_to_ns(((next + 1) * 480) as i64));
+                next += 1;
+            }
+            p.pull(&mut out[f..f + 64], base + f as u64, now, &mut sink);
+        }
+        // a packet segment well after the start (the decoder state then matches a
+        // continuous decode) plays its audio at the output frame it names: the match is
+        // best at lag 0
+        let reference = reference_decode(&e);
+        let s = sink
+            .0
+            .iter()
+            .filter(|s| matches!(s.source, SampleSource::Packet { .. }) && s.frames == 480)
+            .nth(40)
+            .unwrap();
+        let at = (s.out_frame - base) as usize;
+        let k = (s.rtp_ts - (1u64 << 40)) as usize; // stream sample index
+        let err = |lag: usize| -> f32 {
+            (0..480)
+                .map(|j| (out[at + j] - reference[k + j + lag - 50]).powi(2))
+                .sum()
+        };
+        let best = (0..=100).min_by(|&a, &b| err(a).total_cmp(&err(b))).unwrap();
+        assert_eq!(best, 50, "{mode:?}: off by {} frames", best as i64 - 50);
+        let energy: f32 = reference[k..k + 480].iter().map(|x| x * x).sum();
+        assert!(err(50) < energy * 1e-3, "{mode:?} {s:?}");
+    }
+}

@@ -1,34 +1,43 @@
-//! One received stream (one SSRC): jitter buffer, Opus decoder with loss recovery, and the
-//! sample-accurate playout timeline. Pulled by the output callback; never allocates after
-//! [`StreamPlayout::new`], never reads a clock (time is an argument), never panics on
-//! input.
+//! One received stream (one SSRC): admission of its packets, its sample-accurate playout
+//! timeline, and the chain that turns buffered packets into output frames. Pulled by the
+//! output callback; never allocates after [`StreamPlayout::new`], never reads a clock (time
+//! is an argument), never panics on input.
+//!
+//! # The chain, per pull
+//! ```text
+//!   packets ─▶ decode + loss recovery ─▶ stretch stage ─▶ rate stage ─▶ output frames
+//!              (recovery.rs)             (adaptive:       (clock drift
+//!                                         pitch-period     only; bypassed
+//!                                         splices)         at rate 1)
+//! ```
+//! The delay policy ([`crate::delay`]) sets the target and asks for splices; the drift
+//! estimator ([`crate::drift`]) sets the rate. Which stream sample plays at which output
+//! frame is always known: stream positions advance with the frames read, and the stages
+//! report the frames they hold; segments ([`Segment`]) are reported at the output frame
+//! they play at.
 //!
 //! # The timeline
-//! Output frames are counted by the caller (`out_frame`, the output device's own sample
-//! clock). Once the first packets of a stream are buffered, the stream gets an affine map
+//! Once the first packets of a stream are buffered, the stream gets an affine map from
+//! extended RTP timestamps to stream positions,
 //!
 //! ```text
-//!     out_frame(ts) = out_frame0 + (ts − ts0)          (extended RTP timestamps)
+//!     position(ts) = position0 + (ts − ts0)
 //! ```
 //!
-//! chosen so that the newest buffered packet is pulled exactly `latency` after it arrived.
-//! From then on every output sample is attributable: it was decoded from packet *seq*,
-//! recovered from the FEC of packet *seq + 1*, or concealed (PLC); a [`SegmentSink`] is
-//! told about each decoded chunk as it starts to play.
-//!
-//! # Fixed delay
-//! The delay from arrival to pull is the constant `latency` (`--latency`); nothing adapts.
-//! A packet needed before it arrived is concealed (and counted `missing`); when it arrives
-//! after that it is counted `late` and dropped. If the buffer runs dry (no packet at all
-//! ahead of the playout point) that is an `underrun`: concealment continues for up to
-//! `idle_after`, then the stream goes idle and the next packet starts a new timeline
-//! (`resyncs`) with the configured delay, so an outage never leaves a long gap or a
-//! growing latency behind.
-//!
-//! # Loss recovery
-//! A missing packet is recovered from the in-band FEC of the next packet when that packet
-//! is buffered and is SILK/hybrid coded (CELT-only packets carry no FEC), otherwise it is
-//! concealed with Opus PLC.
+//! which never changes while the stream plays: splices and resampling move the output
+//! against it, not the map. Fixed mode chooses it so that the newest buffered packet is
+//! pulled exactly `latency` after it arrived; adaptive mode listens for 200 ms and starts
+//! above what it heard (see [`crate::delay`]). A packet needed before it arrived is
+//! concealed (`missing`) and, when it comes, counted `late` and dropped. After an outage
+//! longer than `idle_after` the stream is idle (`ended`) and the next packet starts a new
+//! timeline (`resyncs`), so an outage never leaves a long gap or a growing latency behind.
+
+mod recovery;
+mod segment;
+
+pub use recovery::{dry_fade_gain, DRY_FADE_FRAMES};
+use segment::Reposition;
+pub use segment::{NoSegments, SampleSource, Segment, SegmentSink};
 
 use crate::delay::{DelayEstimator, DelayHold, StretchPolicy};
 use crate::drift::{DriftEstimator, DriftFollower};
@@ -50,18 +59,6 @@ const START_HOLD_NS: i64 = 60_000_000_000;
 /// A typical output period (frames), used for the start-up target before the first pull
 /// size is known.
 const PULL_MARGIN_FRAMES: i64 = 256;
-/// Concealment this long in one run is an interruption (as WebRTC counts them): 150 ms.
-const INTERRUPTION_SAMPLES: u64 = 7200;
-/// Opus PLC works in multiples of 2.5 ms.
-const PLC_QUANTUM: u32 = 120;
-/// A dry run's concealment after its first frame fades to silence over this many frames.
-pub const DRY_FADE_FRAMES: u32 = 960;
-
-/// Gain of the faded concealment `pos` frames into the fade.
-pub fn dry_fade_gain(pos: u64) -> f32 {
-    1.0 - pos.min(DRY_FADE_FRAMES as u64) as f32 / DRY_FADE_FRAMES as f32
-}
-
 /// How the playout delay is chosen.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum DelayMode {
@@ -106,46 +103,6 @@ impl Default for PlayoutConfig {
             idle_after_ns: 500_000_000,
         }
     }
-}
-
-/// Where a played sample came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SampleSource {
-    /// No stream audio (before the timeline starts, or idle).
-    Silence,
-    /// Decoded from the packet with this extended sequence number.
-    Packet { seq: u64 },
-    /// Recovered from the in-band FEC carried by packet `seq + 1`.
-    Fec { seq: u64 },
-    /// Decoded from an RFC 2198 redundant copy of packet `seq` carried by a later packet.
-    Redundancy { seq: u64 },
-    /// Packet loss concealment.
-    Plc,
-    /// Concealment in a dry run after its first frame, multiplied by
-    /// [`dry_fade_gain`]`(fade_pos + k)` for its `k`-th frame.
-    FadingPlc { fade_pos: u32 },
-}
-
-/// A run of output frames with one source. `rtp_ts` is the extended RTP timestamp of its
-/// first frame (meaningless for `Silence`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Segment {
-    pub out_frame: u64,
-    pub frames: u32,
-    pub rtp_ts: u64,
-    pub source: SampleSource,
-}
-
-/// Receives the segments as they start playing. Called from the audio thread: must not
-/// allocate, lock or block.
-pub trait SegmentSink {
-    fn segment(&mut self, segment: &Segment);
-}
-
-/// Discards segments.
-pub struct NoSegments;
-impl SegmentSink for NoSegments {
-    fn segment(&mut self, _segment: &Segment) {}
 }
 
 /// Result of [`StreamPlayout::insert`].
@@ -377,14 +334,8 @@ impl StreamPlayout {
     /// RTP timestamp (extended) of the sample the device plays at the first frame of the
     /// next pull; in adaptive mode this accounts for the frames inside the rate stage.
     pub fn playing_ts(&self, _out_frame: u64) -> Option<u64> {
-        let tl = self.timeline?;
-        let ts = tl.ts_at(self.read_frame)?;
-        let rate = self
-            .rate_stage
-            .as_ref()
-            .map_or(0.0, |r| r.latency_stream_frames());
-        let stretch = self.stretch.as_ref().map_or(0, |s| s.ahead_frames());
-        Some(ts.saturating_sub(rate.round() as u64 + stretch as u64))
+        let ts = self.timeline?.ts_at(self.read_frame)?;
+        Some(ts.saturating_sub(self.held_frames()))
     }
 
     /// Original packets waiting in the jitter buffer, and its capacity. O(capacity).
@@ -677,17 +628,23 @@ impl StreamPlayout {
         let ch = self.cfg.channels;
         let frames = out.len() / ch;
         self.drift.observe_output(now_ns, out_frame);
+        // the next frame read plays after the frames the stages still hold
+        let held = self.held_frames();
+        if self.timeline.is_none() && held == 0 {
+            // nothing in flight: stream positions start as output frames
+            self.read_frame = out_frame;
+        }
         self.update_delay(out_frame, now_ns, frames);
         if self.timeline.is_none() {
-            // the next frame read plays after the frames the stages still hold
-            let held = self
-                .rate_stage
-                .as_ref()
-                .map_or(0.0, |r| r.latency_stream_frames())
-                .round() as i64
-                + self.stretch.as_ref().map_or(0, |s| s.ahead_frames()) as i64;
-            self.establish(self.read_frame, now_ns + frames_to_ns(held));
+            self.establish(self.read_frame, now_ns + frames_to_ns(held as i64));
         }
+        // segments are reported at the output frame they play at (exact at rate 1 and
+        // between splices; within one frame per 1000 ppm of drift per period otherwise)
+        let mut sink = Reposition {
+            sink,
+            offset: out_frame as i64 + held as i64 - self.read_frame as i64,
+        };
+        let sink = &mut sink;
         let request = self.stretch_request(now_ns);
         let (Some(mut rate), mut stretch) = (self.rate_stage.take(), self.stretch.take()) else {
             out.fill(0.0);
@@ -728,6 +685,15 @@ impl StreamPlayout {
         self.read_frame = read_frame;
         self.rate_stage = Some(rate);
         self.stretch = stretch;
+    }
+
+    /// Stream frames read but not played yet: inside the rate stage and the stretch stage.
+    fn held_frames(&self) -> u64 {
+        let rate = self
+            .rate_stage
+            .as_ref()
+            .map_or(0.0, |r| r.latency_stream_frames());
+        rate.round() as u64 + self.stretch.as_ref().map_or(0, |s| s.ahead_frames()) as u64
     }
 
     /// Measure the delay above the fastest path, update the target (adaptive), and the
@@ -817,298 +783,5 @@ impl StreamPlayout {
             }
         }
         frames as usize
-    }
-
-    /// Produce stream frames for timeline positions `[pos, pos + n)` (interleaved).
-    fn read_stream(&mut self, out: &mut [f32], pos: u64, sink: &mut impl SegmentSink) {
-        let ch = self.cfg.channels;
-        let frames = out.len() / ch;
-        let out_frame = pos;
-        let mut i = 0usize;
-        while i < frames {
-            let f = out_frame + i as u64;
-            let Some(tl) = self.timeline else {
-                out[i * ch..frames * ch].fill(0.0);
-                sink.segment(&Segment {
-                    out_frame: f,
-                    frames: (frames - i) as u32,
-                    rtp_ts: 0,
-                    source: SampleSource::Silence,
-                });
-                break;
-            };
-            if f < tl.out_frame0 {
-                let n = ((tl.out_frame0 - f) as usize).min(frames - i);
-                out[i * ch..(i + n) * ch].fill(0.0);
-                sink.segment(&Segment {
-                    out_frame: f,
-                    frames: n as u32,
-                    rtp_ts: 0,
-                    source: SampleSource::Silence,
-                });
-                i += n;
-                continue;
-            }
-            if self.dec_pos >= self.dec_len {
-                let need_ts = tl.ts0 + (f - tl.out_frame0);
-                self.refill(need_ts, f, sink);
-                continue;
-            }
-            let n = (self.dec_len - self.dec_pos).min(frames - i);
-            out[i * ch..(i + n) * ch].copy_from_slice(&self.dec[self.dec_pos * ch..(self.dec_pos + n) * ch]);
-            self.dec_pos += n;
-            i += n;
-        }
-    }
-
-    /// Make decoded audio available starting exactly at `need_ts`.
-    fn refill(&mut self, need_ts: u64, out_frame: u64, sink: &mut impl SegmentSink) {
-        // Each step either produces audio, or moves `next_seq` forward past packets whose
-        // time is over: bounded by the store's capacity.
-        for _ in 0..=self.store.capacity() {
-            if self.refill_step(need_ts, out_frame, sink) {
-                return;
-            }
-        }
-        self.conceal(self.last_frame_samples, need_ts, out_frame, sink);
-    }
-
-    /// First buffered packet after `seq` (scan bounded by the capacity).
-    fn first_buffered_after(&self, seq: u64) -> Option<StoredPacket> {
-        (seq + 1..seq + 1 + self.store.capacity() as u64).find_map(|s| self.store.get(s).map(|(m, _)| m))
-    }
-
-    /// One step of [`refill`](Self::refill); `true` when audio is available at `need_ts`.
-    fn refill_step(&mut self, need_ts: u64, out_frame: u64, sink: &mut impl SegmentSink) -> bool {
-        for _ in 0..=self.store.capacity() {
-            let Some((meta, payload)) = self.store.get(self.next_seq) else {
-                break;
-            };
-            let dur = meta.duration_samples as u64;
-            if meta.ext_ts > need_ts {
-                // Timestamp gap with consecutive sequence numbers (DTX or a paused
-                // sender): conceal up to the packet.
-                let n = (meta.ext_ts - need_ts).min(self.last_frame_samples as u64) as u32;
-                self.conceal(n, need_ts, out_frame, sink);
-                return true;
-            }
-            let ch = self.cfg.channels;
-            let decoded = self
-                .decoder
-                .decode_float(payload, &mut self.dec[..dur as usize * ch], false);
-            self.store.remove(meta.ext_seq);
-            self.next_seq += 1;
-            if meta.ext_ts + dur <= need_ts {
-                // Wholly in the past (its time was concealed, or skipped by the delay
-                // keeper): decoded only to keep the decoder state continuous. Reported
-                // as a zero-length segment so the decode sequence can be replayed.
-                if meta.redundant {
-                    // its original never came and the copy came after its time (it was
-                    // concealed while the buffer was dry): missing, not recovered
-                    if meta.ext_ts + dur > self.skip_until_ts {
-                        self.counters.missing += 1;
-                    }
-                } else if meta.ext_ts + dur > self.skip_until_ts {
-                    // its time was concealed while the buffer was dry: missing, then late
-                    self.counters.late += 1;
-                    self.counters.missing += 1;
-                } else {
-                    // skipped on purpose (stream start, or a delay-keeper slip)
-                    self.counters.discarded += 1;
-                }
-                sink.segment(&Segment {
-                    out_frame,
-                    frames: 0,
-                    rtp_ts: meta.ext_ts,
-                    source: if meta.redundant {
-                        SampleSource::Redundancy { seq: meta.ext_seq }
-                    } else {
-                        SampleSource::Packet { seq: meta.ext_seq }
-                    },
-                });
-                continue;
-            }
-            match decoded {
-                Ok(n) if n > 0 => {
-                    self.last_frame_samples = n as u32;
-                    self.dec_len = n;
-                    self.dec_pos = ((need_ts - meta.ext_ts) as usize).min(n);
-                    if meta.redundant {
-                        self.counters.missing += 1;
-                        self.counters.recovered_red += 1;
-                    } else {
-                        self.counters.played += 1;
-                    }
-                    self.resume();
-                    self.concealing = false;
-                    sink.segment(&Segment {
-                        out_frame,
-                        frames: (n - self.dec_pos) as u32,
-                        rtp_ts: need_ts,
-                        source: if meta.redundant {
-                            SampleSource::Redundancy { seq: meta.ext_seq }
-                        } else {
-                            SampleSource::Packet { seq: meta.ext_seq }
-                        },
-                    });
-                    return true;
-                }
-                _ => {
-                    // A corrupt packet's TOC duration cannot be trusted: conceal up to the
-                    // next buffered packet, at most the duration it claimed.
-                    if !meta.redundant {
-                        self.counters.decode_errors += 1;
-                    }
-                    let mut n = meta.ext_ts + dur - need_ts;
-                    if let Some((next, _)) = self.store.get(self.next_seq) {
-                        n = n.min(next.ext_ts.saturating_sub(need_ts)).max(1);
-                    }
-                    self.conceal(n as u32, need_ts, out_frame, sink);
-                    return true;
-                }
-            }
-        }
-        if !self.store.is_empty() {
-            self.resume();
-            // The packet due now is missing but later ones are buffered: lost (or late).
-            // If the next buffered packet already starts at or before the playout point,
-            // the missing ones' time was concealed while the buffer was dry: they are over.
-            if let Some(next) = self.first_buffered_after(self.next_seq) {
-                if next.ext_ts <= need_ts {
-                    self.last_missing_ns = self.last_pull_ns;
-                    self.counters.missing += next.ext_seq - self.next_seq;
-                    self.next_seq = next.ext_seq;
-                    return false;
-                }
-            }
-            self.counters.missing += 1;
-            self.last_missing_ns = self.last_pull_ns;
-            let lost_seq = self.next_seq;
-            self.next_seq += 1;
-            if self.recover_fec(lost_seq, need_ts) {
-                self.counters.recovered_fec += 1;
-                self.concealing = false;
-                sink.segment(&Segment {
-                    out_frame,
-                    frames: self.dec_len as u32,
-                    rtp_ts: need_ts,
-                    source: SampleSource::Fec { seq: lost_seq },
-                });
-                return true;
-            }
-            self.conceal(self.last_frame_samples, need_ts, out_frame, sink);
-            return true;
-        }
-        // Nothing buffered ahead of the playout point: the buffer ran dry. Either a packet
-        // is late (an underrun, known only when the stream resumes) or the stream ended.
-        if self.ended {
-            self.go_idle();
-            return true;
-        }
-        self.dry = true;
-        // a packet is late or lost: make room for recovery (adaptive mode)
-        self.last_missing_ns = self.last_pull_ns;
-        if frames_to_ns((self.dry_samples + self.last_frame_samples as u64) as i64) > self.cfg.idle_after_ns {
-            self.go_idle();
-            return true;
-        }
-        self.conceal(self.last_frame_samples, need_ts, out_frame, sink);
-        true
-    }
-
-    /// Audio comes from the stream again after a dry run: the run was an underrun, and its
-    /// concealment counts.
-    fn resume(&mut self) {
-        if !self.dry {
-            return;
-        }
-        self.dry = false;
-        self.counters.underruns += 1;
-        self.counters.concealed_samples += self.dry_samples;
-        self.counters.concealed_frames += self.dry_frames;
-        self.count_concealment_run(self.dry_samples);
-        self.dry_samples = 0;
-        self.dry_frames = 0;
-    }
-
-    /// Concealment events (runs) and interruptions (runs of 150 ms or more).
-    fn count_concealment_run(&mut self, samples: u64) {
-        if !self.concealing {
-            self.concealing = true;
-            self.counters.concealment_events += 1;
-            self.conceal_run = 0;
-            self.interrupted = false;
-        }
-        self.conceal_run += samples;
-        if !self.interrupted && self.conceal_run >= INTERRUPTION_SAMPLES {
-            self.interrupted = true;
-            self.counters.interruptions += 1;
-        }
-    }
-
-    fn recover_fec(&mut self, lost_seq: u64, need_ts: u64) -> bool {
-        let Some((next, payload)) = self.store.get(lost_seq + 1) else {
-            return false;
-        };
-        let dur = next.duration_samples as u64;
-        if !opus_packet_may_carry_fec(payload) || next.ext_ts != need_ts + dur {
-            return false;
-        }
-        let ch = self.cfg.channels;
-        match self
-            .decoder
-            .decode_float(payload, &mut self.dec[..dur as usize * ch], true)
-        {
-            Ok(n) if n > 0 => {
-                self.dec_len = n;
-                self.dec_pos = 0;
-                true
-            }
-            _ => false,
-        }
-    }
-
-    fn conceal(&mut self, samples: u32, _need_ts: u64, out_frame: u64, sink: &mut impl SegmentSink) {
-        let samples = samples.clamp(1, MAX_OPUS_PACKET_SAMPLES as u32);
-        let quantized = samples.div_ceil(PLC_QUANTUM) * PLC_QUANTUM;
-        let ch = self.cfg.channels;
-        let len = (quantized as usize).min(MAX_OPUS_PACKET_SAMPLES) * ch;
-        if self
-            .decoder
-            .decode_float(&[], &mut self.dec[..len], false)
-            .is_err()
-        {
-            self.dec[..len].fill(0.0);
-        }
-        self.dec_len = samples as usize;
-        self.dec_pos = 0;
-        let mut source = SampleSource::Plc;
-        if self.dry {
-            // Pending until the stream resumes or ends. After its first frame the
-            // concealment fades to silence (20 ms): a stream that stopped plays one frame
-            // of concealment and a fade.
-            if self.dry_samples >= self.last_frame_samples as u64 {
-                let fade_pos = self.dry_samples - self.last_frame_samples as u64;
-                for (k, frame) in self.dec[..samples as usize * ch].chunks_exact_mut(ch).enumerate() {
-                    let g = dry_fade_gain(fade_pos + k as u64);
-                    frame.iter_mut().for_each(|x| *x *= g);
-                }
-                source = SampleSource::FadingPlc {
-                    fade_pos: fade_pos.min(u32::MAX as u64) as u32,
-                };
-            }
-            self.dry_samples += samples as u64;
-            self.dry_frames += 1;
-        } else {
-            self.counters.concealed_samples += samples as u64;
-            self.counters.concealed_frames += 1;
-            self.count_concealment_run(samples as u64);
-        }
-        sink.segment(&Segment {
-            out_frame,
-            frames: samples,
-            rtp_ts: _need_ts,
-            source,
-        });
     }
 }
