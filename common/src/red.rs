@@ -474,6 +474,31 @@ impl RedInfo {
         self.in_packet
     }
 
+    /// The redundant blocks that are the frames right before the primary, newest first,
+    /// each with its sequence number: a block belongs to sequence number primary − k when
+    /// it ends exactly where the k − 1 newer frames begin. RTP carries no sequence numbers
+    /// for redundant blocks; chaining them by their timestamps and durations (not dividing
+    /// the offset by one frame size) keeps frames of different sizes right. A block that
+    /// does not chain (a gap in the sender's frames) ends the walk.
+    pub fn frames_before(
+        &self,
+        primary_sequence: u16,
+        primary_timestamp: u32,
+    ) -> impl Iterator<Item = (u16, &RedundantBlockInfo)> + '_ {
+        let mut end = primary_timestamp;
+        self.redundant()
+            .iter()
+            .rev()
+            .zip(1u16..)
+            .map_while(move |(b, k)| {
+                let ts = b.timestamp(primary_timestamp);
+                (b.duration_samples > 0 && ts.wrapping_add(b.duration_samples) == end).then(|| {
+                    end = ts;
+                    (primary_sequence.wrapping_sub(k), b)
+                })
+            })
+    }
+
     /// The redundant block carrying the frame with RTP timestamp `wanted`, in a packet
     /// with timestamp `packet_timestamp`.
     pub fn find(&self, packet_timestamp: u32, wanted: u32) -> Option<&RedundantBlockInfo> {
@@ -978,6 +1003,36 @@ mod tests {
             assert_eq!(info.find(h.timestamp, h.timestamp), None);
             // a plain Opus validator does not take it (wrong payload type)
             assert_eq!(validate_opus_rtp(&dg, OPUS_PT), Err(DropReason::WrongPayloadType));
+        }
+    }
+
+    /// Frames of 10 and 20 ms mixed: every redundant block gets the sequence number of the
+    /// frame it copies (dividing the offset by one block's size gave 3 for the block two
+    /// frames back, a 10 ms one behind a 20 ms one).
+    #[test]
+    fn redundant_blocks_chain_to_their_sequence_numbers_across_frame_sizes() {
+        let mut p = Packetizer::new(7, RED_PT, 65534, 1000);
+        let mut enc = RedEncoder::new(3).unwrap();
+        let sizes = [480u32, 960, 480, 960, 960, 480];
+        let mut frame_index = 0u64;
+        let mut seqs_by_ts = vec![];
+        for (i, &d) in sizes.iter().enumerate() {
+            let mut f = frame(i as u32, 20);
+            f[0] = if d == 480 { 30 << 3 } else { 31 << 3 };
+            let mut payload = [0u8; MAX_RED_PAYLOAD_LEN];
+            let ts = p.timestamp_of_frame(frame_index);
+            let len = enc.build_payload_at(&f, OPUS_PT, ts, &mut payload).unwrap();
+            let mut out = [0u8; MAX_DATAGRAM_LEN];
+            let n = p.build(frame_index, &payload[..len], &mut out).unwrap();
+            let (h, info) = validate_red_rtp(&out[..n], RED_PT, OPUS_PT).unwrap();
+            seqs_by_ts.push((h.timestamp, h.sequence));
+            let chained: Vec<_> = info.frames_before(h.sequence, h.timestamp).collect();
+            assert_eq!(chained.len(), i.min(3));
+            for (seq, b) in chained {
+                let t = b.timestamp(h.timestamp);
+                assert!(seqs_by_ts.contains(&(t, seq)), "block at {t} got sequence {seq}");
+            }
+            frame_index += d as u64;
         }
     }
 

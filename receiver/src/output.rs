@@ -354,15 +354,11 @@ impl OutputSide {
             }
             let d = p.datagram();
             s.insert(&p.header, p.header.payload(d), p.arrival_unix_ns);
-            // Redundant copies of earlier frames: one frame per packet, so the block `k`
-            // frames back belongs to sequence number − k.
-            for b in p.red.redundant() {
-                if b.duration_samples == 0 || b.ts_offset % b.duration_samples != 0 {
-                    continue;
-                }
-                let k = (b.ts_offset / b.duration_samples) as u16;
+            // Redundant copies of the frames right before this one, with their sequence
+            // numbers (chained by timestamp and duration, whatever their frame sizes).
+            for (seq, b) in p.red.frames_before(p.header.sequence, p.header.timestamp) {
                 s.insert_redundant(
-                    p.header.sequence.wrapping_sub(k),
+                    seq,
                     b.timestamp(p.header.timestamp),
                     b.duration_samples,
                     b.payload(d),

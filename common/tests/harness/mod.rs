@@ -146,14 +146,8 @@ pub fn simulate(stream: &Stream, profile: &str, seed: u64, mode: DelayMode) -> O
             if stream.codec == Codec::LowDelayRed2 {
                 let (h, red) = validate_red_rtp(d, RED_PT, PT).unwrap();
                 p.insert(&h, h.payload(d), at);
-                for b in red.redundant() {
-                    let k = (b.ts_offset / b.duration_samples) as u16;
-                    p.insert_redundant(
-                        h.sequence.wrapping_sub(k),
-                        b.timestamp(h.timestamp),
-                        b.duration_samples,
-                        b.payload(d),
-                    );
+                for (seq, b) in red.frames_before(h.sequence, h.timestamp) {
+                    p.insert_redundant(seq, b.timestamp(h.timestamp), b.duration_samples, b.payload(d));
                 }
             } else {
                 let h = validate_opus_rtp(d, PT).unwrap();
