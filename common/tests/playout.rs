@@ -342,7 +342,7 @@ fn drift_run_with(ppm: f64, extra_delay_ns: impl Fn(usize) -> i64) -> (StreamPla
         while frames_to_ns(f as i64) < at {
             p.pull(&mut out, f, frames_to_ns(f as i64), &mut Collect(vec![]));
             f += 64;
-            window_min = window_min.min(p.buffered_samples(f) as i64);
+            window_min = window_min.min(p.buffered_samples() as i64);
             if f % 48_000 < 64 {
                 levels.push(window_min);
                 window_min = i64::MAX;

@@ -406,11 +406,8 @@ impl OutputSide {
                 slot: i as u16,
                 ssrc: s.ssrc(),
                 playback_unix_ns: playback + patchcord_common::time::frames_to_ns(frames as i64),
-                rtp_ts_at_frame: s
-                    .playing_ts(self.out_frame + frames as u64)
-                    .filter(|_| s.is_playing())
-                    .map(|t| t as u32),
-                buffered_samples: s.buffered_samples(self.out_frame + frames as u64),
+                rtp_ts_at_frame: s.playing_ts().filter(|_| s.is_playing()).map(|t| t as u32),
+                buffered_samples: s.buffered_samples(),
                 target_delay_ns: s.target_delay_ns(),
                 delay_ns: s.delay_ns(),
                 rate: s.rate(),

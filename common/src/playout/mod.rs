@@ -302,8 +302,8 @@ impl StreamPlayout {
     }
 
     /// Audio buffered ahead of the playout point, in samples (0 when not playing).
-    pub fn buffered_samples(&self, next_out_frame: u64) -> u64 {
-        match self.playing_ts(next_out_frame) {
+    pub fn buffered_samples(&self) -> u64 {
+        match self.playing_ts() {
             Some(ts) => self.highest_ts_end.saturating_sub(ts),
             None => 0,
         }
@@ -332,8 +332,8 @@ impl StreamPlayout {
     }
 
     /// RTP timestamp (extended) of the sample the device plays at the first frame of the
-    /// next pull; in adaptive mode this accounts for the frames inside the rate stage.
-    pub fn playing_ts(&self, _out_frame: u64) -> Option<u64> {
+    /// next pull: the stream position read, less the frames the stages still hold.
+    pub fn playing_ts(&self) -> Option<u64> {
         let ts = self.timeline?.ts_at(self.read_frame)?;
         Some(ts.saturating_sub(self.held_frames()))
     }
@@ -634,7 +634,7 @@ impl StreamPlayout {
             // nothing in flight: stream positions start as output frames
             self.read_frame = out_frame;
         }
-        self.update_delay(out_frame, now_ns, frames);
+        self.update_delay(now_ns, frames);
         if self.timeline.is_none() {
             self.establish(self.read_frame, now_ns + frames_to_ns(held as i64));
         }
@@ -698,7 +698,7 @@ impl StreamPlayout {
 
     /// Measure the delay above the fastest path, update the target (adaptive), and the
     /// rate that follows clock drift.
-    fn update_delay(&mut self, out_frame: u64, now_ns: i64, frames: usize) {
+    fn update_delay(&mut self, now_ns: i64, frames: usize) {
         self.last_pull_ns = Some(now_ns);
         if let DelayMode::Adaptive { min_ns, max_ns, .. } = self.cfg.mode {
             if self.estimator.samples() > 0 {
@@ -717,11 +717,9 @@ impl StreamPlayout {
                 self.target_delay_ns = want.clamp(min_ns, max_ns.max(min_ns));
             }
         }
-        let (Some(ts), Some(base), Some(min_transit)) = (
-            self.playing_ts(out_frame),
-            self.ts_base,
-            self.estimator.min_transit_ns(),
-        ) else {
+        let (Some(ts), Some(base), Some(min_transit)) =
+            (self.playing_ts(), self.ts_base, self.estimator.min_transit_ns())
+        else {
             self.delay_ns = None;
             return;
         };
