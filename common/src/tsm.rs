@@ -221,23 +221,16 @@ impl TimeStretch {
         if lo > hi {
             return None;
         }
-        let span = hi + OVERLAP_FRAMES;
-        let (lag, quality, quiet) = if is_quiet(&buf[pos * ch..(pos + span) * ch], ch) {
-            (hi, 1.0, true)
-        } else {
-            let (lag, q) = self.search(buf, pos, pos, Dir::Ahead, lo, hi, min_quality)?;
-            (lag, q, false)
-        };
-        if quality.partial_cmp(&min_quality).is_none_or(|o| o.is_lt()) {
-            return None;
-        }
-        self.cross_fade(buf, pos, pos + lag);
-        Some(Splice {
-            frames: lag,
-            quality,
-            quiet,
-            overlap: OVERLAP_FRAMES,
-        })
+        self.splice(
+            buf,
+            pos,
+            pos,
+            pos + hi + OVERLAP_FRAMES,
+            Dir::Ahead,
+            lo,
+            hi,
+            min_quality,
+        )
     }
 
     /// Repeats `T` frames, `min_add ≤ T ≤ max_add`, one or more whole pitch periods, best
@@ -267,17 +260,48 @@ impl TimeStretch {
         if lo > hi {
             return None;
         }
-        let start = pos - hi;
-        let (lag, quality, quiet) = if is_quiet(&buf[start * ch..(pos + OVERLAP_FRAMES) * ch], ch) {
+        self.splice(
+            buf,
+            pos,
+            pos - hi,
+            pos + OVERLAP_FRAMES,
+            Dir::Behind,
+            lo,
+            hi,
+            min_quality,
+        )
+    }
+
+    /// The part of [`accelerate`](Self::accelerate) and [`expand`](Self::expand) after
+    /// their checks: the frames `[from, to)` are the whole span read; quiet, any lag in
+    /// range will do (the longest), else the search finds one; then the cross-fade.
+    #[allow(clippy::too_many_arguments)]
+    fn splice(
+        &mut self,
+        buf: &mut [f32],
+        pos: usize,
+        from: usize,
+        to: usize,
+        dir: Dir,
+        lo: usize,
+        hi: usize,
+        min_quality: f32,
+    ) -> Option<Splice> {
+        let ch = self.channels;
+        let (lag, quality, quiet) = if is_quiet(&buf[from * ch..to * ch], ch) {
             (hi, 1.0, true)
         } else {
-            let (lag, q) = self.search(buf, start, pos, Dir::Behind, lo, hi, min_quality)?;
+            let (lag, q) = self.search(buf, from, pos, dir, lo, hi, min_quality)?;
             (lag, q, false)
         };
         if quality.partial_cmp(&min_quality).is_none_or(|o| o.is_lt()) {
             return None;
         }
-        self.cross_fade(buf, pos, pos - lag);
+        let other = match dir {
+            Dir::Ahead => pos + lag,
+            Dir::Behind => pos - lag,
+        };
+        self.cross_fade(buf, pos, other);
         Some(Splice {
             frames: lag,
             quality,
