@@ -33,12 +33,14 @@
 //! per-packet budget and audible every time (40 late packets in 10 minutes at the 0.99
 //! quantile, measured), and every late packet is a concealed frame: at 1 % late, speech
 //! loses about what 1 % loss costs it. So the estimator also keeps the largest relative
-//! delay of every second of arrivals for [`PEAK_MEMORY_NS`] (two minutes), and the target
-//! covers the largest of them: a spike is expected again for two minutes, then forgotten. A
-//! burst after a stall counts once (its second's maximum). What a user can reason about:
-//! a delay pattern that recurs within two minutes costs one glitch, not one per
-//! occurrence; a new stream is also held at its safe start-up delay for its first minute
-//! (`playout.rs`), so the first spikes of a healthy network find room too.
+//! delay of every second of arrivals for [`PEAK_MEMORY_NS`] (two minutes), as a peak
+//! detector: the target covers the largest of the last [`PEAK_SHORT_MEMORY_NS`] (10 s: a
+//! spike is expected again soon) and the second largest of the two minutes (a level reached
+//! twice recurs). A lone spike, or a burst after a stall, so lifts the target for 10 s and
+//! no longer; a pattern of spikes keeps it up while it lasts, and two minutes after. What a
+//! user can reason about: a delay spike pattern costs one or two glitches, not one per
+//! occurrence. A new stream is also held at its start-up delay for its first minute
+//! (`playout/mod.rs`), so the first spikes of a healthy network find room too.
 
 //! # Adaptive mode: moving the delay ([`StretchPolicy`])
 //! The delay moves by removing or repeating whole pitch periods of the decoded audio
@@ -52,9 +54,11 @@ pub const FORGET_TIME_CONSTANT_S: f64 = 2.0;
 /// Histogram resolution and range.
 pub const BUCKET_NS: i64 = 500_000;
 pub const BUCKETS: usize = 2000;
-/// The largest relative delay of each second of arrivals is kept this long, and the target
-/// covers the largest of them.
+/// The largest relative delay of each second of arrivals is kept this long; the target
+/// covers the second largest of them (a level reached twice)...
 pub const PEAK_MEMORY_NS: i64 = 120_000_000_000;
+/// ...and the largest of this recent stretch (a lone spike, expected again soon after).
+pub const PEAK_SHORT_MEMORY_NS: i64 = 10_000_000_000;
 const PEAK_WINDOW_NS: i64 = 1_000_000_000;
 const PEAK_WINDOWS: usize = 120;
 
@@ -79,9 +83,8 @@ pub struct DelayEstimator {
     peaks: [(i64, i64); PEAK_WINDOWS],
     peak_next: usize,
     peak_window: Option<(i64, i64)>,
-    /// Largest of `peaks` and when the oldest one it covers expires (recomputed once a
-    /// window closes or it expires, not per query).
-    peak_max: (i64, i64),
+    /// The peak level the target covers (recomputed once a window closes).
+    peak_level: i64,
 }
 
 impl DelayEstimator {
@@ -100,7 +103,7 @@ impl DelayEstimator {
             peaks: [(i64::MIN, 0); PEAK_WINDOWS],
             peak_next: 0,
             peak_window: None,
-            peak_max: (0, i64::MAX),
+            peak_level: 0,
         }
     }
 
@@ -117,7 +120,7 @@ impl DelayEstimator {
         self.peaks = [(i64::MIN, 0); PEAK_WINDOWS];
         self.peak_next = 0;
         self.peak_window = None;
-        self.peak_max = (0, i64::MAX);
+        self.peak_level = 0;
     }
 
     /// Minimum transit over the last one to two seconds.
@@ -171,33 +174,41 @@ impl DelayEstimator {
                 if let Some(done) = previous {
                     self.peaks[self.peak_next] = done;
                     self.peak_next = (self.peak_next + 1) % PEAK_WINDOWS;
-                    self.update_peak_max(arrival_ns);
+                    self.update_peak_level(arrival_ns);
                 }
                 self.peak_window = Some((arrival_ns, relative));
             }
         }
     }
 
-    /// Largest kept window maximum at `now_ns`, and when the window holding it expires.
-    fn update_peak_max(&mut self, now_ns: i64) {
-        self.peak_max = self
-            .peaks
-            .iter()
-            .filter(|&&(t, _)| t != i64::MIN && now_ns - t < PEAK_MEMORY_NS)
-            .map(|&(t, m)| (m, t + PEAK_MEMORY_NS))
-            .max_by_key(|&(m, _)| m)
-            .unwrap_or((0, i64::MAX));
+    /// The level the peaks call for at `now_ns`: the largest window maximum of the last
+    /// [`PEAK_SHORT_MEMORY_NS`] (a spike is expected again soon after it), and the second
+    /// largest of the last [`PEAK_MEMORY_NS`] (a level reached twice recurs).
+    fn update_peak_level(&mut self, now_ns: i64) {
+        let (mut first, mut second, mut short) = (0i64, 0i64, 0i64);
+        for &(t, m) in self.peaks.iter().filter(|&&(t, _)| t != i64::MIN) {
+            let age = now_ns - t;
+            if age < PEAK_SHORT_MEMORY_NS {
+                short = short.max(m);
+            }
+            if age < PEAK_MEMORY_NS {
+                if m > first {
+                    second = first;
+                    first = m;
+                } else if m > second {
+                    second = m;
+                }
+            }
+        }
+        self.peak_level = short.max(second);
     }
 
-    /// The delay the target must cover at `now_ns`: the quantile, or the largest relative
-    /// delay of the last [`PEAK_MEMORY_NS`] if that is higher (a spike is expected again
-    /// for two minutes).
-    pub fn target_ns(&mut self, now_ns: i64) -> i64 {
-        if now_ns >= self.peak_max.1 {
-            self.update_peak_max(now_ns);
-        }
+    /// The delay the target must cover: the quantile, the largest relative delay of the
+    /// current second and of the last [`PEAK_SHORT_MEMORY_NS`], and any level reached
+    /// twice in the last [`PEAK_MEMORY_NS`].
+    pub fn target_ns(&self) -> i64 {
         let current = self.peak_window.map_or(0, |(_, m)| m);
-        self.quantile_ns().max(self.peak_max.0).max(current)
+        self.quantile_ns().max(self.peak_level).max(current)
     }
 
     pub fn samples(&self) -> u64 {
@@ -447,6 +458,35 @@ mod tests {
         }
         let _ = &mut seed;
         assert!(e.quantile_ns() <= 1_000_000, "{}", e.quantile_ns());
+    }
+
+    /// A lone 30 ms spike lifts the target for about 10 s; the same spike again within two
+    /// minutes holds it up while they recur, until two minutes after the older of the last
+    /// two.
+    #[test]
+    fn peaks_lift_the_target_briefly_once_and_for_minutes_when_they_recur() {
+        let mut e = DelayEstimator::new(0.99);
+        let mut target_at = vec![];
+        for i in 0..40_000i64 {
+            let media = i * 10_000_000;
+            let spike = if [500, 6000, 9000].contains(&i) {
+                30_000_000
+            } else {
+                0
+            };
+            e.observe(media + 1_000_000 + spike, media);
+            if i % 100 == 0 {
+                target_at.push(e.target_ns());
+            }
+        }
+        let at = |s: usize| target_at[s];
+        assert!(at(4) < 2_000_000, "before: {}", at(4));
+        assert!(at(8) >= 30_000_000, "right after the lone spike: {}", at(8));
+        assert!(at(20) < 2_000_000, "lone spike not forgotten: {}", at(20));
+        // spikes at 60 s and 90 s: recurring, held until two minutes after the older of
+        // the last two (60 s + 120 s)
+        assert!(at(65) >= 30_000_000 && at(95) >= 30_000_000 && at(175) >= 30_000_000);
+        assert!(at(185) < 2_000_000, "held too long: {}", at(185));
     }
 
     #[test]

@@ -108,8 +108,8 @@ struct Args {
     #[arg(long, value_name = "MS", default_value = "500", value_parser = parse_latency_ms)]
     latency_max: f64,
     /// Adaptive mode: the target is at least the (100 − budget) % quantile of the packets'
-    /// relative arrival delay (2 s memory), and covers every delay peak of the last two
-    /// minutes.
+    /// relative arrival delay (2 s memory); it also covers the peaks of the last 10 s and
+    /// any peak level reached twice in two minutes.
     #[arg(long, value_name = "PCT", default_value = "1", value_parser = parse_budget)]
     glitch_budget: f64,
     /// Expected RTP payload type (96..=127); other payload types are counted and dropped.

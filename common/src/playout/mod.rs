@@ -700,7 +700,7 @@ impl StreamPlayout {
         if let DelayMode::Adaptive { min_ns, max_ns, .. } = self.cfg.mode {
             if self.estimator.samples() > 0 {
                 // a packet must be there at the start of the callback that needs it
-                let mut want = self.estimator.target_ns(now_ns) + frames_to_ns(frames as i64) + 500_000;
+                let mut want = self.estimator.target_ns() + frames_to_ns(frames as i64) + 500_000;
                 // while packets are being lost, hold the frames that can recover them
                 // (FEC of the next packet, RFC 2198 copies in the next ones)
                 if self.last_missing_ns.is_some_and(|t| now_ns - t < LOSS_MEMORY_NS) {
