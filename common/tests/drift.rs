@@ -68,6 +68,11 @@ fn within(truth_ppm: f64, after_s: u64, jitter_ms: f64, loss: f64, sender_ppm: f
         }
     });
     assert!(seen > 3000, "{seen}");
+    eprintln!(
+        "sender {sender_ppm:+} ppm, device {device_ppm:+} ppm, jitter 0-{jitter_ms} ms, loss {:.0} %: \
+         worst error {worst:.1} ppm from {after_s} s to 1 h",
+        loss * 100.0
+    );
     assert!(
         worst < 20.0,
         "sender {sender_ppm} ppm, device {device_ppm} ppm: off by up to {worst:.1} ppm"
