@@ -184,7 +184,7 @@ pub struct StreamCounters {
     /// Sequence jumps beyond RFC 3550 MAX_DROPOUT (packet dropped).
     pub seq_jumps: u64,
     /// Buffered packets thrown away on purpose: sender restart, the start of a timeline
-    /// (audio older than the chosen delay), delay-keeper slips.
+    /// (audio older than the chosen delay).
     pub discarded: u64,
     /// New playout timelines started after a sender restart or after the stream ended (an
     /// outage longer than the idle time).

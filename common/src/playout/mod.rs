@@ -62,10 +62,10 @@ const START_HOLD_NS: i64 = 60_000_000_000;
 /// How the playout delay is chosen.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum DelayMode {
-    /// Constant delay `latency_ns` from arrival to pull; drift held by slips.
+    /// Constant delay `latency_ns` from arrival to pull; never slipped; clock drift is resampled away.
     Fixed,
     /// Target follows the `quantile` of relative arrival delay (1 − glitch budget), within
-    /// `[min_ns, max_ns]`; reached by resampling (see [`crate::delay`]).
+    /// `[min_ns, max_ns]`; reached by pitch-period splices (see [`crate::delay`]).
     Adaptive { min_ns: i64, max_ns: i64, quantile: f64 },
 }
 

@@ -129,7 +129,7 @@ impl StreamPlayout {
                     self.counters.late += 1;
                     self.counters.missing += 1;
                 } else {
-                    // skipped on purpose (stream start, or a delay-keeper slip)
+                    // skipped on purpose (stream start)
                     self.counters.discarded += 1;
                 }
                 sink.segment(&Segment {
