@@ -62,7 +62,8 @@ const START_HOLD_NS: i64 = 60_000_000_000;
 /// How the playout delay is chosen.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum DelayMode {
-    /// Constant delay `latency_ns` from arrival to pull; never slipped; clock drift is resampled away.
+    /// Constant delay `latency_ns` from arrival to pull, never slipped; clock drift is
+    /// resampled away.
     Fixed,
     /// Target follows the `quantile` of relative arrival delay (1 − glitch budget), within
     /// `[min_ns, max_ns]`; reached by pitch-period splices (see [`crate::delay`]).
