@@ -17,7 +17,8 @@ Subcommands (all called by the shell script):
   report ...    all rows -> Markdown tables
 
 How a row is measured (analyze):
-  * alignment: the recording (for the music: both with the steady tones notched out,
+  * alignment: the recording (searched from the instant the input was captured to 2 s
+    after; for the music: both with the steady tones notched out,
     which would make the correlation periodic) is cross-correlated (FFT) with the 48 kHz input; the peak is
     the offset L of the input in the file. The file is cut to [L, L + len(input)) (zeros
     where it ends early): the common span.
@@ -114,11 +115,11 @@ def cmd_stamp(a):
 
 
 # ---------------------------------------------------------------- analysis
-def align(rec, ref, max_lag_s=8.0):
+def align(rec, ref, lo=-int(0.5 * SR), hi=int(8.0 * SR)):
     from scipy.signal import correlate
     c = correlate(rec, ref, mode="full", method="fft")
     lags = np.arange(-len(ref) + 1, len(rec))
-    ok = (lags >= -int(0.5 * SR)) & (lags <= int(max_lag_s * SR))
+    ok = (lags >= lo) & (lags <= hi)
     c = np.where(ok, c, -np.inf)
     i = int(np.argmax(c))
     lag = int(lags[i])
@@ -220,7 +221,26 @@ def cmd_analyze(a):
             rf, rc = notch_tones(ref), notch_tones(rec)
         else:
             rf, rc = ref, rec
-        lag, corr = align(rc, rf)
+        # wall-clock anchors: the sender's capture start and the recording's time zero
+        send = json_lines(a.send_stats)
+        cap0 = next((r.get("capture_start_unix_ns") for r in reversed(send)
+                     if r.get("capture_start_unix_ns")), None)
+        file0 = None
+        if a.kind == "patchcord":
+            recv = json_lines(a.recv_stats)
+            file0 = next((r.get("output_start_unix_ns") for r in recv
+                          if r.get("output_start_unix_ns")), None)
+        elif a.stamps and os.path.exists(a.stamps):
+            st = json.load(open(a.stamps))["stamps"]
+            if st:
+                file0 = float(np.median([t - s * 1e9 / SR for t, s in st]))
+        # search the lag where it can be: the input cannot play before it was captured, nor
+        # more than 2 s after (a music-like signal under a varying rate has side peaks)
+        lo, hi = -int(0.5 * SR), int(8.0 * SR)
+        if cap0 and file0:
+            base = int((cap0 - file0) * SR / 1e9)
+            lo, hi = base, base + 2 * SR
+        lag, corr = align(rc, rf, lo, hi)
         bl = block_lags(rf, rc, lag)
         if bl:
             v = [x for _, x in bl]
@@ -235,19 +255,6 @@ def cmd_analyze(a):
         row["covered_pct"] = round(100.0 * have / len(ref), 2)
 
         # wall-clock lag (capture of input sample 0 -> playout of its copy)
-        send = json_lines(a.send_stats)
-        cap0 = next((r.get("capture_start_unix_ns") for r in reversed(send)
-                     if r.get("capture_start_unix_ns")), None)
-        file0 = None
-        if a.kind == "patchcord":
-            recv = json_lines(a.recv_stats)
-            file0 = next((r.get("output_start_unix_ns") for r in recv
-                          if r.get("output_start_unix_ns")), None)
-        elif a.stamps and os.path.exists(a.stamps):
-            st = json.load(open(a.stamps))["stamps"]
-            if st:
-                # the header (44 bytes) is not in this branch: raw samples only
-                file0 = float(np.median([t - s * 1e9 / SR for t, s in st]))
         if cap0 and file0:
             row["lag_ms"] = round((file0 + lag * 1e9 / SR - cap0) / 1e6, 1)
 

@@ -12,7 +12,9 @@
 # drum-like bursts and clicks, 15 s). Every output is recorded to a float WAV and compared
 # with the input (bench/playout_quality.py): PESQ-WB after cross-correlation alignment,
 # measured end-to-end lag (GStreamer: a second tee branch into a synchronised fdsink,
-# time-stamped as it plays, since wavenc ! filesink writes as fast as buffers come), patchcord's delay gauges and concealment counters, and for the
+# time-stamped as it plays, since wavenc ! filesink writes as fast as buffers come; that
+# sink plays at the pipeline latency GStreamer configures: the jitterbuffer latency + 120 ms
+# that opusdec reports + the sink's 20 ms processing deadline), patchcord's delay gauges and concealment counters, and for the
 # music signal the level wobble of the three tones per 50 ms window. The method is in the
 # header of bench/playout_quality.py and in BENCHMARKS.md section 4.
 #
