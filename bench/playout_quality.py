@@ -307,7 +307,9 @@ def cmd_analyze(a):
                 row["delay_samples"] = len(dl)
             if lat:
                 row["reported_latency_mean_ms"] = round(float(np.mean(lat)), 1)
-            for k in ("delay_corrections", "skipped_samples", "inserted_samples", "concealment_events", "interruptions", "late", "concealed_samples",
+            for k in ("delay_corrections", "skipped_samples", "inserted_samples", "tsm_operations",
+                      "tsm_removed_samples", "tsm_inserted_samples", "ended",
+                      "concealment_events", "interruptions", "late", "concealed_samples",
                       "missing", "lost", "recovered_fec", "underruns", "discarded", "resyncs",
                       "packets_received", "played", "xruns"):
                 row[k] = fin.get(k)
@@ -355,12 +357,12 @@ def cmd_report(a):
         if sig == "speech":
             out.append("| profile | receiver | setting | PESQ-WB | delay mean ms | delay p99 ms | lag ms "
                        "| lag range ms (steps) | conceal ev | interrupt | late | concealed ms | missing "
-                       "| FEC rec | keeper slips | status |")
+                       "| FEC rec | slips or splices | status |")
             out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         else:
             out.append("| profile | receiver | setting | PESQ-WB* | delay mean ms | delay p99 ms | lag ms "
                        "| lag range ms (steps) | wobble 5k/10k/15k dB | disturbed /windows | pitch ‰ "
-                       "| conceal ev | interrupt | late | concealed ms | keeper slips | status |")
+                       "| conceal ev | interrupt | late | concealed ms | slips or splices | status |")
             out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         notes = []
         for prof in dict.fromkeys(r["profile"] for r in rs):
@@ -382,9 +384,15 @@ def cmd_report(a):
                               fmt(r.get("late")), fmt(r.get("concealed_ms"))]
                     if sig == "speech":
                         cells += [fmt(r.get("missing")), fmt(r.get("recovered_fec"))]
-                    dc = r.get("delay_corrections")
-                    cells.append("–" if dc is None else
-                                 f"{dc} (−{r.get('skipped_samples')}/+{r.get('inserted_samples')} smp)" if dc else "0")
+                    # the fixed-delay keeper's slips (builds before issue 8), or the adaptive
+                    # delay's pitch-period splices (after; fixed mode never slips)
+                    dc, ts = r.get("delay_corrections"), r.get("tsm_operations")
+                    if ts is not None:
+                        cells.append(f"{ts} splices (−{r.get('tsm_removed_samples')}/+{r.get('tsm_inserted_samples')} smp)"
+                                     if ts else "0")
+                    else:
+                        cells.append("–" if dc is None else
+                                     f"{dc} slips (−{r.get('skipped_samples')}/+{r.get('inserted_samples')} smp)" if dc else "0")
                 else:
                     cells += ["n/a"] * (7 if sig == "speech" else 5)
                 cells.append("ok" if ok else r["status"].replace("|", "/"))
