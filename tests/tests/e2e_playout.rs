@@ -462,3 +462,115 @@ fn impaired_path_output_is_the_input_at_the_reported_delay() {
     assert!(snr_checked >= 40, "only {snr_checked} unconcealed 0.1 s pieces");
     assert!(failures.is_empty(), "{}\nreceiver {r}", failures.join("\n"));
 }
+
+/// Clock drift read from real processes: the virtual devices' clocks offset by
+/// `--clock-ppm` (the sender's 1000 ppm fast, or 100 ppm slow; or the receiver's device
+/// 100 ppm fast). The receiver's `drift_ppm` reads the truth within 20 ppm from 30 s on, and
+/// in fixed mode the drift is resampled away: nothing late, nothing concealed.
+#[test]
+fn drift_is_read_from_the_clocks_of_real_processes() {
+    let cases = [
+        ("drift_sender_fast", 1000.0, 0.0),
+        ("drift_sender_slow", -100.0, 0.0),
+        ("drift_device_fast", 0.0, 100.0),
+    ];
+    let results: Vec<Result<String, String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = cases
+            .iter()
+            .map(|&(name, send_ppm, recv_ppm)| scope.spawn(move || drift_run(name, send_ppm, recv_ppm)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut failed = vec![];
+    for r in results {
+        match r {
+            Ok(report) => eprintln!("ok   {report}"),
+            Err(report) => {
+                eprintln!("FAIL {report}");
+                failed.push(report);
+            }
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+fn drift_run(name: &str, send_ppm: f64, recv_ppm: f64) -> Result<String, String> {
+    let dir = scratch(name);
+    let port = free_port_pair();
+    let json = dir.join("recv.json");
+    let mut recv = Proc::spawn(
+        &dir,
+        "recv",
+        &bin("patchcord-recv"),
+        &[
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--device".into(),
+            "null".into(),
+            "--clock-ppm".into(),
+            recv_ppm.to_string(),
+            "--latency".into(),
+            "40".into(),
+            "--stats-json".into(),
+            json.display().to_string(),
+            "-q".into(),
+        ],
+    );
+    wait_for_file(&json);
+    let mut send = Proc::spawn(
+        &dir,
+        "send",
+        &bin("patchcord-send"),
+        &[
+            "--to".into(),
+            format!("127.0.0.1:{port}"),
+            "--device".into(),
+            "tone:440".into(),
+            "--clock-ppm".into(),
+            send_ppm.to_string(),
+            "--duration".into(),
+            "40".into(),
+            "-q".into(),
+        ],
+    );
+    let (ok, err) = send.wait(Duration::from_secs(100));
+    if !ok {
+        return Err(format!("{name}: sender failed: {err}"));
+    }
+    recv.signal("TERM");
+    let (ok, err) = recv.wait(Duration::from_secs(20));
+    if !ok {
+        return Err(format!("{name}: receiver failed: {err}"));
+    }
+    let records = read_stats(&json);
+    let mut drift: Vec<f64> = records
+        .iter()
+        .filter(|r| r["t"].as_f64().is_some_and(|t| t >= 30.0))
+        .filter_map(|r| r["streams"].as_array()?.first()?["drift_ppm"].as_f64())
+        .collect();
+    drift.sort_by(f64::total_cmp);
+    let truth = ((1.0 + send_ppm * 1e-6) / (1.0 + recv_ppm * 1e-6) - 1.0) * 1e6;
+    let r = final_stats(&json);
+    let report = format!(
+        "{name}: sender {send_ppm:+} ppm, device {recv_ppm:+} ppm: truth {truth:+.1} ppm, \
+         drift_ppm from 30 s min/median/max {}; late {} concealment_events {}",
+        if drift.is_empty() {
+            "-".to_string()
+        } else {
+            format!(
+                "{:+.1}/{:+.1}/{:+.1}",
+                drift[0],
+                drift[drift.len() / 2],
+                drift[drift.len() - 1]
+            )
+        },
+        r["late"],
+        r["concealment_events"],
+    );
+    let within = drift.len() >= 5 && drift.iter().all(|d| (d - truth).abs() < 20.0);
+    if within && r["late"].as_u64() == Some(0) && r["concealment_events"].as_u64() == Some(0) {
+        Ok(report)
+    } else {
+        Err(report)
+    }
+}

@@ -53,7 +53,8 @@ use crate::time::{frames_to_ns, ns_to_frames_ceil, SAMPLE_RATE};
 const LOSS_MEMORY_NS: i64 = 10_000_000_000;
 /// Adaptive mode listens this long to a new stream before it starts playing it...
 const ADAPTIVE_WARMUP_NS: i64 = 200_000_000;
-/// ...starts this much above its target (what the warm-up showed)...
+/// ...starts this much above its target (what the warm-up showed), or by the frames that
+/// recover a loss if more...
 const START_CUSHION_NS: i64 = 10_000_000;
 /// ...and holds its target at least at that start-up delay for this long: the path's first
 /// spikes find room before they are known. (On a clean loopback, spikes of up to 8 ms above
@@ -543,7 +544,17 @@ impl StreamPlayout {
             if now_ns - first.arrival_ns < ADAPTIVE_WARMUP_NS {
                 return;
             }
-            start_delay_ns = (self.target_delay_ns + START_CUSHION_NS).clamp(min_ns, max_ns.max(min_ns));
+            // The cushion is at least the frames that recover a loss (FEC in the next
+            // packet, RFC 2198 copies in the next ones): the first loss of a stream is then
+            // recovered too, not only those after it (measured: one PLC'd first loss cost
+            // 0.19 PESQ-WB on 20 s of speech at 1 % loss).
+            let frame = self
+                .store
+                .get(first.ext_seq)
+                .map_or(self.last_frame_samples, |(m, _)| m.duration_samples);
+            let recovery = self.recovery_depth as i64 * frames_to_ns(frame as i64);
+            let cushion = START_CUSHION_NS.max(recovery + 2_000_000);
+            start_delay_ns = (self.target_delay_ns + cushion).clamp(min_ns, max_ns.max(min_ns));
             self.start_hold = Some((start_delay_ns, now_ns + START_HOLD_NS));
         }
         let adaptive_start = match (self.cfg.mode, self.ts_base, self.estimator.min_transit_ns()) {
