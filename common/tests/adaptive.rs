@@ -98,10 +98,10 @@ fn clean_network_stays_at_the_minimum_without_glitches() {
     let c = p.counters();
     let (_, target, delay, _) = at(&t, 90.0);
     assert!(target <= 5.0 + 0.01, "target {target}");
-    // splices move the delay in steps of at least 2.5 ms and stop within 3 ms above the
+    // splices move the delay in steps of at least 2.5 ms and stop within 6 ms above the
     // target (never below it by more than 1 ms)
     assert!(
-        (-1.0..3.0).contains(&(delay - target)),
+        (-1.0..6.5).contains(&(delay - target)),
         "delay {delay} vs target {target}"
     );
     assert_eq!((c.late, c.missing, c.underruns), (0, 0, 0), "{c:?}");
@@ -128,7 +128,7 @@ fn target_rises_with_jitter_and_comes_back_down() {
     // the largest of uniform 0..20 ms is 20 ms; + period 2.7 ms + 0.5 ms margin, one bucket
     assert!((21.0..=24.5).contains(&settled), "settled target {settled}");
     assert!(
-        (-1.0..3.5).contains(&(delay - settled)),
+        (-1.0..6.5).contains(&(delay - settled)),
         "delay {delay} did not follow {settled}"
     );
     assert!(after_3s > 15.0, "fell too fast: {after_3s}");
@@ -148,9 +148,9 @@ fn clock_drift_is_absorbed_by_the_rate_stage() {
         let (p, t) = run(90, ppm, |_| 0.3, 5);
         let c = p.counters();
         let (_, target, delay, rate) = at(&t, 80.0);
-        // (splices hold the delay within 3 ms above the target)
+        // (splices hold the delay within 6 ms above the target)
         assert!(
-            (-1.0..3.5).contains(&(delay - target)),
+            (-1.0..6.5).contains(&(delay - target)),
             "{ppm} ppm: delay {delay} vs target {target}"
         );
         assert!((rate - 1.0 - ppm * 1e-6).abs() < 100e-6, "{ppm} ppm: rate {rate}");
@@ -236,12 +236,12 @@ fn start_up_comes_down_from_above_and_never_plays_slow() {
     // held at the start-up delay for a minute, then down to the target
     let (_, held, held_delay, _) = at(&t, 30.0);
     assert!(
-        held > 10.0 && (-1.0..3.0).contains(&(held_delay - held)),
+        held > 10.0 && (-1.0..6.5).contains(&(held_delay - held)),
         "{held_delay} vs {held}"
     );
     let (_, target, delay, _) = at(&t, 85.0);
     assert!(
-        target < 5.01 && (-1.0..3.0).contains(&(delay - target)),
+        target < 5.01 && (-1.0..6.5).contains(&(delay - target)),
         "{delay} vs {target}"
     );
     assert_eq!((c.late, c.missing, c.concealed_samples), (0, 0, 0), "{c:?}");

@@ -56,6 +56,12 @@ fn never_allocates(mode: DelayMode) {
         if (1200..1300).contains(&i) {
             continue; // 1 s outage
         }
+        if (600..700).contains(&i) {
+            // a second of 80 ms more delay: the adaptive target rises and the delay is
+            // moved up by pitch-period splices
+            schedule.push((t + 80_000_000, i));
+            continue;
+        }
         match i % 50 {
             7 => {}                                      // lost
             11 => schedule.push((t + 40_000_000, i)),    // late

@@ -416,11 +416,12 @@ fn jitter_buffer_is_sized_for_its_largest_delay() {
     assert_eq!(packets_for_delay(-5), 100);
 }
 
-/// A stream that stops without a BYE (ffmpeg, a killed sender): one frame of concealment,
-/// a 20 ms fade, then silence; once it has been silent for `idle_after` it is counted as
+/// A stream that stops without a BYE (ffmpeg, a killed sender): 60 ms of concealment, a
+/// 20 ms fade, then silence; once it has been silent for `idle_after` it is counted as
 /// `ended`, not as an underrun, concealment or interruption.
 #[test]
 fn a_stream_that_stops_is_ended_not_concealed() {
+    use patchcord_common::playout::{DRY_FADE_FRAMES, DRY_PLAIN_NS};
     let sig = noise(48_000, 12);
     let e = encode(&sig, 480, opus::Application::LowDelay, false, 0, 0);
     let (out, p, segs) = run(&e, cfg(20), 64, 48_000 * 3, |_| Some(0));
@@ -442,11 +443,12 @@ fn a_stream_that_stops_is_ended_not_concealed() {
         .map(|s| s.out_frame + s.frames as u64)
         .max()
         .unwrap() as usize;
+    let plain = (DRY_PLAIN_NS * 48 / 1_000_000) as usize;
     let plc: Vec<_> = segs.iter().filter(|s| s.source == SampleSource::Plc).collect();
-    assert_eq!(plc.len(), 1, "one frame of plain concealment: {plc:?}");
-    let silent_from = last_packet_end + 480 + patchcord_common::playout::DRY_FADE_FRAMES as usize;
+    assert_eq!(plc.len(), plain / 480, "60 ms of plain concealment: {plc:?}");
+    let silent_from = last_packet_end + plain + DRY_FADE_FRAMES as usize;
     assert!(out[silent_from..].iter().all(|&x| x == 0.0));
-    assert!(out[last_packet_end..last_packet_end + 480]
+    assert!(out[last_packet_end..last_packet_end + plain]
         .iter()
         .any(|&x| x != 0.0));
 }

@@ -120,10 +120,10 @@ fn clean_network_plays_everything_exactly() {
             replay_matches(&s, &o, (1 << 32) + 60_000);
         } else {
             let (_, target, delay) = o.trace[o.trace.len() / 2];
-            // splices move the delay in steps of at least 2.5 ms: it rests within 3 ms
+            // splices move the delay in steps of at least 2.5 ms: it rests within 6 ms
             // above the target
             assert!(
-                target <= 5.01 && (-1.0..3.0).contains(&(delay - target)),
+                target <= 5.01 && (-1.0..6.5).contains(&(delay - target)),
                 "target {target} delay {delay}"
             );
         }

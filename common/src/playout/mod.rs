@@ -35,7 +35,7 @@
 mod recovery;
 mod segment;
 
-pub use recovery::{dry_fade_gain, DRY_FADE_FRAMES};
+pub use recovery::{dry_fade_gain, DRY_FADE_FRAMES, DRY_PLAIN_NS};
 use segment::Reposition;
 pub use segment::{NoSegments, SampleSource, Segment, SegmentSink};
 
