@@ -56,8 +56,8 @@ const ADAPTIVE_WARMUP_NS: i64 = 200_000_000;
 /// ...starts this much above its target (what the warm-up showed), or by the frames that
 /// recover a loss if more...
 const START_CUSHION_NS: i64 = 10_000_000;
-/// ...and holds its target at least at that start-up delay for this long: the path's first
-/// spikes find room before they are known. (On a clean loopback, spikes of up to 8 ms above
+/// ...and holds its target at least at that start-up delay, and that cushion above the
+/// target, for this long: the path's first spikes find room before they are known. (On a clean loopback, spikes of up to 8 ms above
 /// a 5.7 ms target made 1–3 late packets a minute before the hold; none with it.)
 const START_HOLD_NS: i64 = 60_000_000_000;
 /// How the playout delay is chosen.
@@ -718,9 +718,12 @@ impl StreamPlayout {
                 if self.last_missing_ns.is_some_and(|t| now_ns - t < LOSS_MEMORY_NS) {
                     want += self.recovery_depth as i64 * frames_to_ns(self.last_frame_samples as i64);
                 }
+                // for its first minute a stream keeps its cushion above the target as the
+                // target moves (ffmpeg's bursts grew past the warm-up's: 1 late packet a
+                // minute with the cushion on the warm-up's target alone)
                 if let Some((floor, until)) = self.start_hold {
                     if now_ns < until {
-                        want = want.max(floor);
+                        want = (want + START_CUSHION_NS).max(floor);
                     }
                 }
                 self.target_delay_ns = want.clamp(min_ns, max_ns.max(min_ns));
