@@ -229,6 +229,11 @@ fn clean_path_three_senders_sixty_seconds_without_a_glitch() {
         [patchcord, gst, ffmpeg].map(|h| h.join().unwrap())
     });
     eprintln!("load average at end: {}", loadavg());
+    assert_all_ok(results);
+}
+
+/// Prints every run's report (all of them, before failing) and fails if any failed.
+fn assert_all_ok(results: impl IntoIterator<Item = Result<String, String>>) {
     let mut failed = vec![];
     for r in results {
         match r {
@@ -485,17 +490,7 @@ fn drift_is_read_from_the_clocks_of_real_processes() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let mut failed = vec![];
-    for r in results {
-        match r {
-            Ok(report) => eprintln!("ok   {report}"),
-            Err(report) => {
-                eprintln!("FAIL {report}");
-                failed.push(report);
-            }
-        }
-    }
-    assert!(failed.is_empty(), "{}", failed.join("\n"));
+    assert_all_ok(results);
 }
 
 fn drift_run(name: &str, send_ppm: f64, recv_ppm: f64) -> Result<String, String> {
