@@ -202,6 +202,35 @@ fn fec_recovers_a_single_loss_in_silk_mode() {
     assert!(segs.iter().any(|s| matches!(s.source, SampleSource::Fec { .. })));
 }
 
+/// Two losses in a row at a delay under two frames: the buffer runs dry at the first (the
+/// second is lost too, the third not yet there); the second is then recovered from the
+/// third's FEC, not concealed.
+#[test]
+fn fec_recovers_the_second_of_two_losses_after_a_dry_frame() {
+    let sig: Vec<f32> = (0..48_000).map(|i| (i as f32 * 0.03).sin() * 0.4).collect();
+    let e = encode(&sig, 960, opus::Application::Voip, true, 7, 9);
+    let (_, p, segs) = run(&e, cfg(30), 64, 47_000, |i| {
+        if i == 20 || i == 21 {
+            None
+        } else {
+            Some(0)
+        }
+    });
+    let c = p.counters();
+    assert_eq!(c.missing, 2);
+    assert_eq!(c.recovered_fec, 1);
+    assert_eq!(c.concealed_frames, 1);
+    let fec: Vec<_> = segs
+        .iter()
+        .filter_map(|s| match s.source {
+            SampleSource::Fec { seq } => Some(seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(fec.len(), 1);
+    assert_eq!(fec[0] % 65_536, 7 + 21);
+}
+
 #[test]
 fn late_and_duplicate_packets_are_counted_and_dropped() {
     let sig = noise(24_000, 3);

@@ -201,6 +201,17 @@ impl StreamPlayout {
                     self.next_seq = next.ext_seq;
                     return false;
                 }
+                // The same when only some of them are over: a dry run concealed the time
+                // of the first ones, and the one due now is the one whose frames reach
+                // `next`. It is the packet the FEC in `next` recovers (two losses in a
+                // row at a delay under two frames: the second was concealed instead of
+                // recovered, 37 of 182 recoverable losses at 20 % loss; BENCHMARKS §4).
+                let still_due = (next.ext_ts - need_ts).div_ceil(next.duration_samples.max(1) as u64);
+                let over = (next.ext_seq - self.next_seq).saturating_sub(still_due);
+                if over > 0 {
+                    self.counters.missing += over;
+                    self.next_seq += over;
+                }
             }
             self.counters.missing += 1;
             self.last_missing_ns = self.last_pull_ns;
