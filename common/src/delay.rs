@@ -51,11 +51,19 @@
 //! made audible on every tone). A stream starts *above* its target (see `playout.rs`) and
 //! comes down by removals; it never plays slow to fill its buffer.
 
+use crate::tsm::QUIET_ONLY;
+
 /// Forgetting time constant of the relative-delay histogram.
 pub const FORGET_TIME_CONSTANT_S: f64 = 2.0;
 /// Histogram resolution and range.
 pub const BUCKET_NS: i64 = 500_000;
 pub const BUCKETS: usize = 2000;
+/// The fastest path is the minimum transit over this many seconds. Over one to two seconds
+/// (the first version) it moved by 5–10 ms from one second to the next under jitter20 (the
+/// minimum of 50 packets with 20 ms of jitter), the measured delay with it, and each move
+/// beyond the policy's band was a splice in the middle of speech.
+pub const BASELINE_WINDOWS: usize = 10;
+const BASELINE_WINDOW_NS: i64 = 1_000_000_000;
 /// The largest relative delay of each second of arrivals is kept this long; the target
 /// covers the second largest of them (a level reached twice)...
 pub const PEAK_MEMORY_NS: i64 = 120_000_000_000;
@@ -76,9 +84,12 @@ pub struct DelayEstimator {
     /// every bucket (renormalised when large).
     weight: f64,
     total: f64,
-    min_current: Option<i64>,
-    min_previous: Option<i64>,
-    bucket_start_ns: Option<i64>,
+    /// The fastest path: minimum transit of each second of arrivals, (instant, minimum),
+    /// for the last [`BASELINE_WINDOWS`] seconds, and of the second being filled.
+    minima: [(i64, i64); BASELINE_WINDOWS],
+    minima_next: usize,
+    min_window: Option<(i64, i64, i64)>,
+    baseline: Option<i64>,
     last_media_ns: Option<i64>,
     samples: u64,
     /// Highest bucket that ever received weight since the last reset: quantile queries scan
@@ -100,9 +111,10 @@ impl DelayEstimator {
             histogram: crate::mem::resident_vec(BUCKETS, 0.0),
             weight: 1.0,
             total: 0.0,
-            min_current: None,
-            min_previous: None,
-            bucket_start_ns: None,
+            minima: [(0, i64::MAX); BASELINE_WINDOWS],
+            minima_next: 0,
+            min_window: None,
+            baseline: None,
             last_media_ns: None,
             samples: 0,
             top: 0,
@@ -117,9 +129,10 @@ impl DelayEstimator {
         self.histogram.iter_mut().for_each(|b| *b = 0.0);
         self.weight = 1.0;
         self.total = 0.0;
-        self.min_current = None;
-        self.min_previous = None;
-        self.bucket_start_ns = None;
+        self.minima = [(0, i64::MAX); BASELINE_WINDOWS];
+        self.minima_next = 0;
+        self.min_window = None;
+        self.baseline = None;
         self.last_media_ns = None;
         self.samples = 0;
         self.top = 0;
@@ -129,27 +142,50 @@ impl DelayEstimator {
         self.peak_level = 0;
     }
 
-    /// Minimum transit over the last one to two seconds.
+    /// The fastest path's transit now: the minimum over the last [`BASELINE_WINDOWS`]
+    /// seconds, each second's minimum carried forward along the sender's clock drift (over
+    /// the last one to two seconds while the drift is not known yet: a sender 1000 ppm slow
+    /// would otherwise leave the minimum 10 ms behind).
     pub fn min_transit_ns(&self) -> Option<i64> {
-        match (self.min_current, self.min_previous) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        self.baseline
     }
 
-    /// Account one packet: its arrival and the media time (ns) of its timestamp.
+    /// Account one packet: its arrival and the media time (ns) of its timestamp, and the
+    /// slope of the transit that clock drift makes (ns per ns; `None` while unknown).
     /// Returns its relative delay in ns.
-    pub fn observe(&mut self, arrival_ns: i64, media_ns: i64) -> i64 {
+    pub fn observe(&mut self, arrival_ns: i64, media_ns: i64, transit_slope: Option<f64>) -> i64 {
         let transit = arrival_ns - media_ns;
-        // sliding-window minimum: two buckets of one second of arrival time
-        let start = *self.bucket_start_ns.get_or_insert(arrival_ns);
-        if arrival_ns - start >= 1_000_000_000 {
-            self.min_previous = self.min_current.take();
-            self.bucket_start_ns = Some(arrival_ns);
-        }
-        self.min_current = Some(self.min_current.map_or(transit, |m| m.min(transit)));
-        let min = self.min_transit_ns().unwrap_or(transit);
-        let relative = (transit - min).max(0);
+        let (start, t_min, min) = match self.min_window {
+            Some((start, t, m)) if arrival_ns - start < BASELINE_WINDOW_NS => {
+                if transit < m {
+                    (start, arrival_ns, transit)
+                } else {
+                    (start, t, m)
+                }
+            }
+            previous => {
+                if let Some((_, t, m)) = previous {
+                    self.minima[self.minima_next] = (t, m);
+                    self.minima_next = (self.minima_next + 1) % BASELINE_WINDOWS;
+                }
+                (arrival_ns, arrival_ns, transit)
+            }
+        };
+        self.min_window = Some((start, t_min, min));
+        let carried = |(t, m): (i64, i64)| match transit_slope {
+            _ if m == i64::MAX => i64::MAX,
+            Some(slope) => m + ((arrival_ns - t) as f64 * slope) as i64,
+            None if arrival_ns - t < 2 * BASELINE_WINDOW_NS => m,
+            None => i64::MAX,
+        };
+        let base = self
+            .minima
+            .iter()
+            .copied()
+            .map(carried)
+            .fold(carried((t_min, min)), i64::min);
+        self.baseline = Some(base);
+        let relative = (transit - base).max(0);
         // forgetting by media time elapsed since the previous packet
         let dt = match self.last_media_ns {
             Some(last) if media_ns > last => (media_ns - last) as f64 * 1e-9,
@@ -288,22 +324,33 @@ impl DelayHold {
 
 /// Adaptive mode: when to remove or repeat pitch periods ([`crate::stretch`]) so the delay
 /// follows the target. The measured delay is smoothed (50 ms) against callback scheduling
-/// noise. Under the target by more than [`EXPAND_BELOW_NS`] a repetition is asked for, of up
-/// to the error plus [`EXPAND_SLACK_NS`] (a whole pitch period may be longer than the
-/// error; more delay is safe). Over the target by more than [`accelerate_above_ns`] (6 ms,
-/// or a tenth of a large target) a removal, of up to the error less [`ACCELERATE_LEAVES_NS`].
-/// The band between is wider than a repetition's overshoot, so a repetition never calls
-/// for a removal: the first version's band (3 ms) made the delay see-saw under jitter20, 41
-/// splices in 20 s of speech for PESQ-WB 3.36 where fixed at the same delay had 4.25
-/// (BENCHMARKS.md §4). At most one splice per [`SPLICE_COOLDOWN_NS`]. A splice must first
-/// find a well-correlated place (or a quiet passage); the longer the error persists, the
-/// less it insists, down to a floor.
+/// noise. Under the target by more than [`expand_below_ns`] (1 ms, or a twentieth of a
+/// large target) a repetition is asked for, of up to the error plus [`EXPAND_SLACK_NS`] (a
+/// whole pitch period may be longer than the error; more delay is safe). Over the target by
+/// more than [`accelerate_above_ns`] (6 ms, or a tenth of a large target) a removal, of up
+/// to the error less [`ACCELERATE_LEAVES_NS`]. The band between is wider than a
+/// repetition's overshoot, so a repetition never calls for a removal: the first version's
+/// band (3 ms) made the delay see-saw under jitter20, 41 splices in 20 s of speech for
+/// PESQ-WB 3.36 where fixed at the same delay had 4.25 (BENCHMARKS.md §4). At most one
+/// splice per [`SPLICE_COOLDOWN_NS`].
+///
+/// *Where* a splice goes matters as much as how many: a time shift inside a word costs
+/// PESQ-WB 0.25–0.45 even where the gap between two words is silent, one in a pause between
+/// sentences nothing (see [`crate::stretch::PAUSE_FRAMES`]). So what is not urgent waits
+/// for a pause ([`QUIET_ONLY`]): a removal for [`ACCELERATE_PAUSE_WAIT_S`] (then a
+/// well-correlated place, insisting less the longer the error persists, down to a floor),
+/// a repetition for as long as the delay still plays all but 0.2 % of the recent packets in
+/// time (the caller says so: `covered`). Only a delay that would make packets late repeats
+/// a period at once, wherever the audio is periodic enough.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StretchPolicy {
     smoothed_ns: Option<f64>,
     last_ns: Option<i64>,
     last_splice_ns: Option<i64>,
-    error_since_ns: Option<i64>,
+    /// Since when the delay has been off target, and in which direction (accelerate).
+    error_since: Option<(i64, bool)>,
+    /// Since when it has been back in the band.
+    in_band_since_ns: Option<i64>,
 }
 
 /// A removal leaves this much of the error (never overshoot downwards)...
@@ -312,7 +359,18 @@ pub const ACCELERATE_LEAVES_NS: i64 = 2_000_000;
 pub fn accelerate_above_ns(target_ns: i64) -> i64 {
     (target_ns / 10).max(6_000_000)
 }
-pub const EXPAND_BELOW_NS: i64 = 1_000_000;
+/// A repetition is asked for beyond this much under the target (1 ms, or a twentieth of a
+/// large target: the target covers the path's peaks, and under jitter20 the delay measured
+/// against a moving fastest path wandered 1–3 ms under a 106 ms target, each time a
+/// repetition in the middle of speech).
+pub fn expand_below_ns(target_ns: i64) -> i64 {
+    (target_ns / 20).max(1_000_000)
+}
+/// A removal waits this long for a pause ([`crate::stretch::PAUSE_FRAMES`]) before it
+/// accepts a periodic place...
+pub const ACCELERATE_PAUSE_WAIT_S: f32 = 5.0;
+/// A wait starts again after this long back in the band.
+const IN_BAND_RESET_NS: i64 = 1_000_000_000;
 pub const SPLICE_COOLDOWN_NS: i64 = 20_000_000;
 const DELAY_SMOOTHING_NS: f64 = 50e6;
 /// A repetition is asked for the error plus this (and the slack).
@@ -327,8 +385,16 @@ impl StretchPolicy {
         Self::default()
     }
 
-    /// `Some((accelerate, at most ns, min quality))` when a splice is due.
-    pub fn decide(&mut self, delay_ns: i64, target_ns: i64, now_ns: i64) -> Option<(bool, i64, f32)> {
+    /// `Some((accelerate, at most ns, min quality))` when a splice is due. `covered`: the
+    /// delay, though under the target, already plays nearly every recent packet in time, so
+    /// a repetition may wait for a pause.
+    pub fn decide(
+        &mut self,
+        delay_ns: i64,
+        target_ns: i64,
+        now_ns: i64,
+        covered: bool,
+    ) -> Option<(bool, i64, f32)> {
         let dt = self.last_ns.map_or(0, |l| (now_ns - l).max(0));
         self.last_ns = Some(now_ns);
         let a = (dt as f64 / DELAY_SMOOTHING_NS).min(1.0);
@@ -340,7 +406,7 @@ impl StretchPolicy {
         let error = d as i64 - target_ns;
         let due = if error > accelerate_above_ns(target_ns) {
             Some((true, error - ACCELERATE_LEAVES_NS))
-        } else if error < -EXPAND_BELOW_NS {
+        } else if error < -expand_below_ns(target_ns) {
             // a repetition is at least one 2.5 ms lag, and a whole pitch period may be
             // longer than the error: overshooting upwards is safe
             Some((
@@ -351,10 +417,22 @@ impl StretchPolicy {
             None
         };
         let Some((accelerate, max_ns)) = due else {
-            self.error_since_ns = None;
+            // a moment back in the band (jitter moves the smoothed delay in and out) does
+            // not restart the wait; a second does
+            let back = *self.in_band_since_ns.get_or_insert(now_ns);
+            if now_ns - back >= IN_BAND_RESET_NS {
+                self.error_since = None;
+            }
             return None;
         };
-        let since = *self.error_since_ns.get_or_insert(now_ns);
+        self.in_band_since_ns = None;
+        let since = match self.error_since {
+            Some((t, a)) if a == accelerate => t,
+            _ => {
+                self.error_since = Some((now_ns, accelerate));
+                now_ns
+            }
+        };
         if self
             .last_splice_ns
             .is_some_and(|t| now_ns - t < SPLICE_COOLDOWN_NS)
@@ -363,15 +441,26 @@ impl StretchPolicy {
         }
         let waited_s = (now_ns - since) as f32 * 1e-9;
         let quality = if accelerate {
-            // Removing audio is never urgent: wait for a place that repeats (a splice at a
-            // poor lag slips the phase of a tone), and relax only when far above target.
+            // Removing audio is never urgent: first wait for a quiet passage (speech pauses
+            // every few seconds), then for a place that repeats (a splice at a poor lag
+            // slips the phase of a tone), and relax only when far above target.
             // (0.95: a tone's phase slips by at most 18° at the splice.)
+            if waited_s < ACCELERATE_PAUSE_WAIT_S {
+                return Some((accelerate, max_ns, QUIET_ONLY));
+            }
+            let waited_s = waited_s - ACCELERATE_PAUSE_WAIT_S;
             let excess_ms = error as f32 * 1e-6;
             let floor = (0.95 - 0.02 * (excess_ms - 10.0)).clamp(0.5, 0.95);
             (0.97 - 0.02 * waited_s).max(floor)
         } else {
-            // Too little delay means late packets soon: relax quickly, but a repetition at
-            // a poor place is heard too.
+            // While the delay still plays nearly every packet in time (the target's margin
+            // for unseen peaks and for loss recovery is what is missing), the repetition
+            // waits for a pause. Once packets would be late, it relaxes quickly from the
+            // moment they would: a repetition at a poor place is heard too.
+            if covered {
+                self.error_since = Some((now_ns, false));
+                return Some((accelerate, max_ns, QUIET_ONLY));
+            }
             (0.85 - 0.35 * waited_s).max(0.5)
         };
         Some((accelerate, max_ns, quality))
@@ -397,7 +486,7 @@ mod tests {
             *seed ^= *seed << 17;
             let u = (*seed >> 11) as f64 / (1u64 << 53) as f64;
             let media = (t * 1e9) as i64;
-            est.observe(media + 5_000_000 + (u * jitter_ms * 1e6) as i64, media);
+            est.observe(media + 5_000_000 + (u * jitter_ms * 1e6) as i64, media, Some(0.0));
             t += 0.01;
         }
     }
@@ -437,7 +526,7 @@ mod tests {
             seed ^= seed >> 7;
             seed ^= seed << 17;
             let jitter = ((seed >> 20) % 40_000_000) as i64 * if i % 50 == 0 { 5 } else { 1 };
-            e.observe(i * 10_000_000 + jitter, i * 10_000_000);
+            e.observe(i * 10_000_000 + jitter, i * 10_000_000, Some(0.0));
             if i % 97 == 0 {
                 for q in [0.0, 0.5, 0.9, 0.99, 0.999, 1.0] {
                     let want = q * e.total * (1.0 - 1e-12);
@@ -470,7 +559,7 @@ mod tests {
         while t < 60.0 {
             let media = (t * 1e9) as i64;
             let spike = if i.is_multiple_of(400) { 150_000_000 } else { 0 }; // 0.25 % of packets
-            e.observe(media + 3_000_000 + spike, media);
+            e.observe(media + 3_000_000 + spike, media, Some(0.0));
             t += 0.01;
             i += 1;
         }
@@ -492,7 +581,7 @@ mod tests {
                 30_000 => 20_000_000,
                 _ => 0,
             };
-            e.observe(media + 1_000_000 + spike, media);
+            e.observe(media + 1_000_000 + spike, media, Some(0.0));
             if i % 100 == 0 {
                 target_at.push(e.target_ns());
             }
@@ -520,8 +609,85 @@ mod tests {
         for i in 0..1000i64 {
             let media = i * 10_000_000;
             let arrival = media - media / 1000 + 2_000_000;
-            let rel = e.observe(arrival, media);
+            let rel = e.observe(arrival, media, Some(0.0));
             assert!(rel <= 2_000_000, "relative delay grew with drift: {rel} at {i}");
         }
+    }
+
+    #[test]
+    fn fastest_path_is_the_ten_second_minimum_carried_along_the_drift() {
+        // per-second minima that move by up to 8 ms (jitter): the baseline stays at the
+        // lowest of the last ten seconds, and a packet at it is 0 ms relative
+        let mut e = DelayEstimator::new(0.99);
+        let at = |i: i64, extra: i64| (i * 10_000_000 + 5_000_000 + extra, i * 10_000_000);
+        for i in 0..2000i64 {
+            let second = i / 100;
+            let floor = if second % 4 == 0 { 0 } else { 8_000_000 };
+            let (arrival, media) = at(i, floor + (i % 7) * 1_000_000);
+            e.observe(arrival, media, Some(0.0));
+            if i >= 1000 {
+                assert_eq!(e.min_transit_ns(), Some(5_000_000), "packet {i}");
+            }
+        }
+        // a sender 1000 ppm slow: the transit grows by 1 ms a second; carried along that
+        // slope, the ten-second minimum stays within a millisecond of the path's floor now
+        let mut e = DelayEstimator::new(0.99);
+        for i in 0..3000i64 {
+            let media = i * 10_000_000;
+            let arrival = media + media / 1000 + 2_000_000;
+            e.observe(arrival, media, Some(1e-3));
+            let floor_now = arrival - media;
+            let base = e.min_transit_ns().unwrap();
+            assert!(
+                (floor_now - base).abs() <= 1_000_000,
+                "{base} vs {floor_now} at {i}"
+            );
+        }
+        // while the drift is unknown, only the last one to two seconds count
+        let mut e = DelayEstimator::new(0.99);
+        for i in 0..3000i64 {
+            let media = i * 10_000_000;
+            e.observe(media + media / 1000 + 2_000_000, media, None);
+        }
+        let stale = 2_000_000 + 29_990_000 / 1000 * 1000 - e.min_transit_ns().unwrap();
+        assert!((0..=2_100_000).contains(&stale), "{stale}");
+    }
+
+    #[test]
+    fn removals_wait_for_a_pause_and_repetitions_while_every_packet_is_in_time() {
+        let target = 40_000_000;
+        let ms = 1_000_000i64;
+        // 20 ms over the target: a pause only, for five seconds; then periodic places
+        let mut p = StretchPolicy::new();
+        let mut t = 0;
+        while t < 5_000 * ms {
+            let (acc, _, q) = p.decide(target + 20 * ms, target, t, true).unwrap();
+            assert!(acc && q >= QUIET_ONLY, "at {t}: {q}");
+            t += 10 * ms;
+        }
+        let (_, _, q) = p.decide(target + 20 * ms, target, t + 100 * ms, true).unwrap();
+        assert!(q < QUIET_ONLY, "{q}");
+        // 5 ms under it, every packet still in time: a pause only, however long it takes
+        let mut p = StretchPolicy::new();
+        for k in 0..6000 {
+            let (acc, _, q) = p.decide(target - 5 * ms, target, k * 10 * ms, true).unwrap();
+            assert!(!acc && q >= QUIET_ONLY);
+        }
+        // packets would be late: at once, anywhere periodic enough
+        let (acc, _, q) = p.decide(target - 5 * ms, target, 60_010 * ms, false).unwrap();
+        assert!(!acc && q <= 0.85, "{q}");
+        // jitter moving the delay in and out of the band does not restart the wait
+        let mut p = StretchPolicy::new();
+        let mut t = 0;
+        let mut last = QUIET_ONLY;
+        while t < 8_000 * ms {
+            let inside = (t / (200 * ms)) % 2 == 1;
+            let d = if inside { target } else { target + 20 * ms };
+            if let Some((_, _, q)) = p.decide(d, target, t, true) {
+                last = q;
+            }
+            t += 10 * ms;
+        }
+        assert!(last < QUIET_ONLY, "the wait restarted: {last}");
     }
 }

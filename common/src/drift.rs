@@ -208,6 +208,20 @@ impl DriftEstimator {
         d.is_finite().then_some(d.clamp(-MAX_DRIFT, MAX_DRIFT))
     }
 
+    /// Slope of the fastest path's transit (ns per ns) that the sender's clock makes, once
+    /// the fit is sure (standard error within [`ENGAGE_PPM`]; 0 when it does not stand out
+    /// of that noise): carries the delay estimator's per-second minima forward to now.
+    pub fn transit_slope(&self) -> Option<f64> {
+        match self.sender_slope {
+            Some((b, se)) if se <= ENGAGE_PPM * 1e-6 => Some(if b.abs() > 3.0 * se {
+                b.clamp(-MAX_DRIFT, MAX_DRIFT)
+            } else {
+                0.0
+            }),
+            _ => None,
+        }
+    }
+
     /// The drift worth correcting: the estimate when the fit is sure (standard error within
     /// [`ENGAGE_PPM`]) and it stands out of that noise (beyond three standard errors), else
     /// 0. A change in the jitter's distribution moves the per-window minima and looks like

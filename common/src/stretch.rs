@@ -14,7 +14,13 @@
 //! back. Between requests the stage holds nothing ahead: it adds no delay. Everything is
 //! allocated in [`StretchStage::new`].
 
-use crate::tsm::{TimeStretch, MIN_LAG_FRAMES, OVERLAP_FRAMES};
+use crate::tsm::{is_quiet, TimeStretch, MIN_LAG_FRAMES, OVERLAP_FRAMES, QUIET_BLOCK_FRAMES, QUIET_ONLY};
+
+/// A request for a quiet passage only ([`QUIET_ONLY`]) is tried in a *pause*: after this
+/// much quiet (100 ms). PESQ-WB of 20 s of speech against itself with 10 ms of silence
+/// removed: 4.64 when in a 400 ms pause between sentences, 4.18–4.39 in a 52 ms gap between
+/// words (its alignment sees the time shift inside an utterance).
+pub const PAUSE_FRAMES: usize = 4800;
 
 /// What the delay policy asks of the next block.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -47,6 +53,8 @@ pub struct StretchStage {
     play: usize,
     /// Signed frames of the last splice (+ removed, − repeated), taken by the caller.
     last_splice: i64,
+    /// Quiet frames played in a row, up to the play point.
+    quiet_run: usize,
 }
 
 impl StretchStage {
@@ -60,6 +68,7 @@ impl StretchStage {
             len: 0,
             play: 0,
             last_splice: 0,
+            quiet_run: 0,
         }
     }
 
@@ -73,6 +82,7 @@ impl StretchStage {
         self.len = 0;
         self.play = 0;
         self.last_splice = 0;
+        self.quiet_run = 0;
     }
 
     /// Signed frames of the splice made since the last call (+ removed, − repeated).
@@ -111,6 +121,13 @@ impl StretchStage {
                 k += n;
             }
         }
+        for block in out.chunks(QUIET_BLOCK_FRAMES * ch) {
+            if is_quiet(block, ch) {
+                self.quiet_run += block.len() / ch;
+            } else {
+                self.quiet_run = 0;
+            }
+        }
     }
 
     /// Drop history beyond what a splice can use so that `n` more frames fit.
@@ -139,7 +156,7 @@ impl StretchStage {
                 min_quality,
             } => (max_frames, lookahead_frames, min_quality, false),
         };
-        if max_frames < MIN_LAG_FRAMES {
+        if max_frames < MIN_LAG_FRAMES || q >= QUIET_ONLY && self.quiet_run < PAUSE_FRAMES {
             return;
         }
         // Audio needed after the play point: a removal reads its length plus the
@@ -177,6 +194,68 @@ impl StretchStage {
             let t = s.frames.min(self.play);
             self.play -= t;
             self.last_splice -= t as i64;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A quiet-only request splices in a pause (100 ms of quiet played), not in a gap
+    /// between words.
+    #[test]
+    fn quiet_only_waits_for_a_pause() {
+        let request = StretchRequest::Accelerate {
+            max_frames: 480,
+            lookahead_frames: 4800,
+            min_quality: QUIET_ONLY,
+        };
+        // sound, then silence: offer the request at every 128-frame block
+        let mut stage = StretchStage::new(1);
+        let mut pos = 0usize;
+        let sound_until = 48_000;
+        let source = |pos: &mut usize, dst: &mut [f32]| {
+            for x in dst.iter_mut() {
+                *x = if *pos < sound_until {
+                    ((*pos as f32) * 0.05).sin() * 0.3
+                } else {
+                    0.0
+                };
+                *pos += 1;
+            }
+        };
+        let mut out = [0f32; 128];
+        let mut spliced_at = None;
+        let mut played = 0usize;
+        while played < 96_000 && spliced_at.is_none() {
+            stage.render(&mut out, Some(request), |d| source(&mut pos, d));
+            played += out.len();
+            if stage.take_splice() != 0 {
+                spliced_at = Some(played);
+            }
+        }
+        let at = spliced_at.expect("no splice in the pause");
+        assert!(
+            (sound_until + PAUSE_FRAMES..sound_until + PAUSE_FRAMES + 1024).contains(&at),
+            "spliced at {at}"
+        );
+        // a 50 ms gap is not a pause
+        let mut stage = StretchStage::new(1);
+        let mut pos = 0usize;
+        let gappy = |pos: &mut usize, dst: &mut [f32]| {
+            for x in dst.iter_mut() {
+                *x = if *pos % 12_000 < 9_600 {
+                    ((*pos as f32) * 0.05).sin() * 0.3
+                } else {
+                    0.0
+                };
+                *pos += 1;
+            }
+        };
+        for _ in 0..750 {
+            stage.render(&mut out, Some(request), |d| gappy(&mut pos, d));
+            assert_eq!(stage.take_splice(), 0);
         }
     }
 }

@@ -42,7 +42,8 @@
 //!   tone 20 dB down 5 frames before the play point: correlation 1, quality < 0.25, refused
 //!   at 0.9; test `tsm_expand_does_not_replay_a_louder_past`). The caller's
 //!   `min_quality` decides what to accept (the tests use 0.9; a caller can ask for more when
-//!   the delay is only a little off and accept less when it must move).
+//!   the delay is only a little off and accept less when it must move; [`QUIET_ONLY`] asks
+//!   for a quiet passage and skips the search).
 //! - **Quiet rule:** when every 2.5 ms block of the whole span (all channels) is below
 //!   [`QUIET_DBFS`] (-50 dB RMS re 1.0), nothing is searched: the longest lag allowed is
 //!   taken, quality reported 1.0, [`Splice::quiet`] set. Blockwise, so a click in the middle
@@ -104,6 +105,9 @@ pub const OVERLAP_FRAMES: usize = 240;
 /// A passage whose every 2.5 ms block is below this level (RMS over all channels, dB
 /// relative to a sample value of 1.0) is "quiet": any lag will do, quality reported 1.0.
 pub const QUIET_DBFS: f32 = -50.0;
+/// A `min_quality` this high asks for a quiet passage only: no search is made (none could
+/// report more than a quiet passage's 1.0).
+pub const QUIET_ONLY: f32 = 1.0;
 
 /// Decimation factor of the coarse search (48 kHz → 6 kHz).
 const DECIMATION: usize = 8;
@@ -122,7 +126,7 @@ const DISTORTION_RATIO: f32 = 2.0;
 /// Distortion below which two candidates count as equal (float noise of the correlation).
 const DISTORTION_FLOOR: f32 = 1e-6;
 /// Block over which the quiet rule measures the level (2.5 ms).
-const QUIET_BLOCK_FRAMES: usize = 120;
+pub(crate) const QUIET_BLOCK_FRAMES: usize = 120;
 
 /// One splice done by [`TimeStretch::accelerate`] or [`TimeStretch::expand`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -290,6 +294,8 @@ impl TimeStretch {
         let ch = self.channels;
         let (lag, quality, quiet) = if is_quiet(&buf[from * ch..to * ch], ch) {
             (hi, 1.0, true)
+        } else if min_quality >= QUIET_ONLY {
+            return None;
         } else {
             let (lag, q) = self.search(buf, from, pos, dir, lo, hi, min_quality)?;
             (lag, q, false)
@@ -492,7 +498,7 @@ impl TimeStretch {
 
 /// Whether every [`QUIET_BLOCK_FRAMES`] block of the interleaved `span` is below
 /// [`QUIET_DBFS`].
-fn is_quiet(span: &[f32], ch: usize) -> bool {
+pub(crate) fn is_quiet(span: &[f32], ch: usize) -> bool {
     let threshold = 10f32.powf(QUIET_DBFS / 10.0);
     span.chunks(QUIET_BLOCK_FRAMES * ch)
         .all(|b| dot(b, b) < threshold * b.len() as f32)

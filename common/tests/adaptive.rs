@@ -370,3 +370,99 @@ fn a_tone_keeps_its_pitch_while_the_delay_moves() {
     }
     assert!(checked >= 25, "only {checked} clean seconds");
 }
+
+/// Speech-like audio (0.6 s of a voiced harmonic sound, 0.4 s of silence): the delay's
+/// non-urgent moves wait for a pause. The start-up margin comes off after the first
+/// minute's hold, and a loss (the target then makes room for FEC recovery) grows the delay while it still plays every packet in time: every splice lies in a pause, none in
+/// the sound (a time shift inside a word is what PESQ and ears notice; BENCHMARKS §4).
+#[test]
+fn unhurried_splices_wait_for_a_pause() {
+    struct Offsets(Vec<(u64, u64)>);
+    impl patchcord_common::playout::SegmentSink for Offsets {
+        fn segment(&mut self, s: &patchcord_common::playout::Segment) {
+            if s.frames > 0 && s.rtp_ts != 0 {
+                self.0.push((s.out_frame, s.rtp_ts));
+            }
+        }
+    }
+    let secs = 100;
+    let n = secs * 48_000 / FRAME;
+    let voiced = |i: usize| {
+        let t = i as f64 / 48_000.0;
+        if t.fract() < 0.6 {
+            let w = 2.0 * std::f64::consts::PI * 160.0 * t;
+            (0.3 * w.sin() + 0.15 * (2.0 * w).sin() + 0.08 * (3.0 * w).sin()) as f32
+        } else {
+            0.0
+        }
+    };
+    let mut enc = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+    enc.set_bitrate(opus::Bitrate::Bits(64_000)).unwrap();
+    enc.set_inband_fec(true).unwrap();
+    enc.set_packet_loss_perc(10).unwrap();
+    let mut pk = Packetizer::new(1, 96, 100, 1000);
+    let (mut buf, mut rtp) = ([0u8; 1500], [0u8; 1500]);
+    // one packet lost at 75.3 s (in the sound)
+    let lost = 75_300 * 48 / FRAME;
+    let arrivals: Vec<(i64, Vec<u8>)> = (0..n)
+        .filter_map(|i| {
+            let pcm: Vec<f32> = (0..FRAME).map(|k| voiced(i * FRAME + k)).collect();
+            let len = enc.encode_float(&pcm, &mut buf).unwrap();
+            let l = pk.build((i * FRAME) as u64, &buf[..len], &mut rtp).unwrap();
+            let sent = frames_to_ns(((i + 1) * FRAME) as i64);
+            (i != lost).then(|| (sent + 1_000_000, rtp[..l].to_vec()))
+        })
+        .collect();
+    let cfg = PlayoutConfig {
+        mode: DelayMode::Adaptive {
+            min_ns: 5_000_000,
+            max_ns: 500_000_000,
+            quantile: 0.99,
+        },
+        channels: 1,
+        latency_ns: 5_000_000,
+        ..PlayoutConfig::default()
+    };
+    let mut p = StreamPlayout::new(1, cfg).unwrap();
+    let mut out = vec![0f32; 128];
+    let mut segs = Offsets(vec![]);
+    let (mut f, mut next) = (0u64, 0usize);
+    while (f as usize) + 128 <= n * FRAME {
+        let now = frames_to_ns(f as i64);
+        while next < arrivals.len() && arrivals[next].0 <= now {
+            let d = &arrivals[next].1;
+            let h = validate_opus_rtp(d, 96).unwrap();
+            p.insert(&h, h.payload(d), arrivals[next].0);
+            next += 1;
+        }
+        p.pull(&mut out, f, now, &mut segs);
+        f += 128;
+    }
+    let c = p.counters();
+    eprintln!("{c:?}");
+    assert!(c.tsm_removed_samples > 0 && c.tsm_inserted_samples > 0, "{c:?}");
+    // (the loss is concealed: at 5 ms the next packet is not there yet; the target then
+    // makes room to recover the next one)
+    assert_eq!((c.late, c.missing), (0, 1), "{c:?}");
+    // a splice shows as a change of (output frame − stream position) between segments;
+    // the stream audio around both of its ends is silent
+    let ts0 = (1u64 << 40) + 1000;
+    let mut splices = 0;
+    for w in segs.0.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        if a.0 as i64 - a.1 as i64 == b.0 as i64 - b.1 as i64 {
+            continue;
+        }
+        splices += 1;
+        let at = (b.1 - ts0) as i64;
+        let moved = (b.0 as i64 - b.1 as i64) - (a.0 as i64 - a.1 as i64);
+        for i in (at - moved.abs() - 2400).max(0)..at + moved.abs() + 2400 {
+            assert_eq!(
+                voiced(i as usize),
+                0.0,
+                "splice of {moved} frames at stream frame {at}"
+            );
+        }
+    }
+    assert!(splices >= 2, "{splices} splices");
+}

@@ -12,6 +12,7 @@ mod harness;
 use std::collections::HashMap;
 
 use harness::*;
+use patchcord_common::delay::{accelerate_above_ns, expand_below_ns};
 use patchcord_common::playout::{dry_fade_gain, DelayMode, SampleSource};
 use patchcord_common::time::frames_to_ns;
 
@@ -119,7 +120,7 @@ fn clean_network_plays_everything_exactly() {
         if mode == DelayMode::Fixed {
             replay_matches(&s, &o, (1 << 32) + 60_000);
         } else {
-            let (_, target, delay) = o.trace[o.trace.len() / 2];
+            let (_, target, delay) = o.trace[o.trace.len() * 3 / 4];
             // splices move the delay in steps of at least 2.5 ms: it rests within 6 ms
             // above the target
             assert!(
@@ -276,9 +277,14 @@ fn adaptive_target_settles_at_the_jitter_quantile() {
             mean_target >= 0.9 * want && mean_target <= max + period_ms + 1.0,
             "{profile}: target {mean_target} vs p99 {p99} / max {max}"
         );
+        // the delay rests in the policy's band around the target (splices are rare and
+        // wait for a pause: none is made inside the band)
+        let target_ns = (mean_target * 1e6) as i64;
+        let band = -(expand_below_ns(target_ns) as f64 / 1e6) - 0.5
+            ..accelerate_above_ns(target_ns) as f64 / 1e6 + 0.5;
         assert!(
-            (mean_delay - mean_target).abs() < 0.1 * want + 1.0,
-            "{profile}: delay {mean_delay}"
+            band.contains(&(mean_delay - mean_target)),
+            "{profile}: delay {mean_delay} target {mean_target}"
         );
         // the peaks of the last 30 s are covered: late packets far below the 1 % quantile
         let late_share = c.late as f64 / s.datagrams.len() as f64;

@@ -27,7 +27,9 @@
 //! which never changes while the stream plays: splices and resampling move the output
 //! against it, not the map. Fixed mode chooses it so that the newest buffered packet is
 //! pulled exactly `latency` after it arrived; adaptive mode listens for 200 ms and starts
-//! above what it heard (see [`crate::delay`]). A packet needed before it arrived is
+//! above what it heard: its target plus a cushion, plus twice the spread it heard (a short
+//! observation sees about half of a wide path's spread), held for 5 s while the path shows
+//! the rest; the excess then comes off in pauses (see [`crate::delay`]). A packet needed before it arrived is
 //! concealed (`missing`) and, when it comes, counted `late` and dropped. After an outage
 //! longer than `idle_after` the stream is idle (`ended`) and the next packet starts a new
 //! timeline (`resyncs`), so an outage never leaves a long gap or a growing latency behind.
@@ -49,6 +51,9 @@ use crate::stats::{ReceptionRegister, SeqVerdict, StreamCounters};
 use crate::stretch::{StretchRequest, StretchStage};
 use crate::time::{frames_to_ns, ns_to_frames_ceil, SAMPLE_RATE};
 
+/// A delay that plays this share of the recent packets in time waits for a pause before it
+/// grows (at most 1 late packet in 10 s at 50 packets a second while it waits).
+const PAUSE_COVERAGE: f64 = 0.998;
 /// Adaptive mode keeps room for loss recovery this long after the last loss.
 const LOSS_MEMORY_NS: i64 = 10_000_000_000;
 /// Adaptive mode listens this long to a new stream before it starts playing it...
@@ -60,6 +65,19 @@ const START_CUSHION_NS: i64 = 10_000_000;
 /// target, for this long: the path's first spikes find room before they are known. (On a clean loopback, spikes of up to 8 ms above
 /// a 5.7 ms target made 1–3 late packets a minute before the hold; none with it.)
 const START_HOLD_NS: i64 = 60_000_000_000;
+/// ...and at least at its start-up delay for this long, while the path shows its spread.
+const START_SETTLE_NS: i64 = 5_000_000_000;
+
+/// Adaptive mode, a new stream's first minute: the target is held at least at `start_ns`
+/// until `settle_until`, then at `floor_ns` (and a cushion above the moving target) until
+/// `until`.
+#[derive(Debug, Clone, Copy)]
+struct StartHold {
+    start_ns: i64,
+    settle_until: i64,
+    floor_ns: i64,
+    until: i64,
+}
 /// How the playout delay is chosen.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum DelayMode {
@@ -186,8 +204,8 @@ pub struct StreamPlayout {
     /// Extended timestamp whose media time is 0 (first packet since the last restart).
     ts_base: Option<u64>,
     target_delay_ns: i64,
-    /// Adaptive mode: the start-up delay, a floor of the target until the instant given.
-    start_hold: Option<(i64, i64)>,
+    /// Adaptive mode: a new stream's first minute.
+    start_hold: Option<StartHold>,
     delay_ns: Option<i64>,
     last_pull_ns: Option<i64>,
     highest_seq: Option<u64>,
@@ -483,8 +501,9 @@ impl StreamPlayout {
         }
         let base = *self.ts_base.get_or_insert(ext_ts);
         let media = frames_to_ns(ext_ts as i64 - base as i64);
-        self.estimator.observe(arrival_ns, media);
         self.drift.observe_packet(arrival_ns, media);
+        self.estimator
+            .observe(arrival_ns, media, self.drift.transit_slope());
     }
 
     /// Forget the sequence/timestamp spaces and the timeline (sender restarted).
@@ -554,8 +573,21 @@ impl StreamPlayout {
                 .map_or(self.last_frame_samples, |(m, _)| m.duration_samples);
             let recovery = self.recovery_depth as i64 * frames_to_ns(frame as i64);
             let cushion = START_CUSHION_NS.max(recovery + 2_000_000);
-            start_delay_ns = (self.target_delay_ns + cushion).clamp(min_ns, max_ns.max(min_ns));
-            self.start_hold = Some((start_delay_ns, now_ns + START_HOLD_NS));
+            let floor = (self.target_delay_ns + cushion).clamp(min_ns, max_ns.max(min_ns));
+            // A short warm-up sees about half of a wide path's spread (ten packets of a
+            // 20 ms-sd path: 40–50 ms of about 120): start twice that spread higher, and
+            // stay there while the path shows the rest. Repetitions while the target
+            // caught up from the warm-up's made most of the adaptive loss under jitter20
+            // (PESQ-WB 3.69 in the first 4 s of speech, 4.23–4.33 after 8 s; BENCHMARKS
+            // §4). The excess then comes off by removals in quiet passages.
+            let spread = self.estimator.target_ns();
+            start_delay_ns = (floor + 2 * spread).clamp(min_ns, max_ns.max(min_ns));
+            self.start_hold = Some(StartHold {
+                start_ns: start_delay_ns,
+                settle_until: now_ns + START_SETTLE_NS,
+                floor_ns: floor,
+                until: now_ns + START_HOLD_NS,
+            });
         }
         let adaptive_start = match (self.cfg.mode, self.ts_base, self.estimator.min_transit_ns()) {
             // Adaptive: start with the delay above the fastest path equal to the target, so
@@ -654,7 +686,7 @@ impl StreamPlayout {
             offset: out_frame as i64 + held as i64 - self.read_frame as i64,
         };
         let sink = &mut sink;
-        let request = self.stretch_request(now_ns);
+        let request = self.stretch_request(now_ns, frames);
         let (Some(mut rate), mut stretch) = (self.rate_stage.take(), self.stretch.take()) else {
             out.fill(0.0);
             return;
@@ -721,9 +753,11 @@ impl StreamPlayout {
                 // for its first minute a stream keeps its cushion above the target as the
                 // target moves (ffmpeg's bursts grew past the warm-up's: 1 late packet a
                 // minute with the cushion on the warm-up's target alone)
-                if let Some((floor, until)) = self.start_hold {
-                    if now_ns < until {
-                        want = (want + START_CUSHION_NS).max(floor);
+                if let Some(h) = self.start_hold {
+                    if now_ns < h.settle_until {
+                        want = (want + START_CUSHION_NS).max(h.start_ns);
+                    } else if now_ns < h.until {
+                        want = (want + START_CUSHION_NS).max(h.floor_ns);
                     }
                 }
                 self.target_delay_ns = want.clamp(min_ns, max_ns.max(min_ns));
@@ -745,13 +779,22 @@ impl StreamPlayout {
         self.follower.update(self.drift.correction(), fixed_error);
     }
 
+    /// Whether a delay of `delay_ns` above the fastest path already plays all but
+    /// 1 − [`PAUSE_COVERAGE`] of the recent packets in time (callbacks of `frames`). The
+    /// room to recover losses is not counted: a loss concealed while a repetition waits
+    /// for a pause costs about what a repetition inside a word does.
+    fn covers(&self, delay_ns: i64, frames: usize) -> bool {
+        delay_ns >= self.estimator.quantile_at(PAUSE_COVERAGE) + frames_to_ns(frames as i64) + 500_000
+    }
+
     /// Adaptive mode: what to ask of the time-scale modification in this block.
-    fn stretch_request(&mut self, now_ns: i64) -> Option<StretchRequest> {
+    fn stretch_request(&mut self, now_ns: i64, frames: usize) -> Option<StretchRequest> {
         self.stretch.as_ref()?;
         self.timeline?;
         let delay = self.delay_ns?;
         let (accelerate, max_ns, min_quality) =
-            self.stretch_policy.decide(delay, self.target_delay_ns, now_ns)?;
+            self.stretch_policy
+                .decide(delay, self.target_delay_ns, now_ns, self.covers(delay, frames))?;
         let max_frames = ns_to_frames_ceil(max_ns).max(0) as usize;
         let lookahead_frames = self.lookahead_frames();
         Some(if accelerate {
