@@ -325,7 +325,9 @@ fn malformed_datagrams_are_counted_by_kind_and_never_disturb_playout() {
         ("bad_opus", [&good_header[..], &[0xfb]].concat()),
         ("oversized", [&good_header[..], &vec![0xf8; 2000][..]].concat()),
     ];
-    cases.push(("rtcp_malformed", vec![0x80, 200, 0, 40, 1, 2, 3, 4]));
+    // 8-11 bytes whose second byte reads as RTCP but that are not RTCP: truncated
+    cases.push(("truncated", vec![0x80, 200, 0, 40, 1, 2, 3, 4, 5]));
+    cases.push(("rtcp_malformed", vec![0x80, 200, 0, 40, 1, 2, 3, 4, 5, 6, 7, 8]));
     for round in 0..3 {
         for (_, d) in &cases {
             sock.send_to(d, &to).unwrap();
@@ -340,7 +342,13 @@ fn malformed_datagrams_are_counted_by_kind_and_never_disturb_playout() {
     let r = final_stats(&dir.join("recv.json"));
     let s = final_stats(&dir.join("send.json"));
     for (kind, _) in &cases[..cases.len() - 1] {
-        assert_eq!(r["dropped"][kind].as_u64(), Some(3), "{kind}: {}", r["dropped"]);
+        let sent = 3 * cases.iter().filter(|c| c.0 == *kind).count() as u64;
+        assert_eq!(
+            r["dropped"][kind].as_u64(),
+            Some(sent),
+            "{kind}: {}",
+            r["dropped"]
+        );
     }
     assert_eq!(r["rtcp_malformed"].as_u64(), Some(3));
     // the stream itself was untouched
