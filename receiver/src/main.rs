@@ -720,13 +720,13 @@ impl NetSide {
                 Ok(RtcpPacket::Bye { ssrcs, count }) => {
                     self.counters.byes += 1;
                     for &ssrc in &ssrcs[..count.min(31)] {
-                        let Some(e) = self.registry.get(ssrc) else {
+                        let Some(e) = self.registry.get(ssrc).filter(|e| e.source.is_rtcp_source(from))
+                        else {
+                            if !self.probation.is_rtcp_source(ssrc, from) {
+                                self.counters.rtcp_wrong_source += 1;
+                            }
                             continue;
                         };
-                        if !e.source.is_rtcp_source(from) {
-                            self.counters.rtcp_wrong_source += 1;
-                            continue;
-                        }
                         let bye = PacketSlot::bye(e.slot, ssrc);
                         if self.packets.push(bye).is_err() {
                             self.counters.queue_full += 1;
