@@ -900,3 +900,19 @@ fn print_summary(s: &serde_json::Value, reason: StopReason) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_takes_networks_and_addresses() {
+        let n = parse_allow("192.168.1.77/24").unwrap();
+        assert_eq!(n.to_string(), "192.168.1.0/24");
+        assert!(n.contains(&"192.168.1.5".parse::<std::net::IpAddr>().unwrap()));
+        assert_eq!(parse_allow("10.1.2.3").unwrap().to_string(), "10.1.2.3/32");
+        assert_eq!(parse_allow("fd00::/8").unwrap().to_string(), "fd00::/8");
+        assert!(parse_allow("10.0.0.0/33").is_err());
+        assert!(parse_allow("somewhere").is_err());
+    }
+}

@@ -533,3 +533,32 @@ fn ssrc_floods_do_not_keep_the_sender_out() {
     assert!(u(&r.recv, "probation_evicted") > 1_000, "{}", r.recv);
     assert_eq!(u(&r.recv, "streams_refused"), 0, "{}", r.recv);
 }
+
+/// `--allow`: a well-formed stream from an address outside the allowed networks is never
+/// heard (and would play as noise otherwise: it passes probation).
+#[test]
+fn only_allowed_networks_are_heard() {
+    let mut rng = Rng(6);
+    let mut sent = 0;
+    let r = run(
+        "attack_allow",
+        &["--allow", "10.0.0.0/8", "127.0.0.1/32"],
+        |_| None,
+        |_, port, start| {
+            let s = UdpSocket::bind("127.0.0.2:0").unwrap();
+            let mut k = 0u16;
+            while start.elapsed() < Duration::from_secs(5) {
+                // a stream of its own, in sequence, paced, garbage Opus
+                let d = rtp(0xa11, k, k as u32 * 480, &rng.bytes(120));
+                s.send_to(&d, ("127.0.0.1", port)).unwrap();
+                s.send_to(&[0x81, 203, 0, 1, 0, 0, 0xa, 0x11], ("127.0.0.1", port + 1))
+                    .unwrap();
+                sent += 2;
+                k += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        },
+    );
+    assert_tone_unbroken(&r);
+    assert_eq!(u(&r.recv, "not_allowed"), sent, "{}", r.recv);
+}
