@@ -562,3 +562,35 @@ fn only_allowed_networks_are_heard() {
     assert_tone_unbroken(&r);
     assert_eq!(u(&r.recv, "not_allowed"), sent, "{}", r.recv);
 }
+
+/// Well-formed streams beyond `--max-streams` (100 from patchcord-loadgen, while the
+/// sender plays, into 64 slots): every refusal counted, exactly.
+#[test]
+fn validated_streams_beyond_max_streams_are_refused_and_counted_exactly() {
+    let r = run(
+        "attack_refused",
+        &["--max-streams", "64"],
+        |_| None,
+        |relay, port, start| {
+            sender_header(relay);
+            at(start, 1.0);
+            let out = std::process::Command::new(bin("patchcord-loadgen"))
+                .args([
+                    "--to",
+                    &format!("127.0.0.1:{port}"),
+                    "--streams",
+                    "100",
+                    "--duration",
+                    "2",
+                ])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        },
+    );
+    let r = &r.recv;
+    assert_eq!(u(r, "streams_started"), 64, "{r}");
+    assert_eq!(u(r, "streams_refused"), 100 - 63, "{r}");
+    assert!(u(r, "refused_packets") > 37 * 150, "{r}");
+    assert_eq!(u(r, "unvalidated"), 0, "{r}");
+}
