@@ -402,3 +402,62 @@ fn signals_stop_cleanly_and_finalize_the_wav() {
     assert_eq!(samples.len() as u64 / 2, r["output_frames"].as_u64().unwrap());
     assert!(samples.iter().any(|s| s.abs() > 0.3), "the tone is in the file");
 }
+
+/// A receiver killed outright (SIGKILL: nothing runs on the way out) leaves a WAV that a
+/// standard reader (hound) opens, holding everything up to at most the last second.
+#[test]
+fn a_receiver_killed_outright_leaves_a_readable_wav() {
+    let _serial = serial();
+    let dir = scratch("sigkill");
+    let port = free_port_pair();
+    let out = dir.join("out.wav");
+    let started = std::time::Instant::now();
+    let recv = Proc::spawn(
+        &dir,
+        "recv",
+        &bin("patchcord-recv"),
+        &[
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--device".into(),
+            format!("wav:{}", out.display()),
+            "--channels".into(),
+            "1".into(),
+            "--stats-json".into(),
+            dir.join("recv.json").display().to_string(),
+            "-q".into(),
+        ],
+    );
+    wait_for_file(&dir.join("recv.json"));
+    let mut send = Proc::spawn(
+        &dir,
+        "send",
+        &bin("patchcord-send"),
+        &[
+            "--to".into(),
+            format!("127.0.0.1:{port}"),
+            "--device".into(),
+            "tone:440".into(),
+            "--channels".into(),
+            "1".into(),
+            "--duration".into(),
+            "6".into(),
+            "-q".into(),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(4500));
+    recv.signal("KILL");
+    let ran = started.elapsed().as_secs_f64();
+    let mut recv = recv;
+    let (ok, _) = recv.wait(Duration::from_secs(10));
+    assert!(!ok, "the receiver was killed");
+    let (ok, err) = send.wait(Duration::from_secs(10));
+    assert!(ok, "{err}");
+    let (channels, samples) = read_wav(&out);
+    let secs = samples.len() as f64 / 48_000.0 / channels as f64;
+    let tone = seconds_of_tone(&samples, 440.0);
+    eprintln!("killed after {ran:.2} s: the WAV holds {secs:.2} s, {tone:.2} s of them the tone");
+    // at most the last second missing (and the receiver's start-up)
+    assert!(secs >= ran - 1.5 && secs <= ran, "{secs:.2} s of {ran:.2} s");
+    assert!(tone >= secs - 1.0, "{tone:.2} s of tone in {secs:.2} s");
+}
