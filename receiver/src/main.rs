@@ -87,7 +87,9 @@ use registry::{parse_source_gain, GainKey, Registry};
 #[command(
     name = "patchcord-recv",
     version,
-    about = "Receive Opus over RTP/UDP and play it"
+    about = "Receive Opus over RTP/UDP and play it",
+    // a negative number is a value (reported against its range), not an unknown flag
+    allow_negative_numbers = true
 )]
 struct Args {
     /// Address and port to receive RTP on. RTCP is accepted on the same port (RFC 5761)
@@ -130,7 +132,7 @@ struct Args {
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
     max_streams: u16,
     /// Gain of every stream in the mix, dB.
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = parse_gain_db)]
+    #[arg(long, default_value_t = 0.0, value_parser = parse_gain_db)]
     gain_db: f32,
     /// Gain of one source, overriding --gain-db: KEY=DB where KEY is an SSRC (0x1234abcd or
     /// decimal), HOST:PORT or HOST. Repeatable.

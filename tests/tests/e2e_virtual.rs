@@ -461,3 +461,41 @@ fn a_receiver_killed_outright_leaves_a_readable_wav() {
     assert!(secs >= ran - 1.5 && secs <= ran, "{secs:.2} s of {ran:.2} s");
     assert!(tone >= secs - 1.0, "{tone:.2} s of tone in {secs:.2} s");
 }
+
+/// A negative number is a value out of range, not an unknown flag.
+#[test]
+fn negative_numbers_are_reported_against_their_range() {
+    for (program, args, want) in [
+        (
+            "patchcord-recv",
+            &["--latency", "-5"][..],
+            "latency must be between 0.5 and 2000 ms",
+        ),
+        (
+            "patchcord-recv",
+            &["--max-streams", "-1"][..],
+            "-1 is not in 1..=1024",
+        ),
+        (
+            "patchcord-send",
+            &["--to", "127.0.0.1:9", "--bitrate", "-1"][..],
+            "-1 is not in 6000..=510000",
+        ),
+        (
+            "patchcord-send",
+            &["--to", "127.0.0.1:9", "--duration", "-3"][..],
+            "positive number of seconds",
+        ),
+    ] {
+        let out = std::process::Command::new(bin(program))
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(want),
+            "{program} {args:?}: {err}"
+        );
+        assert!(!err.contains("unexpected argument"), "{err}");
+    }
+}
