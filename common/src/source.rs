@@ -11,9 +11,9 @@
 //!   arrival clock (more than a frame) nor 250 ms behind it. Random datagrams and one-off
 //!   packets never qualify. The packets are kept and played once the SSRC qualifies:
 //!   probation delays a stream by one frame and loses nothing. Candidates wait in a table
-//!   of bounded size; when it is full, candidates silent for a second go first, then the
-//!   address holding the most candidates gives up its oldest: an address flooding 10,000
-//!   SSRCs pushes out its own candidates, never another sender's.
+//!   of bounded size; when it is full, the address holding the most candidates gives up
+//!   its oldest (or, when every address holds one, the oldest goes): an address flooding
+//!   10,000 SSRCs pushes out its own candidates, never another sender's.
 //! - **Binding** ([`StreamSource`]). A stream is bound to the transport address that
 //!   passed probation. Packets of its SSRC from anywhere else are counted (`wrong_source`)
 //!   and dropped. Its RTCP (BYE, sender reports) counts only from that address or from its
@@ -52,7 +52,7 @@
 //! (a few per stream, one per probation candidate): this runs on the network thread,
 //! never in an audio callback.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 
 use serde::Serialize;
@@ -85,8 +85,6 @@ const MAX_HELD: usize = 8;
 const MAX_RUNS: usize = 3;
 /// In probation the next packet may lag its predecessor's media by at most this.
 const PROBATION_LAG_NS: i64 = 250_000_000;
-/// A probation candidate silent this long is the first to give way.
-const PROBATION_EXPIRY_NS: i64 = 1_000_000_000;
 
 /// Counters of source validation, for the receiver's stats. Every RTP packet that reaches
 /// validation ends in exactly one place: delivered to its stream, `wrong_source`,
@@ -443,6 +441,9 @@ impl StreamSource {
 #[derive(Debug)]
 struct Candidate {
     packets: Vec<Held>,
+    /// When it entered the table (a serial number), to tell it from an older candidate of
+    /// the same SSRC and address in [`Probation::order`].
+    serial: u64,
 }
 
 impl Candidate {
@@ -460,11 +461,23 @@ pub struct Admission {
     pub earlier: Vec<Held>,
 }
 
-/// New SSRCs on probation, in a table of bounded size (see the module doc).
+type Key = (u32, SocketAddr);
+
+/// New SSRCs on probation, in a table of bounded size (see the module doc). Finding the
+/// candidate to push out is O(log n): candidates are queued per address and overall, and
+/// addresses ranked by how many they hold.
 #[derive(Debug)]
 pub struct Probation {
-    candidates: HashMap<(u32, SocketAddr), Candidate>,
+    candidates: HashMap<Key, Candidate>,
     capacity: usize,
+    /// Each address's candidates, oldest first.
+    by_address: HashMap<SocketAddr, VecDeque<u32>>,
+    /// (candidates held, address), for the busiest address.
+    ranking: BTreeSet<(usize, SocketAddr)>,
+    /// Every candidate in the order it entered, with its serial; entries of candidates
+    /// gone since are skipped (and compacted away).
+    order: VecDeque<(Key, u64)>,
+    serial: u64,
 }
 
 impl Probation {
@@ -474,6 +487,10 @@ impl Probation {
         Probation {
             candidates: HashMap::with_capacity(capacity.max(1)),
             capacity: capacity.max(1),
+            by_address: HashMap::new(),
+            ranking: BTreeSet::new(),
+            order: VecDeque::new(),
+            serial: 0,
         }
     }
 
@@ -515,11 +532,7 @@ impl Probation {
                 counters.unvalidated += c.packets.len() as u64;
                 c.packets.clear();
             } else if c.packets.len() + 1 >= MIN_SEQUENTIAL {
-                let earlier = self
-                    .candidates
-                    .remove(&key)
-                    .map(|c| c.packets)
-                    .unwrap_or_default();
+                let earlier = self.remove(key).map(|c| c.packets).unwrap_or_default();
                 let mut source = StreamSource::new(from, earlier.first().map_or(*p, |h| h.meta));
                 for h in &earlier {
                     source.accept(&h.meta);
@@ -534,53 +547,71 @@ impl Probation {
             return None;
         }
         if self.candidates.len() >= self.capacity {
-            self.make_room(p.arrival_ns, counters);
+            self.make_room(counters);
         }
-        self.candidates.insert(
-            key,
-            Candidate {
-                packets: vec![Held {
-                    meta: *p,
-                    datagram: datagram.to_vec(),
-                }],
-            },
-        );
+        self.insert(key, *p, datagram);
         None
     }
 
-    /// The table is full: drop the candidates silent for a second; if none is, the
-    /// address holding the most candidates gives up its oldest.
-    fn make_room(&mut self, now_ns: i64, counters: &mut SourceCounters) {
-        let before = self.candidates.len();
-        let mut dropped = 0u64;
-        self.candidates.retain(|_, c| {
-            let keep = now_ns - c.last().arrival_ns < PROBATION_EXPIRY_NS;
-            if !keep {
-                dropped += c.packets.len() as u64;
+    fn insert(&mut self, key: Key, p: PacketMeta, datagram: &[u8]) {
+        self.serial += 1;
+        let held = Held {
+            meta: p,
+            datagram: datagram.to_vec(),
+        };
+        self.candidates.insert(
+            key,
+            Candidate {
+                packets: vec![held],
+                serial: self.serial,
+            },
+        );
+        let queue = self.by_address.entry(key.1).or_default();
+        self.ranking.remove(&(queue.len(), key.1));
+        queue.push_back(key.0);
+        self.ranking.insert((queue.len(), key.1));
+        self.order.push_back((key, self.serial));
+        if self.order.len() > 2 * self.capacity + 16 {
+            let live = &self.candidates;
+            self.order
+                .retain(|(k, serial)| live.get(k).is_some_and(|c| c.serial == *serial));
+        }
+    }
+
+    fn remove(&mut self, key: Key) -> Option<Candidate> {
+        let c = self.candidates.remove(&key)?;
+        if let Some(queue) = self.by_address.get_mut(&key.1) {
+            self.ranking.remove(&(queue.len(), key.1));
+            queue.retain(|&ssrc| ssrc != key.0);
+            if queue.is_empty() {
+                self.by_address.remove(&key.1);
+            } else {
+                self.ranking.insert((queue.len(), key.1));
             }
-            keep
-        });
-        counters.unvalidated += dropped;
-        counters.probation_evicted += (before - self.candidates.len()) as u64;
-        if self.candidates.len() < self.capacity {
-            return;
         }
-        let mut per_address: HashMap<SocketAddr, usize> = HashMap::new();
-        for (_, from) in self.candidates.keys() {
-            *per_address.entry(*from).or_default() += 1;
-        }
-        // the busiest address's oldest candidate (the oldest of all among equals)
-        let victim = self
-            .candidates
-            .iter()
-            .max_by_key(|((_, from), c)| {
-                (
-                    per_address.get(from).copied(),
-                    std::cmp::Reverse(c.last().arrival_ns),
-                )
-            })
-            .map(|(k, _)| *k);
-        if let Some(c) = victim.and_then(|k| self.candidates.remove(&k)) {
+        Some(c)
+    }
+
+    /// The table is full: the address holding the most candidates gives up its oldest; if
+    /// every address holds one, the oldest candidate of all goes.
+    fn make_room(&mut self, counters: &mut SourceCounters) {
+        let busiest = self.ranking.last().copied();
+        let victim = match busiest {
+            Some((n, address)) if n > 1 => self
+                .by_address
+                .get(&address)
+                .and_then(|q| q.front())
+                .map(|&ssrc| (ssrc, address)),
+            _ => loop {
+                let Some((key, serial)) = self.order.pop_front() else {
+                    break None;
+                };
+                if self.candidates.get(&key).is_some_and(|c| c.serial == serial) {
+                    break Some(key);
+                }
+            },
+        };
+        if let Some(c) = victim.and_then(|k| self.remove(k)) {
             counters.unvalidated += c.packets.len() as u64;
             counters.probation_evicted += 1;
         }
