@@ -455,6 +455,7 @@ async fn run(args: Args) -> Result<(), String> {
         probation: Probation::new(64 + 2 * max_streams),
         allow: args.allow.clone(),
         clocks: HashMap::new(),
+        early_reports: std::collections::VecDeque::with_capacity(EARLY_REPORTS),
         packets: packet_tx,
         control: control_tx,
         silent: Vec::with_capacity(max_streams),
@@ -543,6 +544,9 @@ async fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
+/// Sender reports kept for SSRCs not heard yet.
+const EARLY_REPORTS: usize = 64;
+
 /// What the device callback runs: the whole output side, or the copy from the render
 /// thread's ring (`--render-ahead`).
 enum CallbackSide {
@@ -578,6 +582,8 @@ struct NetSide {
     allow: Vec<ipnet::IpNet>,
     /// Latest sender report of each SSRC: RTP timestamp → capture instant.
     clocks: HashMap<u32, CaptureClock>,
+    /// Sender reports of SSRCs not heard yet, with where they came from (the last few).
+    early_reports: std::collections::VecDeque<(u32, SocketAddr, CaptureClock)>,
     packets: rtrb::Producer<PacketSlot>,
     control: rtrb::Producer<Control>,
     silent: Vec<(u16, u32)>,
@@ -678,6 +684,14 @@ impl NetSide {
             self.counters.source.unvalidated += waiting;
             return;
         }
+        if let Some(&(_, _, clock)) = self
+            .early_reports
+            .iter()
+            .rev()
+            .find(|(s, at, _)| *s == ssrc && admission.source.is_rtcp_source(*at))
+        {
+            self.clocks.insert(ssrc, clock);
+        }
         self.registry.started(ssrc, slot, admission.source);
         for h in &admission.earlier {
             hand_over(
@@ -709,14 +723,24 @@ impl NetSide {
             match p {
                 Ok(RtcpPacket::SenderReport(sr)) => {
                     self.counters.sender_reports += 1;
+                    let clock = CaptureClock::from_sender_report(&sr);
                     let from_source = match self.registry.get(sr.ssrc) {
                         Some(e) => e.source.is_rtcp_source(from),
-                        None => self.probation.is_rtcp_source(sr.ssrc, from),
+                        None if self.probation.is_rtcp_source(sr.ssrc, from) => true,
+                        None => {
+                            // before the SSRC's first RTP packet (ffmpeg sends one first):
+                            // kept aside until the SSRC passes probation from its address
+                            if self.early_reports.len() == EARLY_REPORTS {
+                                self.early_reports.pop_front();
+                            }
+                            self.early_reports.push_back((sr.ssrc, from, clock));
+                            continue;
+                        }
                     };
                     if !from_source {
                         self.counters.rtcp_wrong_source += 1;
                     } else if self.clocks.len() < 4096 || self.clocks.contains_key(&sr.ssrc) {
-                        self.clocks.insert(sr.ssrc, CaptureClock::from_sender_report(&sr));
+                        self.clocks.insert(sr.ssrc, clock);
                     }
                 }
                 Ok(RtcpPacket::Bye { ssrcs, count }) => {
