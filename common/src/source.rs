@@ -6,9 +6,10 @@
 //! rtpbin:
 //!
 //! - **Probation** ([`Probation`]). A new SSRC gets a stream only after [`MIN_SEQUENTIAL`]
-//!   packets in sequence from one transport address: sequence numbers one apart, each
-//!   timestamp at least 2.5 ms after the one before, its media neither ahead of the
-//!   arrival clock (more than a frame) nor 250 ms behind it. Random datagrams and one-off
+//!   packets in sequence from one transport address, in whatever order they arrive:
+//!   consecutive sequence numbers, timestamps 2.5 to 120 ms per step apart in the same
+//!   direction, arrivals apart by their media within 250 ms; the other packets it sends
+//!   meanwhile (up to 8) must belong to the same sequence. Random datagrams and one-off
 //!   packets never qualify. The packets are kept and played once the SSRC qualifies:
 //!   probation delays a stream by one frame and loses nothing. Candidates wait in a table
 //!   of bounded size; when it is full, the address holding the most candidates gives up
@@ -83,7 +84,7 @@ const MAX_HELD: usize = 8;
 /// Most runs of held packets per stream (a jump, and an attacker's noise around it); the
 /// one silent longest gives way (counted).
 const MAX_RUNS: usize = 3;
-/// In probation the next packet may lag its predecessor's media by at most this.
+/// In probation two packets' arrivals may differ from their media by at most this.
 const PROBATION_LAG_NS: i64 = 250_000_000;
 
 /// Counters of source validation, for the receiver's stats. Every RTP packet that reaches
@@ -446,13 +447,6 @@ struct Candidate {
     serial: u64,
 }
 
-impl Candidate {
-    fn last(&self) -> &PacketMeta {
-        // never empty: created with a packet, and reset to one
-        &self.packets[self.packets.len() - 1].meta
-    }
-}
-
 /// An SSRC that completed probation: bind it with `source`, then deliver `earlier` (oldest
 /// first) and the packet that completed it.
 #[derive(Debug)]
@@ -528,10 +522,10 @@ impl Probation {
     ) -> Option<Admission> {
         let key = (p.ssrc, from);
         if let Some(c) = self.candidates.get_mut(&key) {
-            if !continues(c.last(), p) {
+            if !c.packets.iter().all(|h| in_sequence(&h.meta, p)) {
                 counters.unvalidated += c.packets.len() as u64;
                 c.packets.clear();
-            } else if c.packets.len() + 1 >= MIN_SEQUENTIAL {
+            } else if run_length(&c.packets, p) >= MIN_SEQUENTIAL {
                 let earlier = self.remove(key).map(|c| c.packets).unwrap_or_default();
                 let mut source = StreamSource::new(from, earlier.first().map_or(*p, |h| h.meta));
                 for h in &earlier {
@@ -539,6 +533,9 @@ impl Probation {
                 }
                 source.accept(p);
                 return Some(Admission { source, earlier });
+            } else if c.packets.len() == MAX_HELD {
+                c.packets.remove(0);
+                counters.unvalidated += 1;
             }
             c.packets.push(Held {
                 meta: *p,
@@ -618,15 +615,40 @@ impl Probation {
     }
 }
 
-/// Whether `p` continues a candidate whose last packet is `last`: the next sequence
-/// number, a timestamp at least 2.5 ms later, media not ahead of the arrival clock (more
-/// than a frame and 5 ms) nor behind it by more than 250 ms.
-fn continues(last: &PacketMeta, p: &PacketMeta) -> bool {
-    if last.seq.wrapping_add(1) != p.seq || relation(last, p, 0) != Relation::Follows {
+/// Whether two packets of a candidate belong to one sequence, in whatever order they
+/// arrived: sequence numbers apart by 1 to 8, timestamps apart by 2.5 to 120 ms per step in
+/// the same direction, and arrival times apart by the same as their media, within 250 ms
+/// either way (a flood cycling through SSRCs comes back to one much later).
+fn in_sequence(q: &PacketMeta, p: &PacketMeta) -> bool {
+    let ds = p.seq.wrapping_sub(q.seq) as i16 as i64;
+    let dt = p.ts.wrapping_sub(q.ts) as i32 as i64;
+    if ds == 0 || ds.abs() > MAX_HELD as i64 {
         return false;
     }
-    let dt = p.ts.wrapping_sub(last.ts) as i32 as i64;
-    (p.arrival_ns - last.arrival_ns) - frames_to_ns(dt) <= PROBATION_LAG_NS
+    let direction = ds.signum();
+    let (steps, media) = (ds * direction, dt * direction);
+    if media < steps * MIN_STEP_SAMPLES || media > steps * MAX_STEP_SAMPLES {
+        return false;
+    }
+    let arrival = (p.arrival_ns - q.arrival_ns) * direction;
+    (arrival - frames_to_ns(media)).abs() <= PROBATION_LAG_NS
+}
+
+/// The longest run of consecutive sequence numbers among `held` and `p`.
+fn run_length(held: &[Held], p: &PacketMeta) -> usize {
+    let mut offsets: Vec<i64> = held
+        .iter()
+        .map(|h| h.meta.seq.wrapping_sub(p.seq) as i16 as i64)
+        .collect();
+    offsets.push(0);
+    offsets.sort_unstable();
+    offsets.dedup();
+    let (mut best, mut run) = (1, 1);
+    for w in offsets.windows(2) {
+        run = if w[1] == w[0] + 1 { run + 1 } else { 1 };
+        best = best.max(run);
+    }
+    best
 }
 
 #[cfg(test)]
@@ -928,6 +950,18 @@ mod tests {
             got.push(at)
         });
         assert_eq!(got, vec![2 * FRAME_NS]);
+    }
+
+    #[test]
+    fn probation_takes_its_packets_in_any_order() {
+        let (mut p, mut c) = (Probation::new(8), SourceCounters::default());
+        let m = |k: u16, at_ms: i64| meta(7, 10 + k, 500 + k as u32 * FRAME, at_ms * 1_000_000);
+        assert!(offer(&mut p, &mut c, "10.0.0.1:5000", m(3, 31)).is_none());
+        assert!(offer(&mut p, &mut c, "10.0.0.1:5000", m(1, 33)).is_none());
+        let a = offer(&mut p, &mut c, "10.0.0.1:5000", m(2, 35)).unwrap();
+        let earlier: Vec<u16> = a.earlier.iter().map(|h| h.meta.seq).collect();
+        assert_eq!(earlier, vec![13, 11]);
+        assert_eq!(c, SourceCounters::default());
     }
 
     #[test]
