@@ -239,11 +239,6 @@ impl StreamSource {
         self.last_delivered_ns
     }
 
-    /// Packets held aside now.
-    pub fn held(&self) -> usize {
-        self.runs.iter().map(Vec::len).sum::<usize>() + self.comeback.len()
-    }
-
     /// Judge a packet of this stream's SSRC that arrived from `from`. Packets to play are
     /// handed to `deliver(datagram, arrival_ns, restart)` in order — held packets first
     /// when a jump is confirmed, the first of them with `restart` set: the stream's
