@@ -45,13 +45,14 @@
 //! with a stream's SSRC from any other address, a lone sequence or timestamp jump or a
 //! pair of them even from the sender's own address (while the sender is sending), forged
 //! BYEs and sender reports from elsewhere, random datagrams and SSRC floods. What it cannot
-//! stop: someone who forges the sender's address and predicts its next sequence numbers can
-//! replace its packets one by one, and a flood of well-formed streams is indistinguishable
-//! from real senders; that takes `--allow` or cryptography (SRTP).
+//! stop: someone who forges the sender's address can slip a run into a moment the sender
+//! is silent (a lost packet, a stall: bounded in `tests/source_sim.rs`) or replace packets
+//! whose sequence numbers it predicts, and a flood of well-formed streams is
+//! indistinguishable from real senders; that takes `--allow` or cryptography (SRTP).
 //!
 //! Sans-IO: arrival instants come in as arguments. Held packets are copied to the heap
-//! (a few per stream, one per probation candidate): this runs on the network thread,
-//! never in an audio callback.
+//! (at most 8 per run, 3 runs and a comeback per stream, 8 per probation candidate): this
+//! runs on the network thread, never in an audio callback.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
