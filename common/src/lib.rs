@@ -9,6 +9,7 @@
 //! - [`playout`]: one received stream: jitter buffer + decoder + sample-accurate timeline.
 //! - [`time`]: the 48 kHz sample rate and ns/frame conversions.
 //! - [`stats`]: RFC 3550 reception statistics and playout counters.
+//! - [`source`]: source validation: probation of new SSRCs, address binding, jumps held aside.
 //! - [`latency`]: end-to-end latency from sender reports and playback instants.
 //! - [`mem`]: allocation that is resident before the audio thread touches it.
 
@@ -23,6 +24,7 @@ pub mod rate;
 pub mod red;
 pub mod rtcp;
 pub mod rtp;
+pub mod source;
 pub mod stats;
 pub mod stretch;
 pub mod time;

@@ -168,8 +168,12 @@ pub fn validate_opus_rtp(datagram: &[u8], expected_pt: u8) -> Result<RtpOpusHead
 }
 
 /// Duration of an Opus packet in 48 kHz samples, read from its TOC byte and frame count
-/// (RFC 6716 §3.1). `None` if the packet is malformed or longer than 120 ms.
+/// (RFC 6716 §3.1). `None` if the packet is malformed (its frame lengths, padding and count
+/// as libopus parses them, RFC 6716 §3.2) or longer than 120 ms.
 pub fn opus_packet_duration(packet: &[u8]) -> Option<u32> {
+    if !opus_packet_is_well_formed(packet) {
+        return None;
+    }
     let toc = *packet.first()?;
     let config = toc >> 3;
     // Samples per frame at 48 kHz, per configuration number (RFC 6716 Table 2).
@@ -195,6 +199,36 @@ pub fn opus_packet_duration(packet: &[u8]) -> Option<u32> {
         return None;
     }
     Some(total)
+}
+
+/// Whether libopus can split the packet into frames (`opus_packet_parse`: code 1 with an
+/// even length, code 2 and 3 lengths and padding within the packet, at most 48 frames).
+/// Random bytes fail about half the time; every packet an encoder makes passes. Does not
+/// allocate.
+fn opus_packet_is_well_formed(packet: &[u8]) -> bool {
+    let Ok(len) = i32::try_from(packet.len()) else {
+        return false;
+    };
+    if len == 0 {
+        return false;
+    }
+    let mut toc = 0u8;
+    let mut frames = [std::ptr::null::<u8>(); 48];
+    let mut sizes = [0i16; 48];
+    let mut payload_offset = 0i32;
+    // SAFETY: `packet` is valid for `len` bytes; the out pointers refer to live locals of
+    // the sizes libopus writes (one TOC byte, 48 frame pointers and sizes, one offset).
+    let frames_found = unsafe {
+        opusic_sys::opus_packet_parse(
+            packet.as_ptr(),
+            len,
+            &mut toc,
+            frames.as_mut_ptr(),
+            sizes.as_mut_ptr(),
+            &mut payload_offset,
+        )
+    };
+    frames_found > 0
 }
 
 /// Whether an Opus packet's first frame is coded with SILK or hybrid, the only modes that
@@ -555,6 +589,12 @@ mod tests {
         assert_eq!(opus_packet_duration(&[(1 << 3) | 1]), Some(1920)); // SILK 20 ms x2
         assert_eq!(opus_packet_duration(&[(3 << 3) | 3, 2]), Some(5760)); // 2 x 60 ms
         assert_eq!(opus_packet_duration(&[]), None);
+        // malformed structure: code 1 (two equal frames) with an odd length, code 2 whose
+        // first frame runs past the end, code 3 with padding beyond the packet
+        assert_eq!(opus_packet_duration(&[(31 << 3) | 1, 1, 2, 3]), None);
+        assert_eq!(opus_packet_duration(&[(31 << 3) | 2, 200, 1]), None);
+        assert_eq!(opus_packet_duration(&[(31 << 3) | 3, 0x42, 255]), None);
+        assert_eq!(opus_packet_duration(&[(31 << 3) | 1, 1, 2, 3, 4]), Some(1920));
         assert!(opus_packet_may_carry_fec(&[1 << 3]));
         assert!(!opus_packet_may_carry_fec(&[16 << 3]));
     }

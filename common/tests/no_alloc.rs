@@ -42,12 +42,16 @@ fn never_allocates(mode: DelayMode) {
         let n = enc.encode_float(&pcm, &mut opus_buf).unwrap();
         let p = if i < 2000 { &mut a } else { &mut b };
         let len = p.build(i * 480, &opus_buf[..n], &mut rtp).unwrap();
-        let mut d = rtp[..len].to_vec();
+        datagrams.push(rtp[..len].to_vec());
+    }
+    let headers: Vec<_> = datagrams.iter().map(|d| validate_opus_rtp(d, 96).ok()).collect();
+    for (i, d) in datagrams.iter_mut().enumerate() {
         if i % 97 == 5 {
-            d.truncate(12);
-            d.extend_from_slice(&[(31 << 3) | 2, 0xff, 1, 2]); // undecodable
+            // undecodable (code 2, a first frame longer than the packet), behind a header
+            // that validated: the decoder's error path
+            d[12] = (31 << 3) | 2;
+            d[13] = 0xff;
         }
-        datagrams.push(d);
     }
     let mut schedule: Vec<(i64, usize)> = vec![];
     for (i, _) in datagrams.iter().enumerate() {
@@ -79,7 +83,6 @@ fn never_allocates(mode: DelayMode) {
     };
     let mut playout = StreamPlayout::new(7, cfg).unwrap();
     let mut out = vec![0f32; 2 * 256];
-    let headers: Vec<_> = datagrams.iter().map(|d| validate_opus_rtp(d, 96).ok()).collect();
 
     let adaptive = matches!(mode, DelayMode::Adaptive { .. });
     let mut rate_moved = false;

@@ -70,7 +70,8 @@ use patchcord_common::mixer::db_to_linear;
 use patchcord_common::playout::{packets_for_delay, DelayMode, PlayoutConfig, StreamPlayout};
 use patchcord_common::red::{validate_red_rtp, RedInfo};
 use patchcord_common::rtcp::{is_rtcp, parse_compound, RtcpPacket};
-use patchcord_common::rtp::{validate_opus_rtp, MAX_DATAGRAM_LEN};
+use patchcord_common::rtp::{validate_opus_rtp, DropReason, RtpOpusHeader, MAX_DATAGRAM_LEN, RTP_HEADER_LEN};
+use patchcord_common::source::{PacketMeta, Probation};
 use patchcord_devices::app::{
     choose_config, parse_seconds, run_main, wait_for_stop, DeviceArgs, StatsSink, StopReason,
 };
@@ -80,19 +81,26 @@ use tokio::net::UdpSocket;
 
 use monitor::{Monitor, NetCounters};
 use output::{Control, OutputSide, PacketSlot, Retired, Snapshot, StreamReport, StreamSegment};
-use registry::{parse_source_gain, GainKey, Registry, Route};
+use registry::{parse_source_gain, GainKey, Registry};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "patchcord-recv",
     version,
-    about = "Receive Opus over RTP/UDP and play it"
+    about = "Receive Opus over RTP/UDP and play it",
+    // a negative number is a value (reported against its range), not an unknown flag
+    allow_negative_numbers = true
 )]
 struct Args {
     /// Address and port to receive RTP on. RTCP is accepted on the same port (RFC 5761)
     /// and on port + 1.
     #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:5004")]
     listen: String,
+    /// Hear only senders whose address is in one of these networks (CIDR, e.g.
+    /// 192.168.1.0/24 or 2001:db8::/32, or a single address); datagrams from anywhere else
+    /// are counted (`not_allowed`) and dropped. Default: every address.
+    #[arg(long, value_name = "CIDR", num_args = 1.., value_parser = parse_allow)]
+    allow: Vec<ipnet::IpNet>,
     #[command(flatten)]
     device: DeviceArgs,
     /// Playout delay: `auto` (adaptive: follows the measured jitter within --latency-min
@@ -124,7 +132,7 @@ struct Args {
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
     max_streams: u16,
     /// Gain of every stream in the mix, dB.
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = parse_gain_db)]
+    #[arg(long, default_value_t = 0.0, value_parser = parse_gain_db)]
     gain_db: f32,
     /// Gain of one source, overriding --gain-db: KEY=DB where KEY is an SSRC (0x1234abcd or
     /// decimal), HOST:PORT or HOST. Repeatable.
@@ -167,6 +175,14 @@ fn parse_latency(s: &str) -> Result<Latency, String> {
     } else {
         parse_latency_ms(s).map(Latency::Fixed)
     }
+}
+
+/// `--allow`: a network in CIDR notation, or one address.
+fn parse_allow(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map(|n| n.trunc())
+        .map_err(|_| format!("'{s}' is not a network (CIDR like 192.168.1.0/24 or fd00::/8) or an address"))
 }
 
 fn parse_budget(s: &str) -> Result<f64, String> {
@@ -435,7 +451,11 @@ async fn run(args: Args) -> Result<(), String> {
         playout: playout_cfg,
         counters: NetCounters::default(),
         registry: Registry::new(max_streams, args.gain_db, args.source_gain.clone()),
+        // new SSRCs on probation: room for every slot to be contested twice over
+        probation: Probation::new(64 + 2 * max_streams),
+        allow: args.allow.clone(),
         clocks: HashMap::new(),
+        early_reports: std::collections::VecDeque::with_capacity(EARLY_REPORTS),
         packets: packet_tx,
         control: control_tx,
         silent: Vec::with_capacity(max_streams),
@@ -469,9 +489,11 @@ async fn run(args: Args) -> Result<(), String> {
                     None => std::future::pending().await,
                 }
             } => {
-                let Ok((len, _)) = res else { continue };
+                let Ok((len, from)) = res else { continue };
                 side.counters.datagrams += 1;
-                side.rtcp(&rtcp_buf[..len]);
+                if side.allowed(from) {
+                    side.rtcp(&rtcp_buf[..len], from);
+                }
             }
             _ = drain.tick() => {
                 monitor.drain(&side.clocks, &mut side.registry);
@@ -487,7 +509,7 @@ async fn run(args: Args) -> Result<(), String> {
                 while let Ok(e) = err_rx.pop() {
                     eprintln!("patchcord-recv: device error: {e}");
                 }
-                side.refresh_socket_stats();
+                side.refresh_gauges();
                 let s = monitor.stats_json(&side.counters, &side.registry, xrun_count(), &playout_cfg, false);
                 if !args.quiet {
                     let bytes = s["payload_bytes"].as_u64().unwrap_or(0);
@@ -512,7 +534,7 @@ async fn run(args: Args) -> Result<(), String> {
     if let Err(e) = monitor.finish_timeline() {
         eprintln!("patchcord-recv: timeline file: {e}");
     }
-    side.refresh_socket_stats();
+    side.refresh_gauges();
     let summary = monitor.stats_json(&side.counters, &side.registry, xrun_count(), &playout_cfg, true);
     let _ = stats_out.write(&summary);
     print_summary(&summary, reason);
@@ -521,6 +543,9 @@ async fn run(args: Args) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Sender reports kept for SSRCs not heard yet.
+const EARLY_REPORTS: usize = 64;
 
 /// What the device callback runs: the whole output side, or the copy from the render
 /// thread's ring (`--render-ahead`).
@@ -552,8 +577,13 @@ struct NetSide {
     playout: PlayoutConfig,
     counters: NetCounters,
     registry: Registry,
+    probation: Probation,
+    /// `--allow`: the networks heard (empty: all).
+    allow: Vec<ipnet::IpNet>,
     /// Latest sender report of each SSRC: RTP timestamp → capture instant.
     clocks: HashMap<u32, CaptureClock>,
+    /// Sender reports of SSRCs not heard yet, with where they came from (the last few).
+    early_reports: std::collections::VecDeque<(u32, SocketAddr, CaptureClock)>,
     packets: rtrb::Producer<PacketSlot>,
     control: rtrb::Producer<Control>,
     silent: Vec<(u16, u32)>,
@@ -576,92 +606,211 @@ impl NetSide {
         }
     }
 
-    fn refresh_socket_stats(&mut self) {
+    /// The gauges of the stats: socket drops and buffer, packets waiting in probation.
+    fn refresh_gauges(&mut self) {
+        self.counters.in_probation = self.probation.waiting_packets();
         self.counters.socket_drops =
             udp::kernel_drops(self.local).map(|d| d.saturating_sub(self.drops_at_start));
         self.counters.socket_buffer_bytes = self.recv_buffer;
     }
 
-    fn datagram(&mut self, d: &[u8], arrival: i64, from: std::net::SocketAddr) {
+    /// `--allow`: whether datagrams from `from` are heard (counted when not).
+    fn allowed(&mut self, from: SocketAddr) -> bool {
+        let ip = from.ip().to_canonical();
+        if self.allow.is_empty() || self.allow.iter().any(|n| n.contains(&ip)) {
+            return true;
+        }
+        self.counters.not_allowed += 1;
+        false
+    }
+
+    fn datagram(&mut self, d: &[u8], arrival: i64, from: SocketAddr) {
         self.counters.datagrams += 1;
-        if is_rtcp(d) {
-            self.rtcp(d);
+        if !self.allowed(from) {
             return;
         }
-        let validated = if d.len() > 1 && d[1] & 0x7f == self.red_payload_type {
-            validate_red_rtp(d, self.red_payload_type, self.payload_type)
-        } else {
-            validate_opus_rtp(d, self.payload_type).map(|h| (h, RedInfo::default()))
-        };
-        let (header, red) = match validated {
-            Ok(v) => v,
+        if is_rtcp(d) {
+            self.rtcp(d, from);
+            return;
+        }
+        let pts = (self.payload_type, self.red_payload_type);
+        let header = match parse_rtp(d, pts) {
+            Ok((h, _)) => h,
             Err(reason) => {
                 self.counters.dropped[reason.index()] += 1;
                 return;
             }
         };
-        let slot = match self.registry.route(header.ssrc, from, arrival) {
-            Route::Known(slot) => slot,
-            Route::Refused => return,
-            Route::New { slot, gain_db } => {
-                // A new sender: its stream is allocated here, off the audio thread.
-                let Ok(playout) = StreamPlayout::new(header.ssrc, self.playout) else {
-                    return;
-                };
-                let add = Control::Add {
-                    slot,
-                    stream: Box::new(playout),
-                    gain: db_to_linear(gain_db),
-                };
-                if self.control.push(add).is_err() {
-                    self.counters.control_queue_full += 1;
-                    return;
-                }
-                self.registry.started(header.ssrc, slot, from, arrival);
-                slot
-            }
-        };
-        let mut slot = PacketSlot {
-            slot,
-            bye: false,
-            header,
-            red,
-            arrival_unix_ns: arrival,
-            len: d.len(),
-            data: [0; MAX_DATAGRAM_LEN],
-        };
-        slot.data[..d.len()].copy_from_slice(d);
-        if self.packets.push(slot).is_err() {
-            self.counters.queue_full += 1;
+        let meta = PacketMeta::of(&header, arrival);
+        let ssrc = header.ssrc;
+        let Self {
+            registry,
+            counters,
+            packets,
+            ..
+        } = self;
+        if let Some(entry) = registry.get_mut(ssrc) {
+            let slot = entry.slot;
+            entry
+                .source
+                .check(&meta, from, d, &mut counters.source, &mut |dg, at, restart| {
+                    hand_over(packets, &mut counters.queue_full, pts, slot, dg, at, restart)
+                });
+            return;
         }
+        if registry.still_refused(ssrc) {
+            return;
+        }
+        let Some(admission) = self.probation.offer(&meta, from, d, &mut self.counters.source) else {
+            return;
+        };
+        // A new sender passed probation: its stream is allocated here, off the audio thread.
+        let waiting = admission.earlier.len() as u64 + 1;
+        let Some((slot, gain_db)) = self.registry.free_slot(ssrc, from) else {
+            self.registry.refuse(ssrc, waiting);
+            return;
+        };
+        let Ok(playout) = StreamPlayout::new(ssrc, self.playout) else {
+            self.counters.source.unvalidated += waiting;
+            return;
+        };
+        let add = Control::Add {
+            slot,
+            stream: Box::new(playout),
+            gain: db_to_linear(gain_db),
+        };
+        if self.control.push(add).is_err() {
+            self.counters.control_queue_full += 1;
+            self.counters.source.unvalidated += waiting;
+            return;
+        }
+        if let Some(&(_, _, clock)) = self
+            .early_reports
+            .iter()
+            .rev()
+            .find(|(s, at, _)| *s == ssrc && admission.source.is_rtcp_source(*at))
+        {
+            self.clocks.insert(ssrc, clock);
+        }
+        self.registry.started(ssrc, slot, admission.source);
+        for h in &admission.earlier {
+            hand_over(
+                &mut self.packets,
+                &mut self.counters.queue_full,
+                pts,
+                slot,
+                &h.datagram,
+                h.meta.arrival_ns,
+                false,
+            );
+        }
+        hand_over(
+            &mut self.packets,
+            &mut self.counters.queue_full,
+            pts,
+            slot,
+            d,
+            arrival,
+            false,
+        );
     }
 
-    fn rtcp(&mut self, d: &[u8]) {
+    /// An RTCP datagram from `from`. Sender reports and BYEs count only from the stream's
+    /// own RTCP source (its RTP address or the next port; see `patchcord_common::source`).
+    fn rtcp(&mut self, d: &[u8], from: SocketAddr) {
         self.counters.rtcp += 1;
         for p in parse_compound(d) {
             match p {
                 Ok(RtcpPacket::SenderReport(sr)) => {
                     self.counters.sender_reports += 1;
-                    if self.clocks.len() < 4096 || self.clocks.contains_key(&sr.ssrc) {
-                        self.clocks.insert(sr.ssrc, CaptureClock::from_sender_report(&sr));
+                    let clock = CaptureClock::from_sender_report(&sr);
+                    let from_source = match self.registry.get(sr.ssrc) {
+                        Some(e) => e.source.is_rtcp_source(from),
+                        None if self.probation.is_rtcp_source(sr.ssrc, from) => true,
+                        None => {
+                            // before the SSRC's first RTP packet (ffmpeg sends one first):
+                            // kept aside until the SSRC passes probation from its address
+                            if self.early_reports.len() == EARLY_REPORTS {
+                                self.early_reports.pop_front();
+                            }
+                            self.early_reports.push_back((sr.ssrc, from, clock));
+                            continue;
+                        }
+                    };
+                    if !from_source {
+                        self.counters.rtcp_wrong_source += 1;
+                    } else if self.clocks.len() < 4096 || self.clocks.contains_key(&sr.ssrc) {
+                        self.clocks.insert(sr.ssrc, clock);
                     }
                 }
                 Ok(RtcpPacket::Bye { ssrcs, count }) => {
                     self.counters.byes += 1;
                     for &ssrc in &ssrcs[..count.min(31)] {
-                        let Some(slot) = self.registry.slot_of(ssrc) else {
+                        let Some(e) = self.registry.get(ssrc).filter(|e| e.source.is_rtcp_source(from))
+                        else {
+                            if !self.probation.is_rtcp_source(ssrc, from) {
+                                self.counters.rtcp_wrong_source += 1;
+                            }
                             continue;
                         };
-                        let bye = PacketSlot::bye(slot, ssrc);
+                        let bye = PacketSlot::bye(e.slot, ssrc);
                         if self.packets.push(bye).is_err() {
                             self.counters.queue_full += 1;
                         }
                     }
                 }
                 Ok(RtcpPacket::Other { .. }) => {}
+                // shorter than an RTP header and not RTCP either: a truncated datagram
+                Err(_) if d.len() < RTP_HEADER_LEN => {
+                    self.counters.dropped[DropReason::Truncated.index()] += 1
+                }
                 Err(_) => self.counters.rtcp_malformed += 1,
             }
         }
+    }
+}
+
+/// Validate an RTP packet of payload types `(opus, red)`: plain Opus or RFC 2198. Returns
+/// its header and redundant blocks.
+fn parse_rtp(
+    d: &[u8],
+    (payload_type, red_payload_type): (u8, u8),
+) -> Result<(RtpOpusHeader, RedInfo), DropReason> {
+    if d.len() > 1 && d[1] & 0x7f == red_payload_type {
+        validate_red_rtp(d, red_payload_type, payload_type)
+    } else {
+        validate_opus_rtp(d, payload_type).map(|h| (h, RedInfo::default()))
+    }
+}
+
+/// Hand a packet (parsed again from its datagram) to the callback for the stream in `slot`;
+/// `restart`: the stream starts a new sequence with it.
+fn hand_over(
+    packets: &mut rtrb::Producer<PacketSlot>,
+    queue_full: &mut u64,
+    pts: (u8, u8),
+    slot: u16,
+    d: &[u8],
+    arrival: i64,
+    restart: bool,
+) {
+    // it validated when it arrived
+    let Ok((header, red)) = parse_rtp(d, pts) else {
+        return;
+    };
+    let mut p = PacketSlot {
+        slot,
+        bye: false,
+        restart,
+        header,
+        red,
+        arrival_unix_ns: arrival,
+        len: d.len(),
+        data: [0; MAX_DATAGRAM_LEN],
+    };
+    p.data[..d.len()].copy_from_slice(d);
+    if packets.push(p).is_err() {
+        *queue_full += 1;
     }
 }
 
@@ -671,8 +820,19 @@ fn print_status(s: &serde_json::Value, kbps: f64) {
         .as_object()
         .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
         .unwrap_or(0);
+    // refused by source validation: not allowed, wrong source, never validated, jumps
+    let foreign: u64 = [
+        "not_allowed",
+        "wrong_source",
+        "rtcp_wrong_source",
+        "unvalidated",
+        "jumps_rejected",
+    ]
+    .iter()
+    .filter_map(|k| s[*k].as_u64())
+    .sum();
     eprintln!(
-        "recv {:>6.1}s | streams {} | packets {:>7} | lost {} | late {} | concealed {:.1} ms | delay {:.1}/{:.1} ms | underruns {} | xruns {} | {:.1} kb/s | latency {} | bad {} | cb p99 {:.0}%",
+        "recv {:>6.1}s | streams {} | packets {:>7} | lost {} | late {} | concealed {:.1} ms | delay {:.1}/{:.1} ms | underruns {} | xruns {} | {:.1} kb/s | latency {} | bad {} | foreign {} | cb p99 {:.0}%",
         f("t"),
         s["active_streams"],
         s["packets_received"],
@@ -689,6 +849,7 @@ fn print_status(s: &serde_json::Value, kbps: f64) {
             None => "? (no RTCP SR yet)".into(),
         },
         dropped,
+        foreign,
         f("callback_p99") * 100.0,
     );
 }
@@ -707,6 +868,17 @@ fn print_summary(s: &serde_json::Value, reason: StopReason) {
     eprintln!(
         "  streams: {} started, {} refused (--max-streams), {} timed out",
         s["streams_started"], s["streams_refused"], s["streams_timed_out"]
+    );
+    eprintln!(
+        "  sources: {} datagrams not allowed (--allow), {} from the wrong source (RTCP {}), {} never validated (probation; {} candidates evicted), {} held aside as jumps ({} rejected), {} restarts",
+        s["not_allowed"],
+        s["wrong_source"],
+        s["rtcp_wrong_source"],
+        s["unvalidated"],
+        s["probation_evicted"],
+        s["held_aside"],
+        s["jumps_rejected"],
+        s["restarts"]
     );
     eprintln!(
         "  packets received {}, played {}, discarded {} (audio older than the chosen delay at a stream start, or a sender restart), late {}, duplicates {}",
@@ -752,5 +924,21 @@ fn print_summary(s: &serde_json::Value, reason: StopReason) {
             f("render_max") * 100.0,
             s["render_underrun_frames"]
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_takes_networks_and_addresses() {
+        let n = parse_allow("192.168.1.77/24").unwrap();
+        assert_eq!(n.to_string(), "192.168.1.0/24");
+        assert!(n.contains(&"192.168.1.5".parse::<std::net::IpAddr>().unwrap()));
+        assert_eq!(parse_allow("10.1.2.3").unwrap().to_string(), "10.1.2.3/32");
+        assert_eq!(parse_allow("fd00::/8").unwrap().to_string(), "fd00::/8");
+        assert!(parse_allow("10.0.0.0/33").is_err());
+        assert!(parse_allow("somewhere").is_err());
     }
 }

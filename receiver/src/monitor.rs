@@ -10,6 +10,7 @@ use std::time::Instant;
 use patchcord_common::latency::CaptureClock;
 use patchcord_common::playout::{DelayMode, PlayoutConfig, SampleSource};
 use patchcord_common::rtp::DropReason;
+use patchcord_common::source::SourceCounters;
 use patchcord_common::stats::StreamCounters;
 use patchcord_common::time::frames_to_ns;
 use serde_json::json;
@@ -26,6 +27,16 @@ pub struct NetCounters {
     pub sender_reports: u64,
     pub byes: u64,
     pub dropped: [u64; DropReason::ALL.len()],
+    /// Source validation: probation, binding, jumps (see `patchcord_common::source`).
+    pub source: SourceCounters,
+    /// Datagrams from addresses outside `--allow`.
+    pub not_allowed: u64,
+    /// Sender reports and BYEs not from the stream's own RTCP source, and BYEs for an SSRC
+    /// that is neither playing nor on probation. (A sender report of an SSRC not heard yet
+    /// is kept aside, for when it passes probation.)
+    pub rtcp_wrong_source: u64,
+    /// Packets of new SSRCs waiting in probation now.
+    pub in_probation: usize,
     pub queue_full: u64,
     pub control_queue_full: u64,
     /// Datagrams the kernel dropped for our socket (receive buffer full), if known.
@@ -426,6 +437,15 @@ impl Monitor {
             "sender_reports": net.sender_reports,
             "byes": net.byes,
             "dropped": dropped,
+            "not_allowed": net.not_allowed,
+            "wrong_source": net.source.wrong_source,
+            "rtcp_wrong_source": net.rtcp_wrong_source,
+            "unvalidated": net.source.unvalidated,
+            "in_probation": net.in_probation,
+            "probation_evicted": net.source.probation_evicted,
+            "held_aside": net.source.held_aside,
+            "jumps_rejected": net.source.jumps_rejected,
+            "restarts": net.source.restarts,
             "receive_queue_full": net.queue_full,
             "socket_drops": net.socket_drops,
             "socket_buffer_bytes": net.socket_buffer_bytes,

@@ -51,6 +51,8 @@ pub struct PacketSlot {
     pub slot: u16,
     /// An RTCP BYE for `header.ssrc` rather than a packet.
     pub bye: bool,
+    /// Source validation confirmed a jump at this packet: the stream starts a new sequence.
+    pub restart: bool,
     pub header: RtpOpusHeader,
     /// RFC 2198 redundant blocks carried by the packet (empty for plain Opus).
     pub red: RedInfo,
@@ -65,6 +67,7 @@ impl PacketSlot {
         PacketSlot {
             slot,
             bye: true,
+            restart: false,
             header: RtpOpusHeader {
                 marker: false,
                 payload_type: 0,
@@ -352,6 +355,9 @@ impl OutputSide {
                 s.end_of_stream();
                 continue;
             }
+            if p.restart {
+                s.restart_sequence();
+            }
             let d = p.datagram();
             s.insert(&p.header, p.header.payload(d), p.arrival_unix_ns);
             // Redundant copies of the frames right before this one, with their sequence
@@ -636,6 +642,8 @@ mod tests {
                     let mut p = PacketSlot {
                         slot: slot as u16,
                         bye: false,
+                        // some streams restart their sequence (a confirmed jump) on the way
+                        restart: *sent == 12 && *ssrc % 3 == 0,
                         header,
                         red: RedInfo::default(),
                         arrival_unix_ns: side.side().clock.now_unix_ns(),

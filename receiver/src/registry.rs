@@ -1,10 +1,19 @@
 //! The network side's table of streams: which SSRC plays in which slot of the output
-//! callback, when each was last heard, its gain, and what happens when there are more
-//! senders than `--max-streams`. Runs on the control thread; it is where every stream is
-//! allocated (and, when the callback hands it back, freed).
+//! callback, the source it is bound to (and the validation state of its packets,
+//! [`StreamSource`]), its gain, and what happens when there are more senders than
+//! `--max-streams`. Runs on the control thread; it is where every stream is allocated
+//! (and, when the callback hands it back, freed).
+//!
+//! Only SSRCs that completed probation (`patchcord_common::source::Probation`) ask for a
+//! slot, so a flood of one-off packets never takes one. A validated SSRC that finds every
+//! slot taken is refused: each refusal is counted (`streams_refused`, exact however many),
+//! and the last [`REFUSED_REMEMBERED`] refused SSRCs are remembered so that their further
+//! packets are counted (`refused_packets`) without another probation while no slot is free.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+
+use patchcord_common::source::StreamSource;
 
 /// Who a gain rule applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,39 +50,32 @@ pub fn parse_source_gain(s: &str) -> Result<(GainKey, f32), String> {
         .ok_or_else(|| format!("'{s}': '{key}' is not an SSRC, HOST:PORT or HOST"))
 }
 
-#[derive(Debug, Clone, Copy)]
+/// One playing stream.
+#[derive(Debug)]
 pub struct Entry {
     pub slot: u16,
-    pub last_arrival_ns: i64,
-    pub source: SocketAddr,
+    /// Its bound address and the validation state of its packets.
+    pub source: StreamSource,
 }
 
-/// What to do with a datagram of some SSRC.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Route {
-    /// Known stream in this slot.
-    Known(u16),
-    /// New stream: create it in this slot, with this gain (dB).
-    New { slot: u16, gain_db: f32 },
-    /// No free slot: refused (counted).
-    Refused,
-}
+/// Refused SSRCs remembered (their packets are then counted without probation).
+pub const REFUSED_REMEMBERED: usize = 4096;
 
 pub struct Registry {
     entries: HashMap<u32, Entry>,
     free: Vec<u16>,
-    /// SSRCs refused for lack of a slot (bounded: counted, then only packets are counted).
+    /// The last refused SSRCs, oldest first, and the same as a set.
+    refused_order: VecDeque<u32>,
     refused: HashSet<u32>,
     rules: Vec<(GainKey, f32)>,
     default_gain_db: f32,
     pub streams_started: u64,
+    /// Validated SSRCs turned away for lack of a slot (every time).
     pub streams_refused: u64,
     pub refused_packets: u64,
     pub streams_timed_out: u64,
     pub streams_released: u64,
 }
-
-const MAX_REFUSED_TRACKED: usize = 4096;
 
 impl Registry {
     pub fn new(max_streams: usize, default_gain_db: f32, rules: Vec<(GainKey, f32)>) -> Self {
@@ -81,6 +83,7 @@ impl Registry {
             entries: HashMap::with_capacity(max_streams),
             // lowest slot first
             free: (0..max_streams as u16).rev().collect(),
+            refused_order: VecDeque::new(),
             refused: HashSet::new(),
             rules,
             default_gain_db,
@@ -100,52 +103,66 @@ impl Registry {
             .unwrap_or(self.default_gain_db)
     }
 
-    /// Route a datagram of `ssrc` from `source`; a `New` route must be confirmed with
-    /// [`Registry::started`]; until then the slot stays free (nothing to undo if the stream
-    /// cannot be created).
-    pub fn route(&mut self, ssrc: u32, source: SocketAddr, arrival_ns: i64) -> Route {
-        if let Some(e) = self.entries.get_mut(&ssrc) {
-            e.last_arrival_ns = arrival_ns;
-            return Route::Known(e.slot);
+    /// The playing stream of `ssrc`.
+    pub fn get_mut(&mut self, ssrc: u32) -> Option<&mut Entry> {
+        self.entries.get_mut(&ssrc)
+    }
+
+    pub fn get(&self, ssrc: u32) -> Option<&Entry> {
+        self.entries.get(&ssrc)
+    }
+
+    /// A packet of an SSRC without a stream: `true` (counted in `refused_packets`) when it
+    /// was refused before and still no slot is free.
+    pub fn still_refused(&mut self, ssrc: u32) -> bool {
+        if self.free.is_empty() && self.refused.contains(&ssrc) {
+            self.refused_packets += 1;
+            return true;
         }
-        match self.free.last() {
-            Some(&slot) => Route::New {
-                slot,
-                gain_db: self.gain_db_for(ssrc, source),
-            },
-            None => {
-                self.refused_packets += 1;
-                if self.refused.len() < MAX_REFUSED_TRACKED && self.refused.insert(ssrc) {
-                    self.streams_refused += 1;
+        false
+    }
+
+    /// The slot a validated SSRC from `source` would get, and its gain (dB); `None` when
+    /// every slot is taken. Nothing changes until [`Registry::started`] confirms it.
+    pub fn free_slot(&self, ssrc: u32, source: SocketAddr) -> Option<(u16, f32)> {
+        self.free
+            .last()
+            .map(|&slot| (slot, self.gain_db_for(ssrc, source)))
+    }
+
+    /// A validated SSRC found no free slot: counted, with its `packets`, and remembered.
+    pub fn refuse(&mut self, ssrc: u32, packets: u64) {
+        self.streams_refused += 1;
+        self.refused_packets += packets;
+        if self.refused.insert(ssrc) {
+            self.refused_order.push_back(ssrc);
+            if self.refused_order.len() > REFUSED_REMEMBERED {
+                if let Some(old) = self.refused_order.pop_front() {
+                    self.refused.remove(&old);
                 }
-                Route::Refused
             }
         }
     }
 
-    /// The stream for a `New` route was handed to the callback.
-    pub fn started(&mut self, ssrc: u32, slot: u16, source: SocketAddr, arrival_ns: i64) {
+    /// The stream of a validated SSRC was handed to the callback in `slot`.
+    pub fn started(&mut self, ssrc: u32, slot: u16, source: StreamSource) {
         self.free.retain(|&s| s != slot);
-        self.entries.insert(
-            ssrc,
-            Entry {
-                slot,
-                last_arrival_ns: arrival_ns,
-                source,
-            },
-        );
-        self.refused.remove(&ssrc);
+        self.entries.insert(ssrc, Entry { slot, source });
+        if self.refused.remove(&ssrc) {
+            self.refused_order.retain(|&s| s != ssrc);
+        }
         self.streams_started += 1;
     }
 
-    /// Streams silent for `timeout_ns`, as (slot, ssrc). They stay in the table until
-    /// [`Registry::forget`] confirms their removal was sent to the callback.
+    /// Streams whose bound source has delivered nothing for `timeout_ns`, as (slot, ssrc).
+    /// They stay in the table until [`Registry::forget`] confirms their removal was sent to
+    /// the callback.
     pub fn silent(&self, now_ns: i64, timeout_ns: i64, out: &mut Vec<(u16, u32)>) {
         out.clear();
         out.extend(
             self.entries
                 .iter()
-                .filter(|(_, e)| now_ns - e.last_arrival_ns >= timeout_ns)
+                .filter(|(_, e)| now_ns - e.source.last_delivered_ns() >= timeout_ns)
                 .map(|(&ssrc, e)| (e.slot, ssrc)),
         );
     }
@@ -175,16 +192,28 @@ impl Registry {
         self.entries
             .iter()
             .find(|(_, e)| e.slot == slot)
-            .map(|(s, e)| (*s, e.source))
+            .map(|(s, e)| (*s, e.source.address()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use patchcord_common::source::PacketMeta;
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    fn source(a: SocketAddr, arrival_ns: i64) -> StreamSource {
+        let last = PacketMeta {
+            ssrc: 0,
+            seq: 1,
+            ts: 480,
+            duration: 480,
+            arrival_ns,
+        };
+        StreamSource::new(a, last)
     }
 
     #[test]
@@ -192,26 +221,43 @@ mod tests {
         let mut r = Registry::new(2, 0.0, vec![]);
         let a = addr("10.0.0.1:5000");
         for (i, ssrc) in [1u32, 2].iter().enumerate() {
-            match r.route(*ssrc, a, 0) {
-                Route::New { slot, .. } => {
-                    assert_eq!(slot as usize, i);
-                    r.started(*ssrc, slot, a, 0);
-                }
-                other => panic!("{other:?}"),
-            }
+            let (slot, _) = r.free_slot(*ssrc, a).unwrap();
+            assert_eq!(slot as usize, i);
+            r.started(*ssrc, slot, source(a, 5 * i as i64));
         }
-        assert_eq!(r.route(1, a, 5), Route::Known(0));
-        assert_eq!(r.route(3, a, 5), Route::Refused);
-        assert_eq!(r.route(3, a, 6), Route::Refused);
-        assert_eq!((r.streams_refused, r.refused_packets), (1, 2));
+        assert_eq!(r.slot_of(1), Some(0));
+        assert_eq!(r.free_slot(3, a), None);
+        r.refuse(3, 2);
+        assert!(r.still_refused(3));
+        assert!(!r.still_refused(4));
+        assert_eq!((r.streams_refused, r.refused_packets), (1, 3));
         let mut out = vec![];
-        r.silent(1_000, 1_000, &mut out);
-        assert_eq!(out, vec![(1, 2)]); // stream 1 was heard at 5
-        r.forget(2);
-        // slot 1 is not free until released
-        assert_eq!(r.route(3, a, 1_001), Route::Refused);
-        r.release(1);
-        assert!(matches!(r.route(3, a, 1_002), Route::New { slot: 1, .. }));
+        r.silent(1_002, 1_000, &mut out);
+        assert_eq!(out, vec![(0, 1)]); // stream 2 delivered at 5
+        r.forget(1);
+        // slot 0 is not free until released
+        assert_eq!(r.free_slot(3, a), None);
+        r.release(0);
+        assert_eq!(r.free_slot(3, a).map(|s| s.0), Some(0));
+        assert!(
+            !r.still_refused(3),
+            "a refused SSRC goes through probation again once a slot is free"
+        );
+    }
+
+    #[test]
+    fn refusals_are_counted_exactly_however_many() {
+        let mut r = Registry::new(1, 0.0, vec![]);
+        r.started(1, 0, source(addr("10.0.0.1:5000"), 0));
+        for ssrc in 2..10_002u32 {
+            r.refuse(ssrc, 2);
+        }
+        assert_eq!(r.streams_refused, 10_000);
+        assert_eq!(r.refused_packets, 20_000);
+        // the most recent are remembered, memory stays bounded
+        assert!(r.still_refused(10_001));
+        assert!(!r.still_refused(2));
+        assert_eq!(r.refused.len(), REFUSED_REMEMBERED);
     }
 
     #[test]

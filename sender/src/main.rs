@@ -39,7 +39,9 @@ use encoder::{EncoderConfig, EncoderStats, EncoderThread};
 #[command(
     name = "patchcord-send",
     version,
-    about = "Capture audio and send it as Opus over RTP/UDP"
+    about = "Capture audio and send it as Opus over RTP/UDP",
+    // a negative number is a value (reported against its range), not an unknown flag
+    allow_negative_numbers = true
 )]
 struct Args {
     /// Destination HOST:PORT (IPv4, [IPv6] or a host name), e.g. 192.168.1.20:5004.

@@ -97,9 +97,12 @@ fn ffmpeg_sends_to_patchcord() {
     let (ok, err) = recv.wait(Duration::from_secs(20));
     assert!(ok, "{err}");
     assert_clean_reception(&dir, 660.0, 3.0);
-    // ffmpeg sends RTCP sender reports to port + 1: the receiver takes them
+    // ffmpeg sends RTCP sender reports to port + 1, from its RTP port + 1: the receiver
+    // takes them as the stream's own (source validation) and measures the latency
     let r = final_stats(&dir.join("recv.json"));
     assert!(r["sender_reports"].as_u64().unwrap_or(0) >= 1, "{r}");
+    assert_eq!(r["rtcp_wrong_source"].as_u64(), Some(0), "{r}");
+    assert!(r["latency_ms"].as_f64().is_some(), "{r}");
 }
 
 #[test]

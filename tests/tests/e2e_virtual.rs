@@ -325,7 +325,9 @@ fn malformed_datagrams_are_counted_by_kind_and_never_disturb_playout() {
         ("bad_opus", [&good_header[..], &[0xfb]].concat()),
         ("oversized", [&good_header[..], &vec![0xf8; 2000][..]].concat()),
     ];
-    cases.push(("rtcp_malformed", vec![0x80, 200, 0, 40, 1, 2, 3, 4]));
+    // 8-11 bytes whose second byte reads as RTCP but that are not RTCP: truncated
+    cases.push(("truncated", vec![0x80, 200, 0, 40, 1, 2, 3, 4, 5]));
+    cases.push(("rtcp_malformed", vec![0x80, 200, 0, 40, 1, 2, 3, 4, 5, 6, 7, 8]));
     for round in 0..3 {
         for (_, d) in &cases {
             sock.send_to(d, &to).unwrap();
@@ -340,7 +342,13 @@ fn malformed_datagrams_are_counted_by_kind_and_never_disturb_playout() {
     let r = final_stats(&dir.join("recv.json"));
     let s = final_stats(&dir.join("send.json"));
     for (kind, _) in &cases[..cases.len() - 1] {
-        assert_eq!(r["dropped"][kind].as_u64(), Some(3), "{kind}: {}", r["dropped"]);
+        let sent = 3 * cases.iter().filter(|c| c.0 == *kind).count() as u64;
+        assert_eq!(
+            r["dropped"][kind].as_u64(),
+            Some(sent),
+            "{kind}: {}",
+            r["dropped"]
+        );
     }
     assert_eq!(r["rtcp_malformed"].as_u64(), Some(3));
     // the stream itself was untouched
@@ -393,4 +401,101 @@ fn signals_stop_cleanly_and_finalize_the_wav() {
     let r = final_stats(&dir.join("recv.json"));
     assert_eq!(samples.len() as u64 / 2, r["output_frames"].as_u64().unwrap());
     assert!(samples.iter().any(|s| s.abs() > 0.3), "the tone is in the file");
+}
+
+/// A receiver killed outright (SIGKILL: nothing runs on the way out) leaves a WAV that a
+/// standard reader (hound) opens, holding everything up to at most the last second.
+#[test]
+fn a_receiver_killed_outright_leaves_a_readable_wav() {
+    let _serial = serial();
+    let dir = scratch("sigkill");
+    let port = free_port_pair();
+    let out = dir.join("out.wav");
+    let started = std::time::Instant::now();
+    let recv = Proc::spawn(
+        &dir,
+        "recv",
+        &bin("patchcord-recv"),
+        &[
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--device".into(),
+            format!("wav:{}", out.display()),
+            "--channels".into(),
+            "1".into(),
+            "--stats-json".into(),
+            dir.join("recv.json").display().to_string(),
+            "-q".into(),
+        ],
+    );
+    wait_for_file(&dir.join("recv.json"));
+    let mut send = Proc::spawn(
+        &dir,
+        "send",
+        &bin("patchcord-send"),
+        &[
+            "--to".into(),
+            format!("127.0.0.1:{port}"),
+            "--device".into(),
+            "tone:440".into(),
+            "--channels".into(),
+            "1".into(),
+            "--duration".into(),
+            "6".into(),
+            "-q".into(),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(4500));
+    recv.signal("KILL");
+    let ran = started.elapsed().as_secs_f64();
+    let mut recv = recv;
+    let (ok, _) = recv.wait(Duration::from_secs(10));
+    assert!(!ok, "the receiver was killed");
+    let (ok, err) = send.wait(Duration::from_secs(10));
+    assert!(ok, "{err}");
+    let (channels, samples) = read_wav(&out);
+    let secs = samples.len() as f64 / 48_000.0 / channels as f64;
+    let tone = seconds_of_tone(&samples, 440.0);
+    eprintln!("killed after {ran:.2} s: the WAV holds {secs:.2} s, {tone:.2} s of them the tone");
+    // at most the last second missing (and the receiver's start-up)
+    assert!(secs >= ran - 1.5 && secs <= ran, "{secs:.2} s of {ran:.2} s");
+    assert!(tone >= secs - 1.0, "{tone:.2} s of tone in {secs:.2} s");
+}
+
+/// A negative number is a value out of range, not an unknown flag.
+#[test]
+fn negative_numbers_are_reported_against_their_range() {
+    for (program, args, want) in [
+        (
+            "patchcord-recv",
+            &["--latency", "-5"][..],
+            "latency must be between 0.5 and 2000 ms",
+        ),
+        (
+            "patchcord-recv",
+            &["--max-streams", "-1"][..],
+            "-1 is not in 1..=1024",
+        ),
+        (
+            "patchcord-send",
+            &["--to", "127.0.0.1:9", "--bitrate", "-1"][..],
+            "-1 is not in 6000..=510000",
+        ),
+        (
+            "patchcord-send",
+            &["--to", "127.0.0.1:9", "--duration", "-3"][..],
+            "positive number of seconds",
+        ),
+    ] {
+        let out = std::process::Command::new(bin(program))
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(want),
+            "{program} {args:?}: {err}"
+        );
+        assert!(!err.contains("unexpected argument"), "{err}");
+    }
 }

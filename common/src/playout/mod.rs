@@ -379,6 +379,14 @@ impl StreamPlayout {
         self.ended = true;
     }
 
+    /// Source validation confirmed a jump of the sender's sequence (a restart, a timestamp
+    /// jump after a pause; see [`crate::source`]): the next packet starts a new sequence
+    /// and a new timeline, what is buffered is discarded.
+    pub fn restart_sequence(&mut self) {
+        self.register = ReceptionRegister::new();
+        self.restart();
+    }
+
     /// Hand a validated packet to the stream. `arrival_ns` is its arrival instant on the
     /// same clock as the `now_ns` given to [`pull`](Self::pull).
     pub fn insert(&mut self, h: &RtpOpusHeader, payload: &[u8], arrival_ns: i64) -> InsertOutcome {

@@ -114,8 +114,14 @@ pub fn create_writer(path: &Path, channels: u16) -> Result<WavWriter<BufWriter<F
     })
 }
 
-/// Spawn the thread that drains `consumer` into `writer` and finalizes the file once the
-/// producer side (owned by the clock thread) is gone.
+/// How often the writer brings the WAV header up to date: a process killed outright
+/// (SIGKILL, power cut) leaves a file any reader opens, missing at most this much audio
+/// (and what the operating system had not written yet).
+pub const HEADER_UPDATE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Spawn the thread that drains `consumer` into `writer`, brings the header's sizes up to
+/// date every [`HEADER_UPDATE_INTERVAL`], and finalizes the file once the producer side
+/// (owned by the clock thread) is gone.
 pub fn spawn_writer(
     path: PathBuf,
     mut writer: WavWriter<BufWriter<File>>,
@@ -127,6 +133,7 @@ pub fn spawn_writer(
         .name("patchcord-wav-writer".into())
         .spawn(move || {
             let mut failed = false;
+            let mut header_updated = std::time::Instant::now();
             loop {
                 // Check before draining, so everything pushed before abandonment is written.
                 let abandoned = consumer.is_abandoned();
@@ -151,6 +158,17 @@ pub fn spawn_writer(
                 }
                 if abandoned {
                     break;
+                }
+                if !failed && header_updated.elapsed() >= HEADER_UPDATE_INTERVAL {
+                    header_updated = std::time::Instant::now();
+                    // hound's flush: header sizes rewritten, buffers written out
+                    if let Err(e) = writer.flush() {
+                        failed = true;
+                        errors.report(Error::with_message(
+                            ErrorKind::Other,
+                            format!("writing wav:{path} failed: {e}; recording stopped"),
+                        ));
+                    }
                 }
                 std::thread::park_timeout(Duration::from_millis(5));
             }

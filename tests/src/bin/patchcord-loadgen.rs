@@ -33,7 +33,9 @@ const MAX_OPUS_PACKET: usize = 1500;
 #[derive(Parser, Debug)]
 #[command(
     name = "patchcord-loadgen",
-    about = "Send N concurrent mono Opus/RTP streams to a receiver in real time (load generator)"
+    about = "Send N concurrent mono Opus/RTP streams to a receiver in real time (load generator)",
+    // a negative number is a value (reported against its range), not an unknown flag
+    allow_negative_numbers = true
 )]
 struct Args {
     /// Receiver address (HOST:PORT) to send RTP to.

@@ -46,7 +46,9 @@ use ledger::{classify, Kind, Ledger};
 #[command(
     name = "patchcord-impair",
     version,
-    after_help = format!("PROFILE SYNTAX\n\n{PROFILE_SYNTAX}\n\nRTP datagrams (version 2) are accounted by sequence number; RTCP (port + 1, or packet types 192-223 on the RTP port) passes unimpaired.")
+    after_help = format!("PROFILE SYNTAX\n\n{PROFILE_SYNTAX}\n\nRTP datagrams (version 2) are accounted by sequence number; RTCP (port + 1, or packet types 192-223 on the RTP port) passes unimpaired."),
+    // a negative number is a value (reported against its range), not an unknown flag
+    allow_negative_numbers = true
 )]
 struct Args {
     /// Address to receive RTP on (HOST:PORT); port + 1 receives RTCP. Port 0 picks a free pair.
