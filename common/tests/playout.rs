@@ -461,41 +461,52 @@ fn jitter_buffer_is_sized_for_its_largest_delay() {
     assert_eq!(packets_for_delay(-5), 100);
 }
 
-/// A stream that stops without a BYE (ffmpeg, a killed sender): 60 ms of concealment, a
-/// 20 ms fade, then silence; once it has been silent for `idle_after` it is counted as
-/// `ended`, not as an underrun, concealment or interruption.
+/// A stream that stops without a BYE (ffmpeg, a killed sender) after playing cleanly: one
+/// frame of concealment, a 20 ms fade, then silence; once it has been silent for
+/// `idle_after` it is counted as `ended`, not as an underrun, concealment or interruption.
+/// A stream that lost packets in its last 10 s conceals 200 ms plainly first (a loss burst
+/// is then the likelier story), and is counted the same way.
 #[test]
 fn a_stream_that_stops_is_ended_not_concealed() {
-    use patchcord_common::playout::{DRY_FADE_FRAMES, DRY_PLAIN_NS};
+    use patchcord_common::playout::{DRY_FADE_FRAMES, DRY_PLAIN_LOSSY_NS};
     let sig = noise(48_000, 12);
     let e = encode(&sig, 480, opus::Application::LowDelay, false, 0, 0);
-    let (out, p, segs) = run(&e, cfg(20), 64, 48_000 * 3, |_| Some(0));
-    let c = p.counters();
-    assert_eq!(
-        (
-            c.ended,
-            c.underruns,
-            c.concealment_events,
-            c.concealed_samples,
-            c.interruptions
-        ),
-        (1, 0, 0, 0, 0),
-        "{c:?}"
-    );
-    let last_packet_end = segs
-        .iter()
-        .filter(|s| matches!(s.source, SampleSource::Packet { .. }))
-        .map(|s| s.out_frame + s.frames as u64)
-        .max()
-        .unwrap() as usize;
-    let plain = (DRY_PLAIN_NS * 48 / 1_000_000) as usize;
-    let plc: Vec<_> = segs.iter().filter(|s| s.source == SampleSource::Plc).collect();
-    assert_eq!(plc.len(), plain / 480, "60 ms of plain concealment: {plc:?}");
-    let silent_from = last_packet_end + plain + DRY_FADE_FRAMES as usize;
-    assert!(out[silent_from..].iter().all(|&x| x == 0.0));
-    assert!(out[last_packet_end..last_packet_end + plain]
-        .iter()
-        .any(|&x| x != 0.0));
+    // clean, then lossy (packet 90 of 100 lost: 100 ms before the end)
+    for (lost, plain) in [
+        (None, 480usize),
+        (Some(90), (DRY_PLAIN_LOSSY_NS * 48 / 1_000_000) as usize),
+    ] {
+        let (out, p, segs) = run(&e, cfg(20), 64, 48_000 * 3, |i| (Some(i) != lost).then_some(0));
+        let c = p.counters();
+        let lost_count = lost.map_or(0, |_| 1);
+        assert_eq!(
+            (
+                c.ended,
+                c.underruns,
+                c.concealment_events,
+                c.concealed_samples,
+                c.interruptions
+            ),
+            (1, 0, lost_count, 480 * lost_count, 0),
+            "{c:?}"
+        );
+        let last_packet_end = segs
+            .iter()
+            .filter(|s| matches!(s.source, SampleSource::Packet { .. }))
+            .map(|s| s.out_frame + s.frames as u64)
+            .max()
+            .unwrap() as usize;
+        let plc = segs
+            .iter()
+            .filter(|s| s.source == SampleSource::Plc && s.out_frame as usize >= last_packet_end)
+            .count();
+        assert_eq!(plc, plain / 480, "{lost:?}: plain concealment at the end");
+        let silent_from = last_packet_end + plain + DRY_FADE_FRAMES as usize;
+        assert!(out[silent_from..].iter().all(|&x| x == 0.0), "{lost:?}");
+        assert!(out[last_packet_end..last_packet_end + plain]
+            .iter()
+            .any(|&x| x != 0.0));
+    }
 }
 
 /// Segments name the output frame a sample plays at, whichever output frame the stream

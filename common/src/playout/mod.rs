@@ -37,7 +37,7 @@
 mod recovery;
 mod segment;
 
-pub use recovery::{dry_fade_gain, DRY_FADE_FRAMES, DRY_PLAIN_NS};
+pub use recovery::{dry_fade_gain, DRY_FADE_FRAMES, DRY_PLAIN_LOSSY_NS};
 use segment::Reposition;
 pub use segment::{NoSegments, SampleSource, Segment, SegmentSink};
 
@@ -184,6 +184,8 @@ pub struct StreamPlayout {
     dry: bool,
     dry_samples: u64,
     dry_frames: u64,
+    /// The dry run began with losses in the last [`LOSS_MEMORY_NS`].
+    dry_after_loss: bool,
     ended: bool,
     /// Packets wholly before this timestamp were discarded at the start, not late.
     skip_until_ts: u64,
@@ -267,6 +269,7 @@ impl StreamPlayout {
             dry: false,
             dry_samples: 0,
             dry_frames: 0,
+            dry_after_loss: false,
             ended: false,
             skip_until_ts: 0,
             read_frame: 0,

@@ -11,14 +11,17 @@
 //!
 //! When nothing at all is buffered ahead (the buffer ran *dry*), the stream is either
 //! waiting for a late packet or has stopped, and which one is known only later. Its first
-//! [`DRY_PLAIN_NS`] (or one frame, if longer) are concealed, then the concealment fades to
-//! silence over 20 ms ([`DRY_FADE_FRAMES`]); the concealment is *pending*: if audio
-//! resumes, it was an underrun and counts as concealment (and as an interruption when
-//! ≥ 150 ms); if the stream stays silent for `idle_after` (or said BYE) it ended, and counts
-//! as `ended` only. A stopped stream so plays 60 ms of concealment and a fade, and its end
-//! is not a glitch. Why not one frame, then the fade: a burst of three lost 20 ms packets
-//! is a dry run of two frames, and fading the second one cost 0.09 PESQ-WB on the `bursty`
-//! profile (2.96 against 3.05 with plain concealment; BENCHMARKS.md §4).
+//! frame is concealed, then the concealment fades to silence over 20 ms
+//! ([`DRY_FADE_FRAMES`]) — unless the stream lost or missed packets in the last 10 s: then
+//! a loss burst is the likelier story, and the first [`DRY_PLAIN_LOSSY_NS`] are concealed
+//! plainly before the fade. The concealment is *pending*: if audio resumes, it was an
+//! underrun and counts as concealment (and as an interruption when ≥ 150 ms); if the stream
+//! stays silent for `idle_after` (or said BYE) it ended, and counts as `ended` only. A
+//! stream that stops after playing cleanly so plays one frame of concealment and a fade,
+//! and its end is not a glitch. Why longer on a lossy stream: under the `bursty` profile
+//! (bursts of up to 8 packets) fading after the first frame cost 0.09 PESQ-WB (2.96
+//! against 3.05), after 60 ms 0.06 (3.155 against 3.215 with 200 ms plain; BENCHMARKS.md
+//! §4).
 
 use super::{SampleSource, Segment, SegmentSink, StreamPlayout};
 use crate::jitter::StoredPacket;
@@ -29,8 +32,9 @@ use crate::time::{frames_to_ns, ns_to_frames_ceil};
 const INTERRUPTION_SAMPLES: u64 = 7200;
 /// Opus PLC works in multiples of 2.5 ms.
 const PLC_QUANTUM: u32 = 120;
-/// A dry run is concealed plainly this long (at least one frame)...
-pub const DRY_PLAIN_NS: i64 = 60_000_000;
+/// A dry run of a stream that lost packets in the last [`super::LOSS_MEMORY_NS`] is
+/// concealed plainly this long (one frame otherwise)...
+pub const DRY_PLAIN_LOSSY_NS: i64 = 200_000_000;
 /// ...then its concealment fades to silence over this many frames.
 pub const DRY_FADE_FRAMES: u32 = 960;
 
@@ -237,6 +241,12 @@ impl StreamPlayout {
             self.go_idle();
             return true;
         }
+        if !self.dry {
+            self.dry_after_loss = self
+                .last_missing_ns
+                .zip(self.last_pull_ns)
+                .is_some_and(|(m, now)| now - m < super::LOSS_MEMORY_NS);
+        }
         self.dry = true;
         // a packet is late or lost: make room for recovery (adaptive mode)
         self.last_missing_ns = self.last_pull_ns;
@@ -316,10 +326,15 @@ impl StreamPlayout {
         self.dec_pos = 0;
         let mut source = SampleSource::Plc;
         if self.dry {
-            // Pending until the stream resumes or ends. After 60 ms (or a frame) the
-            // concealment fades to silence (20 ms): a stream that stopped plays that much
-            // concealment and a fade.
-            let plain = (self.last_frame_samples as u64).max(ns_to_frames_ceil(DRY_PLAIN_NS) as u64);
+            // Pending until the stream resumes or ends. After a frame (200 ms on a lossy
+            // stream) the concealment fades to silence (20 ms): a stream that stopped plays
+            // that much concealment and a fade.
+            let frame = self.last_frame_samples as u64;
+            let plain = if self.dry_after_loss {
+                frame.max(ns_to_frames_ceil(DRY_PLAIN_LOSSY_NS) as u64)
+            } else {
+                frame
+            };
             if self.dry_samples >= plain {
                 let fade_pos = self.dry_samples - plain;
                 for (k, frame) in self.dec[..samples as usize * ch].chunks_exact_mut(ch).enumerate() {
