@@ -339,9 +339,10 @@ impl DelayHold {
 /// sentences nothing (see [`crate::stretch::PAUSE_FRAMES`]). So what is not urgent waits
 /// for a pause ([`QUIET_ONLY`]): a removal for [`ACCELERATE_PAUSE_WAIT_S`] (then a
 /// well-correlated place, insisting less the longer the error persists, down to a floor),
-/// a repetition for as long as the delay still plays all but 0.2 % of the recent packets in
-/// time (the caller says so: `covered`). Only a delay that would make packets late repeats
-/// a period at once, wherever the audio is periodic enough.
+/// a repetition for as long as the delay still covers what the path calls for (its
+/// quantile and peaks: what is missing is only a cushion, the caller says so: `covered`).
+/// A delay short of the path's own needs repeats a period at once, wherever the audio is
+/// periodic enough.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StretchPolicy {
     smoothed_ns: Option<f64>,
@@ -386,8 +387,8 @@ impl StretchPolicy {
     }
 
     /// `Some((accelerate, at most ns, min quality))` when a splice is due. `covered`: the
-    /// delay, though under the target, already plays nearly every recent packet in time, so
-    /// a repetition may wait for a pause.
+    /// delay, though under the target, already covers the path's quantile and peaks (only
+    /// a cushion is missing), so a repetition may wait for a pause.
     pub fn decide(
         &mut self,
         delay_ns: i64,
@@ -453,10 +454,10 @@ impl StretchPolicy {
             let floor = (0.95 - 0.02 * (excess_ms - 10.0)).clamp(0.5, 0.95);
             (0.97 - 0.02 * waited_s).max(floor)
         } else {
-            // While the delay still plays nearly every packet in time (the target's margin
-            // for unseen peaks and for loss recovery is what is missing), the repetition
-            // waits for a pause. Once packets would be late, it relaxes quickly from the
-            // moment they would: a repetition at a poor place is heard too.
+            // While the delay still covers the path's quantile and peaks (the start-up
+            // cushion or the room for loss recovery is what is missing), the repetition
+            // waits for a pause. Once it does not, it relaxes quickly from that moment: a
+            // repetition at a poor place is heard too.
             if covered {
                 self.error_since = Some((now_ns, false));
                 return Some((accelerate, max_ns, QUIET_ONLY));
