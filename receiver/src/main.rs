@@ -10,6 +10,7 @@
 mod ahead;
 mod monitor;
 mod output;
+mod payload;
 mod registry;
 mod udp;
 
@@ -68,9 +69,8 @@ use cpal::SampleFormat;
 use patchcord_common::latency::CaptureClock;
 use patchcord_common::mixer::db_to_linear;
 use patchcord_common::playout::{packets_for_delay, DelayMode, PlayoutConfig, StreamPlayout};
-use patchcord_common::red::{validate_red_rtp, RedInfo};
 use patchcord_common::rtcp::{is_rtcp, parse_compound, RtcpPacket};
-use patchcord_common::rtp::{validate_opus_rtp, MAX_DATAGRAM_LEN};
+use patchcord_common::rtp::MAX_DATAGRAM_LEN;
 use patchcord_devices::app::{
     choose_config, parse_seconds, run_main, wait_for_stop, DeviceArgs, StatsSink, StopReason,
 };
@@ -80,6 +80,7 @@ use tokio::net::UdpSocket;
 
 use monitor::{Monitor, NetCounters};
 use output::{Control, OutputSide, PacketSlot, Retired, Snapshot, StreamReport, StreamSegment};
+use payload::PayloadTypes;
 use registry::{parse_source_gain, GainKey, Registry, Route};
 
 #[derive(Parser, Debug)]
@@ -112,11 +113,12 @@ struct Args {
     /// any peak level reached twice in two minutes.
     #[arg(long, value_name = "PCT", default_value = "1", value_parser = parse_budget)]
     glitch_budget: f64,
-    /// Expected RTP payload type (96..=127); other payload types are counted and dropped.
-    #[arg(long, default_value_t = 96, value_parser = clap::value_parser!(u8).range(96..=127))]
-    payload_type: u8,
+    /// RTP payload type of Opus (96..=127); others are counted and dropped. Default: any
+    /// dynamic type but the RED one (patchcord and GStreamer send 96, ffmpeg 97).
+    #[arg(long, value_name = "PT", value_parser = clap::value_parser!(u8).range(96..=127))]
+    payload_type: Option<u8>,
     /// RTP payload type of RFC 2198 redundant packets (sender --redundancy); 96..=127.
-    #[arg(long, default_value_t = 97, value_parser = clap::value_parser!(u8).range(96..=127))]
+    #[arg(long, value_name = "PT", default_value_t = payload::DEFAULT_RED_PT, value_parser = clap::value_parser!(u8).range(96..=127))]
     red_payload_type: u8,
     /// Most streams played at once; further senders are counted and refused. Each stream
     /// preallocates its jitter buffer: 1500 bytes per 2.5 ms of --latency-max (or of a fixed
@@ -262,12 +264,7 @@ async fn run(args: Args) -> Result<(), String> {
 
     let clock = HostClock::new();
     let channels = args.device.channels as usize;
-    if args.red_payload_type == args.payload_type {
-        return Err(format!(
-            "--red-payload-type {} equals --payload-type; choose two different dynamic payload types",
-            args.red_payload_type
-        ));
-    }
+    let payload = PayloadTypes::new(args.payload_type, args.red_payload_type)?;
     if args.latency_min > args.latency_max {
         return Err(format!(
             "--latency-min {} ms is above --latency-max {} ms",
@@ -406,11 +403,11 @@ async fn run(args: Args) -> Result<(), String> {
     };
     if !args.quiet {
         eprintln!(
-            "patchcord-recv: listening on {local} (RTCP also on {}) -> {} on {} | {channels} ch, {latency_text}, PT {}",
+            "patchcord-recv: listening on {local} (RTCP also on {}) -> {} on {} | {channels} ch, {latency_text}, {}",
             rtcp_socket.as_ref().and_then(|s| s.local_addr().ok()).map(|a| a.to_string()).unwrap_or("-".into()),
             opened.device_name,
             opened.host_name,
-            args.payload_type
+            payload.describe()
         );
     }
 
@@ -430,8 +427,7 @@ async fn run(args: Args) -> Result<(), String> {
         callback_durations,
     );
     let mut side = NetSide {
-        payload_type: args.payload_type,
-        red_payload_type: args.red_payload_type,
+        payload,
         playout: playout_cfg,
         counters: NetCounters::default(),
         registry: Registry::new(max_streams, args.gain_db, args.source_gain.clone()),
@@ -488,7 +484,9 @@ async fn run(args: Args) -> Result<(), String> {
                     eprintln!("patchcord-recv: device error: {e}");
                 }
                 side.refresh_socket_stats();
-                let s = monitor.stats_json(&side.counters, &side.registry, xrun_count(), &playout_cfg, false);
+                side.payload.end_second();
+                let mut s = monitor.stats_json(&side.counters, &side.registry, xrun_count(), &playout_cfg, false);
+                s["hint"] = side.payload.hint().into();
                 if !args.quiet {
                     let bytes = s["payload_bytes"].as_u64().unwrap_or(0);
                     print_status(&s, (bytes - last_bytes.min(bytes)) as f64 * 8.0 / 1000.0);
@@ -547,8 +545,7 @@ impl CallbackSide {
 
 /// The network side: everything the tokio thread owns to route datagrams to the callback.
 struct NetSide {
-    payload_type: u8,
-    red_payload_type: u8,
+    payload: PayloadTypes,
     playout: PlayoutConfig,
     counters: NetCounters,
     registry: Registry,
@@ -588,12 +585,7 @@ impl NetSide {
             self.rtcp(d);
             return;
         }
-        let validated = if d.len() > 1 && d[1] & 0x7f == self.red_payload_type {
-            validate_red_rtp(d, self.red_payload_type, self.payload_type)
-        } else {
-            validate_opus_rtp(d, self.payload_type).map(|h| (h, RedInfo::default()))
-        };
-        let (header, red) = match validated {
+        let (header, red) = match self.payload.validate(d) {
             Ok(v) => v,
             Err(reason) => {
                 self.counters.dropped[reason.index()] += 1;
@@ -671,8 +663,12 @@ fn print_status(s: &serde_json::Value, kbps: f64) {
         .as_object()
         .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
         .unwrap_or(0);
+    let hint = s["hint"]
+        .as_str()
+        .map(|h| format!(" | hint: {h}"))
+        .unwrap_or_default();
     eprintln!(
-        "recv {:>6.1}s | streams {} | packets {:>7} | lost {} | late {} | concealed {:.1} ms | delay {:.1}/{:.1} ms | underruns {} | xruns {} | {:.1} kb/s | latency {} | bad {} | cb p99 {:.0}%",
+        "recv {:>6.1}s | streams {} | packets {:>7} | lost {} | late {} | concealed {:.1} ms | delay {:.1}/{:.1} ms | underruns {} | xruns {} | {:.1} kb/s | latency {} | bad {} | cb p99 {:.0}%{hint}",
         f("t"),
         s["active_streams"],
         s["packets_received"],

@@ -75,7 +75,7 @@ struct Args {
     redundancy: u8,
     /// RTP payload type of the RED packets sent with --redundancy (96..=127, not the
     /// --payload-type, which stays the type of the Opus blocks inside).
-    #[arg(long, value_name = "PT", default_value_t = 97, value_parser = clap::value_parser!(u8).range(96..=127))]
+    #[arg(long, value_name = "PT", default_value_t = 121, value_parser = clap::value_parser!(u8).range(96..=127))]
     red_payload_type: u8,
     /// Send RTCP to the RTP port (RFC 5761 mux) instead of port + 1.
     #[arg(long)]
