@@ -7,6 +7,7 @@
 //! - [`rtcp`]: sender reports and BYE, NTP time conversion, RTP/RTCP demux.
 //! - [`jitter`]: fixed-capacity packet store of the jitter buffer.
 //! - [`playout`]: one received stream: jitter buffer + decoder + sample-accurate timeline.
+//! - [`sdp`]: SDP descriptions of a stream, written and read.
 //! - [`time`]: the 48 kHz sample rate and ns/frame conversions.
 //! - [`stats`]: RFC 3550 reception statistics and playout counters.
 //! - [`latency`]: end-to-end latency from sender reports and playback instants.
@@ -23,6 +24,7 @@ pub mod rate;
 pub mod red;
 pub mod rtcp;
 pub mod rtp;
+pub mod sdp;
 pub mod stats;
 pub mod stretch;
 pub mod time;

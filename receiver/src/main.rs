@@ -63,7 +63,6 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
 use cpal::traits::{DeviceTrait, StreamTrait};
 use cpal::SampleFormat;
 use patchcord_common::latency::CaptureClock;
@@ -71,6 +70,7 @@ use patchcord_common::mixer::db_to_linear;
 use patchcord_common::playout::{packets_for_delay, DelayMode, PlayoutConfig, StreamPlayout};
 use patchcord_common::rtcp::{is_rtcp, parse_compound, RtcpPacket};
 use patchcord_common::rtp::MAX_DATAGRAM_LEN;
+use patchcord_common::sdp::{RtcpPort, StreamDescription};
 use patchcord_devices::app::{
     choose_config, parse_seconds, run_main, wait_for_stop, DeviceArgs, StatsSink, StopReason,
 };
@@ -83,7 +83,7 @@ use output::{Control, OutputSide, PacketSlot, Retired, Snapshot, StreamReport, S
 use payload::PayloadTypes;
 use registry::{parse_source_gain, GainKey, Registry, Route};
 
-#[derive(Parser, Debug)]
+#[derive(clap::Parser, Debug)]
 #[command(
     name = "patchcord-recv",
     version,
@@ -94,6 +94,14 @@ struct Args {
     /// and on port + 1.
     #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:5004")]
     listen: String,
+    /// Configure from an SDP description (RFC 4566) of the stream instead: its port and
+    /// address, payload types, RTCP port, and channels (unless --channels is given).
+    /// patchcord-send writes one with --sdp, ffmpeg with -sdp_file.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "payload_type", "red_payload_type"])]
+    sdp: Option<String>,
+    /// Whether --channels was on the command line (it then wins over the SDP's).
+    #[arg(skip)]
+    channels_given: bool,
     #[command(flatten)]
     device: DeviceArgs,
     /// Playout delay: `auto` (adaptive: follows the measured jitter within --latency-min
@@ -205,7 +213,12 @@ fn parse_latency_ms(s: &str) -> Result<f64, String> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let matches = <Args as clap::CommandFactory>::command().get_matches();
+    let mut args = match <Args as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
+    args.channels_given = matches.value_source("channels") == Some(clap::parser::ValueSource::CommandLine);
     let device = args.device.clone();
     run_main("patchcord-recv", &device, move || run(args))
 }
@@ -225,7 +238,41 @@ fn bind_error(addr: &str, e: std::io::Error) -> String {
     }
 }
 
-async fn run(args: Args) -> Result<(), String> {
+/// Read `--sdp FILE`.
+fn read_sdp(path: &str) -> Result<StreamDescription, String> {
+    let text = std::fs::read(path).map_err(|e| format!("cannot read the SDP file '{path}': {e}"))?;
+    StreamDescription::parse(&text).map_err(|e| format!("--sdp {path}: {e}"))
+}
+
+/// Bind the RTP socket: at `listen`; for a unicast address from an SDP that is not one of
+/// this machine's (it names the host the sender sent to), at the unspecified address of
+/// its family and the same port.
+async fn bind_rtp(listen: SocketAddr, from_sdp: bool) -> std::io::Result<UdpSocket> {
+    match UdpSocket::bind(listen).await {
+        Err(e) if from_sdp && e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+            let any: std::net::IpAddr = if listen.is_ipv4() {
+                std::net::Ipv4Addr::UNSPECIFIED.into()
+            } else {
+                std::net::Ipv6Addr::UNSPECIFIED.into()
+            };
+            UdpSocket::bind((any, listen.port())).await
+        }
+        r => r,
+    }
+}
+
+async fn run(mut args: Args) -> Result<(), String> {
+    let sdp = args.sdp.as_deref().map(read_sdp).transpose()?;
+    if let Some(d) = &sdp {
+        args.listen = SocketAddr::new(d.destination, d.port).to_string();
+        args.payload_type = Some(d.opus_payload_type);
+        if let Some(r) = d.red {
+            args.red_payload_type = r.payload_type;
+        }
+        if !args.channels_given {
+            args.device.channels = d.channels;
+        }
+    }
     let listen: SocketAddr = match args.listen.parse() {
         Ok(a) => a,
         Err(_) => tokio::net::lookup_host(&args.listen)
@@ -239,15 +286,19 @@ async fn run(args: Args) -> Result<(), String> {
             .next()
             .ok_or_else(|| format!("bad --listen address '{}'", args.listen))?,
     };
-    let socket = UdpSocket::bind(listen)
+    let socket = bind_rtp(listen, sdp.is_some())
         .await
         .map_err(|e| bind_error(&args.listen, e))?;
     let local = socket.local_addr().map_err(|e| format!("socket: {e}"))?;
     let recv_buffer = udp::grow_receive_buffer(&socket);
     let drops_at_start = udp::kernel_drops(local).unwrap_or(0);
-    let rtcp_socket = if local.port() > 0 && local.port() < u16::MAX {
+    let rtcp_port = match sdp.as_ref().map(|d| d.rtcp) {
+        Some(RtcpPort::Port(p)) => Some(p),
+        _ => local.port().checked_add(1),
+    };
+    let rtcp_socket = if let (true, Some(port)) = (local.port() > 0, rtcp_port) {
         let mut a = local;
-        a.set_port(local.port() + 1);
+        a.set_port(port);
         match UdpSocket::bind(a).await {
             Ok(s) => Some(s),
             Err(e) => {

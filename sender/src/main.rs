@@ -25,6 +25,7 @@ use cpal::traits::{DeviceTrait, StreamTrait};
 use cpal::SampleFormat;
 use patchcord_common::red::{RedEncoder, MAX_RED_BLOCK_LEN, MAX_RED_PAYLOAD_LEN};
 use patchcord_common::rtp::Packetizer;
+use patchcord_common::sdp::{Redundancy, RtcpPort, StreamDescription};
 use patchcord_devices::app::{
     choose_config, parse_frame_ms, parse_seconds, run_main, wait_for_stop, DeviceArgs, StatsSink, StopReason,
 };
@@ -83,6 +84,11 @@ struct Args {
     /// Do not send RTCP at all.
     #[arg(long, conflicts_with = "rtcp_mux")]
     no_rtcp: bool,
+    /// Write an SDP description (RFC 4566, RFC 7587) of exactly what is sent to FILE (or -
+    /// for standard output) before the first packet: for ffmpeg (`-protocol_whitelist
+    /// file,udp,rtp -i FILE`), GStreamer (`filesrc ! sdpdemux`) or `patchcord-recv --sdp`.
+    #[arg(long, value_name = "FILE|-")]
+    sdp: Option<String>,
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     duration: Option<f64>,
@@ -110,7 +116,39 @@ async fn resolve(to: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("destination '{to}' resolved to no address"))
 }
 
+/// The address this host sends to `dest` from (the route's source), for the SDP.
+fn source_address(dest: SocketAddr) -> Option<std::net::IpAddr> {
+    let any: SocketAddr = if dest.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let probe = UdpSocket::bind(any).ok()?;
+    probe.connect(dest).ok()?;
+    probe.local_addr().ok().map(|a| a.ip())
+}
+
+/// Write the SDP to standard output, or to a file that appears whole (written beside it,
+/// then renamed): a reader polling for it never sees half a description.
+fn write_sdp(path: &str, text: &str) -> Result<(), String> {
+    if path == "-" {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        return out
+            .write_all(text.as_bytes())
+            .and_then(|_| out.flush())
+            .map_err(|e| format!("cannot write the SDP to standard output: {e}"));
+    }
+    let tmp = format!("{path}.part");
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("cannot write the SDP to '{path}': {e}"))
+}
+
 async fn run(args: Args) -> Result<(), String> {
+    if args.sdp.as_deref() == Some("-") && args.stats_json.as_deref() == Some("-") {
+        return Err("--sdp - and --stats-json - both want standard output; give one a file".into());
+    }
     let to = args.to.as_deref().ok_or("missing --to HOST:PORT")?;
     let redundancy = usize::from(args.redundancy);
     if redundancy > 0 && args.red_payload_type == args.payload_type {
@@ -213,6 +251,33 @@ async fn run(args: Args) -> Result<(), String> {
     let seq0: u16 = rand::random();
     let ts0: u32 = rand::random();
     let packetizer = Packetizer::new(ssrc, rtp_payload_type, seq0, ts0);
+    if let Some(path) = &args.sdp {
+        let description = StreamDescription {
+            destination: dest.ip(),
+            port: dest.port(),
+            ttl: None,
+            source: source_address(dest),
+            rtcp: match rtcp_dest {
+                None => RtcpPort::None,
+                Some(d) if d == dest => RtcpPort::Mux,
+                Some(d) => RtcpPort::Port(d.port()),
+            },
+            opus_payload_type: args.payload_type,
+            red: (redundancy > 0).then_some(Redundancy {
+                payload_type: args.red_payload_type,
+                depth: redundancy,
+            }),
+            channels: channels as u16,
+            ptime_ms: Some(args.frame_ms),
+            max_average_bitrate: Some(args.bitrate as u32),
+            inband_fec: args.fec && app != opus::Application::LowDelay,
+        };
+        let text = description.to_sdp(
+            u64::from(ssrc),
+            concat!("patchcord-send ", env!("CARGO_PKG_VERSION")),
+        );
+        write_sdp(path, &text)?;
+    }
 
     // Device
     let opened = open_device(
