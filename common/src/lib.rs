@@ -4,7 +4,8 @@
 //! jittery network in seconds, deterministically.
 //!
 //! - [`rtp`]: RTP/Opus packet building and validation, sequence/timestamp extension.
-//! - [`rtcp`]: sender reports and BYE, NTP time conversion, RTP/RTCP demux.
+//! - [`rtcp`]: sender and receiver reports, SDES, BYE, NTP time conversion, RTP/RTCP demux.
+//! - [`rtcp_interval`]: when to send the next RTCP report (RFC 3550 A.7).
 //! - [`jitter`]: fixed-capacity packet store of the jitter buffer.
 //! - [`playout`]: one received stream: jitter buffer + decoder + sample-accurate timeline.
 //! - [`sdp`]: SDP descriptions of a stream, written and read.
@@ -23,6 +24,7 @@ pub mod playout;
 pub mod rate;
 pub mod red;
 pub mod rtcp;
+pub mod rtcp_interval;
 pub mod rtp;
 pub mod sdp;
 pub mod stats;

@@ -234,3 +234,15 @@ where
         }
     }
 }
+
+/// The RTCP SDES CNAME of this process (RFC 3550 §6.5.1): `pid@host`, unique on the
+/// network for as long as it runs.
+pub fn rtcp_cname() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = host.trim();
+    format!(
+        "{}@{}",
+        std::process::id(),
+        if host.is_empty() { "localhost" } else { host }
+    )
+}

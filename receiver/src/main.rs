@@ -8,6 +8,7 @@
 //! status line once a second, writes JSON stats and handles signals.
 
 mod ahead;
+mod feedback;
 mod monitor;
 mod output;
 mod payload;
@@ -68,16 +69,17 @@ use cpal::SampleFormat;
 use patchcord_common::latency::CaptureClock;
 use patchcord_common::mixer::db_to_linear;
 use patchcord_common::playout::{packets_for_delay, DelayMode, PlayoutConfig, StreamPlayout};
-use patchcord_common::rtcp::{is_rtcp, parse_compound, RtcpPacket};
+use patchcord_common::rtcp::{is_rtcp, parse_compound, RtcpPacket, SenderReport};
 use patchcord_common::rtp::MAX_DATAGRAM_LEN;
 use patchcord_common::sdp::{RtcpPort, StreamDescription};
 use patchcord_devices::app::{
-    choose_config, parse_seconds, run_main, wait_for_stop, DeviceArgs, StatsSink, StopReason,
+    choose_config, parse_seconds, rtcp_cname, run_main, wait_for_stop, DeviceArgs, StatsSink, StopReason,
 };
 use patchcord_devices::clock::HostClock;
 use patchcord_devices::{open_device, Direction};
 use tokio::net::UdpSocket;
 
+use feedback::{Feedback, Via};
 use monitor::{Monitor, NetCounters};
 use output::{Control, OutputSide, PacketSlot, Retired, Snapshot, StreamReport, StreamSegment};
 use payload::PayloadTypes;
@@ -482,6 +484,7 @@ async fn run(mut args: Args) -> Result<(), String> {
         playout: playout_cfg,
         counters: NetCounters::default(),
         registry: Registry::new(max_streams, args.gain_db, args.source_gain.clone()),
+        feedback: Feedback::new(rand::random(), rtcp_cname()),
         clocks: HashMap::new(),
         packets: packet_tx,
         control: control_tx,
@@ -501,6 +504,12 @@ async fn run(mut args: Args) -> Result<(), String> {
     tick.tick().await;
     let mut drain = tokio::time::interval(Duration::from_millis(20));
     let mut last_bytes = 0u64;
+    // RTP rate received, the session bandwidth of the RTCP schedule (at least 16 kb/s)
+    let mut session_bps = 16_000.0;
+    let (_, first_report) = side
+        .feedback
+        .reports(clock.now_unix_ns(), &[], session_bps, rand::random());
+    let mut next_report = tokio::time::Instant::now() + Duration::from_nanos(first_report as u64);
 
     let mut render_failed = false;
     let reason = loop {
@@ -510,15 +519,30 @@ async fn run(mut args: Args) -> Result<(), String> {
                 let Ok((len, from)) = res else { continue };
                 side.datagram(&buf[..len], clock.now_unix_ns(), from);
             }
+            _ = tokio::time::sleep_until(next_report) => {
+                let receptions = monitor.receptions();
+                let (out, next) = side.feedback.reports(clock.now_unix_ns(), &receptions, session_bps, rand::random());
+                for o in out {
+                    let from_socket = match (o.via, &rtcp_socket) {
+                        (Via::Rtcp, Some(s)) => s,
+                        _ => &socket,
+                    };
+                    match from_socket.send_to(&o.packet, o.to).await {
+                        Ok(_) => side.feedback.reports_sent += 1,
+                        Err(_) => side.feedback.report_send_errors += 1,
+                    }
+                }
+                next_report = tokio::time::Instant::now() + Duration::from_nanos(next.max(0) as u64);
+            }
             res = async {
                 match &rtcp_socket {
                     Some(s) => s.recv_from(&mut rtcp_buf).await,
                     None => std::future::pending().await,
                 }
             } => {
-                let Ok((len, _)) = res else { continue };
+                let Ok((len, from)) = res else { continue };
                 side.counters.datagrams += 1;
-                side.rtcp(&rtcp_buf[..len]);
+                side.rtcp(&rtcp_buf[..len], clock.now_unix_ns(), from, Via::Rtcp);
             }
             _ = drain.tick() => {
                 monitor.drain(&side.clocks, &mut side.registry);
@@ -536,12 +560,14 @@ async fn run(mut args: Args) -> Result<(), String> {
                 }
                 side.refresh_socket_stats();
                 side.payload.end_second();
-                let mut s = monitor.stats_json(&side.counters, &side.registry, xrun_count(), &playout_cfg, false);
+                let mut s = monitor.stats_json(&side.counters, &side.registry, &side.feedback, xrun_count(), &playout_cfg, false);
                 s["hint"] = side.payload.hint().into();
+                let bytes = s["payload_bytes"].as_u64().unwrap_or(0);
+                let bps = (bytes - last_bytes.min(bytes)) as f64 * 8.0;
+                last_bytes = bytes;
+                session_bps = bps.max(16_000.0);
                 if !args.quiet {
-                    let bytes = s["payload_bytes"].as_u64().unwrap_or(0);
-                    print_status(&s, (bytes - last_bytes.min(bytes)) as f64 * 8.0 / 1000.0);
-                    last_bytes = bytes;
+                    print_status(&s, bps / 1000.0);
                 }
                 if let Err(e) = stats_out.write(&s) {
                     eprintln!("patchcord-recv: stats output failed: {e}");
@@ -562,7 +588,14 @@ async fn run(mut args: Args) -> Result<(), String> {
         eprintln!("patchcord-recv: timeline file: {e}");
     }
     side.refresh_socket_stats();
-    let summary = monitor.stats_json(&side.counters, &side.registry, xrun_count(), &playout_cfg, true);
+    let summary = monitor.stats_json(
+        &side.counters,
+        &side.registry,
+        &side.feedback,
+        xrun_count(),
+        &playout_cfg,
+        true,
+    );
     let _ = stats_out.write(&summary);
     print_summary(&summary, reason);
     if render_failed {
@@ -600,7 +633,9 @@ struct NetSide {
     playout: PlayoutConfig,
     counters: NetCounters,
     registry: Registry,
-    /// Latest sender report of each SSRC: RTP timestamp → capture instant.
+    /// RTCP kept about each sender, and the receiver reports sent back.
+    feedback: Feedback,
+    /// Latest sender report of each patchcord SSRC: RTP timestamp → capture instant.
     clocks: HashMap<u32, CaptureClock>,
     packets: rtrb::Producer<PacketSlot>,
     control: rtrb::Producer<Control>,
@@ -633,7 +668,7 @@ impl NetSide {
     fn datagram(&mut self, d: &[u8], arrival: i64, from: std::net::SocketAddr) {
         self.counters.datagrams += 1;
         if is_rtcp(d) {
-            self.rtcp(d);
+            self.rtcp(d, arrival, from, Via::Rtp);
             return;
         }
         let (header, red) = match self.payload.validate(d) {
@@ -679,19 +714,24 @@ impl NetSide {
         }
     }
 
-    fn rtcp(&mut self, d: &[u8]) {
+    /// A compound RTCP packet that arrived at `arrival` from `from`, on the socket `via`.
+    fn rtcp(&mut self, d: &[u8], arrival: i64, from: SocketAddr, via: Via) {
         self.counters.rtcp += 1;
+        let mut report: Option<SenderReport> = None;
         for p in parse_compound(d) {
             match p {
-                Ok(RtcpPacket::SenderReport(sr)) => {
+                Ok(RtcpPacket::SenderReport(sr, _)) => {
                     self.counters.sender_reports += 1;
-                    if self.clocks.len() < 4096 || self.clocks.contains_key(&sr.ssrc) {
-                        self.clocks.insert(sr.ssrc, CaptureClock::from_sender_report(&sr));
-                    }
+                    self.feedback.sender_report(sr.ssrc, sr.ntp, arrival, from, via);
+                    report = Some(sr);
+                }
+                Ok(RtcpPacket::Sdes { ssrc, tool, .. }) => {
+                    self.feedback.sdes(ssrc, tool, arrival, from, via);
                 }
                 Ok(RtcpPacket::Bye { ssrcs, count }) => {
                     self.counters.byes += 1;
                     for &ssrc in &ssrcs[..count.min(31)] {
+                        self.feedback.bye(ssrc);
                         let Some(slot) = self.registry.slot_of(ssrc) else {
                             continue;
                         };
@@ -701,8 +741,19 @@ impl NetSide {
                         }
                     }
                 }
-                Ok(RtcpPacket::Other { .. }) => {}
+                Ok(_) => {}
                 Err(_) => self.counters.rtcp_malformed += 1,
+            }
+        }
+        // Only a patchcord sender's report pairs RTP time with a capture instant (its SDES
+        // TOOL, in the same compound packet, says so): only then is the latency end to end.
+        if let Some(sr) = report {
+            if self.feedback.is_patchcord(sr.ssrc) {
+                if self.clocks.len() < 4096 || self.clocks.contains_key(&sr.ssrc) {
+                    self.clocks.insert(sr.ssrc, CaptureClock::from_sender_report(&sr));
+                }
+            } else {
+                self.clocks.remove(&sr.ssrc);
             }
         }
     }
@@ -731,9 +782,10 @@ fn print_status(s: &serde_json::Value, kbps: f64) {
         s["underruns"],
         s["xruns"],
         kbps,
-        match s["latency_ms"].as_f64() {
-            Some(l) => format!("{l:.2} ms"),
-            None => "? (no RTCP SR yet)".into(),
+        match (s["latency_ms"].as_f64(), s["receiver_delay_ms"].as_f64()) {
+            (Some(l), _) => format!("{l:.2} ms"),
+            (None, Some(d)) => format!("? (receiver side {d:.1} ms)"),
+            (None, None) => "?".into(),
         },
         dropped,
         f("callback_p99") * 100.0,
@@ -782,8 +834,19 @@ fn print_summary(s: &serde_json::Value, reason: StopReason) {
             "  end-to-end latency (capture -> playback, from RTCP SR): {l:.2} ms, last measured while playing ({} jitter buffer)",
             s["mode"].as_str().unwrap_or("?")
         ),
-        None => eprintln!("  end-to-end latency: unknown (no RTCP sender report received)"),
+        None => eprintln!(
+            "  end-to-end latency: not measured ({}){}",
+            s["latency_note"].as_str().unwrap_or("no stream"),
+            s["receiver_delay_ms"]
+                .as_f64()
+                .map(|d| format!("; receiver side (arrival of the fastest packets -> playback): {d:.2} ms"))
+                .unwrap_or_default()
+        ),
     }
+    eprintln!(
+        "  RTCP: {} sender reports received, {} receiver reports sent",
+        s["sender_reports"], s["receiver_reports_sent"]
+    );
     eprintln!(
         "  audio callback: p50 {:.1}%, p99 {:.1}%, max {:.1}% of the {}-frame period",
         f("callback_p50") * 100.0,

@@ -14,6 +14,7 @@ use patchcord_common::stats::StreamCounters;
 use patchcord_common::time::frames_to_ns;
 use serde_json::json;
 
+use crate::feedback::{Feedback, Reception};
 use crate::output::{Retired, Snapshot, StreamReport, StreamSegment};
 use crate::registry::Registry;
 
@@ -53,8 +54,11 @@ pub struct Monitor {
     retired_totals: StreamCounters,
     retired_lost: i64,
     retired_expected: u64,
-    /// Last known end-to-end latency, for the summary after the streams have gone.
+    /// Last known end-to-end latency, for the summary after the streams have gone; else
+    /// why there was none, and the receiver's side of it.
     last_latency_ns: Option<i64>,
+    last_latency_note: Option<&'static str>,
+    last_receiver_delay_ms: Option<f64>,
     /// Minimum of (playback instant − frame / rate) over the run: the wall-clock instant of
     /// output frame 0, exact when the device clock is the host clock (virtual devices); used
     /// to align the output WAV with the input in tests.
@@ -189,6 +193,8 @@ impl Monitor {
             retired_lost: 0,
             retired_expected: 0,
             last_latency_ns: None,
+            last_latency_note: None,
+            last_receiver_delay_ms: None,
             output_start_unix_ns: None,
             render: Durations::new(),
             callback: callback_durations.map(|c| (c, Durations::new())),
@@ -273,6 +279,22 @@ impl Monitor {
         }
     }
 
+    /// What the playing streams measured (RFC 3550 loss and jitter), for receiver reports.
+    pub fn receptions(&self) -> Vec<Reception> {
+        self.slots
+            .iter()
+            .filter_map(|v| v.report)
+            .map(|r| Reception {
+                ssrc: r.ssrc,
+                expected: r.rfc3550_expected,
+                lost: r.rfc3550_lost,
+                extended_max_seq: r.extended_max_seq,
+                jitter_rtp: r.jitter_rtp,
+                at_ns: r.playback_unix_ns,
+            })
+            .collect()
+    }
+
     /// Close the current one-second measurement window.
     pub fn end_second(&mut self) {
         for v in self.slots.iter_mut() {
@@ -299,6 +321,7 @@ impl Monitor {
         &mut self,
         net: &NetCounters,
         registry: &Registry,
+        feedback: &Feedback,
         xruns: u64,
         cfg: &PlayoutConfig,
         final_: bool,
@@ -345,6 +368,8 @@ impl Monitor {
                 "drift_ppm": r.drift * 1e6,
                 "buffer_ms": r.buffered_samples as f64 / 48.0,
                 "latency_ms": v.latency_ns.map(|l| l as f64 / 1e6),
+                "latency_note": v.latency_ns.is_none().then(|| feedback.latency_note(r.ssrc)),
+                "receiver_delay_ms": receiver_delay_ms(&r),
             }));
         }
         // the first stream (lowest slot) stands for "the" stream in single-stream use
@@ -353,6 +378,10 @@ impl Monitor {
             .iter()
             .find_map(|v| v.report.map(|r| (r, v.latency_ns)));
         let latency_ns = first.and_then(|f| f.1).or(self.last_latency_ns);
+        if let Some(f) = first {
+            self.last_latency_note = Some(feedback.latency_note(f.0.ssrc));
+            self.last_receiver_delay_ms = receiver_delay_ms(&f.0).or(self.last_receiver_delay_ms);
+        }
         let dropped: serde_json::Map<String, serde_json::Value> = DropReason::ALL
             .iter()
             .map(|r| (r.name().to_string(), json!(net.dropped[r.index()])))
@@ -406,6 +435,10 @@ impl Monitor {
             "buffer_ms": first.map(|f| f.0.buffered_samples as f64 / 48.0),
             "latency_ms": latency_ns.map(|l| l as f64 / 1e6),
             "latency_ns": latency_ns,
+            "latency_note": latency_ns.is_none().then_some(self.last_latency_note).flatten(),
+            "receiver_delay_ms": first.map_or(self.last_receiver_delay_ms, |f| receiver_delay_ms(&f.0)),
+            "receiver_reports_sent": feedback.reports_sent,
+            "receiver_report_send_errors": feedback.report_send_errors,
             "output_start_unix_ns": self.output_start_unix_ns,
             "output_frames": s.out_frame + s.frames as u64,
             "period_frames": s.frames,
@@ -437,6 +470,12 @@ impl Monitor {
             "reports_dropped": s.reports_dropped,
         })
     }
+}
+
+/// The receiver's own share of the latency, from the arrival of the stream's fastest
+/// packets to playback: what can be said without a comparable sender clock.
+fn receiver_delay_ms(r: &StreamReport) -> Option<f64> {
+    r.delay_ns.map(|d| (d + r.output_delay_ns) as f64 / 1e6)
 }
 
 fn write_segment(w: &mut BufWriter<File>, s: &StreamSegment) {

@@ -7,6 +7,7 @@
 
 mod capture;
 mod encoder;
+mod reports;
 
 /// Tests run the real callbacks under an allocator that counts allocations made inside
 /// `assert_no_alloc` scopes.
@@ -27,14 +28,16 @@ use patchcord_common::red::{RedEncoder, MAX_RED_BLOCK_LEN, MAX_RED_PAYLOAD_LEN};
 use patchcord_common::rtp::Packetizer;
 use patchcord_common::sdp::{Redundancy, RtcpPort, StreamDescription};
 use patchcord_devices::app::{
-    choose_config, parse_frame_ms, parse_seconds, run_main, wait_for_stop, DeviceArgs, StatsSink, StopReason,
+    choose_config, parse_frame_ms, parse_seconds, rtcp_cname, run_main, wait_for_stop, DeviceArgs, StatsSink,
+    StopReason,
 };
 use patchcord_devices::clock::HostClock;
 use patchcord_devices::{open_device, Direction};
 use serde_json::json;
 
 use capture::{CaptureCounters, CaptureMark, CaptureSide};
-use encoder::{EncoderConfig, EncoderStats, EncoderThread};
+use encoder::{EncoderConfig, EncoderStats, EncoderThread, SentReport};
+use reports::{ReceiverView, ReportReader, Reports};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -115,6 +118,10 @@ async fn resolve(to: &str) -> Result<SocketAddr, String> {
         .next()
         .ok_or_else(|| format!("destination '{to}' resolved to no address"))
 }
+
+/// SDES TOOL and SDP `a=tool`: a receiver that reads it knows the sender reports capture
+/// instants (its latency is then capture → playback).
+const TOOL: &str = concat!("patchcord-send ", env!("CARGO_PKG_VERSION"));
 
 /// The address this host sends to `dest` from (the route's source), for the SDP.
 fn source_address(dest: SocketAddr) -> Option<std::net::IpAddr> {
@@ -272,10 +279,7 @@ async fn run(args: Args) -> Result<(), String> {
             max_average_bitrate: Some(args.bitrate as u32),
             inband_fec: args.fec && app != opus::Application::LowDelay,
         };
-        let text = description.to_sdp(
-            u64::from(ssrc),
-            concat!("patchcord-send ", env!("CARGO_PKG_VERSION")),
-        );
+        let text = description.to_sdp(u64::from(ssrc), TOOL);
         write_sdp(path, &text)?;
     }
 
@@ -293,9 +297,33 @@ async fn run(args: Args) -> Result<(), String> {
     let (sample_tx, sample_rx) = rtrb::RingBuffer::<f32>::new(48_000 * channels);
     let (mark_tx, mark_rx) = rtrb::RingBuffer::<CaptureMark>::new(1024);
     let (err_tx, mut err_rx) = rtrb::RingBuffer::<cpal::Error>::new(64);
+    let (sent_tx, sent_rx) = rtrb::RingBuffer::<SentReport>::new(16);
     let capture_counters = Arc::new(CaptureCounters::default());
     let enc_stats = Arc::new(EncoderStats::default());
     let stop = Arc::new(AtomicBool::new(false));
+
+    // Receiver reports come back to the socket our RTCP leaves from.
+    let reports = Arc::new(Reports::default());
+    let report_reader = match rtcp_dest {
+        None => None,
+        Some(_) => {
+            let reader = ReportReader {
+                socket: socket
+                    .try_clone()
+                    .map_err(|e| format!("cannot share the UDP socket: {e}"))?,
+                ssrc,
+                clock,
+                sent: sent_rx,
+                reports: reports.clone(),
+                stop: stop.clone(),
+            };
+            let handle = std::thread::Builder::new()
+                .name("patchcord-rtcp".into())
+                .spawn(move || reader.run())
+                .map_err(|e| format!("cannot start the RTCP thread: {e}"))?;
+            Some(handle)
+        }
+    };
 
     let encoder_thread = EncoderThread {
         cfg: EncoderConfig {
@@ -310,6 +338,9 @@ async fn run(args: Args) -> Result<(), String> {
             clock,
             red,
             opus_payload_type: args.payload_type,
+            cname: rtcp_cname(),
+            tool: TOOL,
+            reports_sent: sent_tx,
         },
         samples: sample_rx,
         marks: mark_rx,
@@ -423,6 +454,9 @@ async fn run(args: Args) -> Result<(), String> {
             "capture_start_unix_ns": enc_stats.capture_start_unix_ns.load(Ordering::Relaxed),
             "encode_us_max": enc_stats.encode_ns_max.load(Ordering::Relaxed) as f64 / 1000.0,
             "encode_us_mean": if packets > 0 { enc_stats.encode_ns_total.load(Ordering::Relaxed) as f64 / 1000.0 / packets as f64 } else { 0.0 },
+            "receiver_reports": reports.receiver_reports.load(Ordering::Relaxed),
+            "rtcp_malformed": reports.rtcp_malformed.load(Ordering::Relaxed),
+            "receivers": reports.snapshot(),
         })
     };
 
@@ -442,7 +476,7 @@ async fn run(args: Args) -> Result<(), String> {
                 let bytes = enc_stats.bytes_sent.load(Ordering::Relaxed);
                 if !args.quiet {
                     eprintln!(
-                        "send {:>6.1}s | packets {:>7} | {:>6.1} kb/s | overruns {} | xruns {} | send errors {} | encode mean {:.0} us max {:.0} us",
+                        "send {:>6.1}s | packets {:>7} | {:>6.1} kb/s | overruns {} | xruns {} | send errors {} | encode mean {:.0} us max {:.0} us | {}",
                         s["t"].as_f64().unwrap_or(0.0),
                         s["packets_sent"],
                         (bytes - last_bytes) as f64 * 8.0 / 1000.0,
@@ -451,6 +485,7 @@ async fn run(args: Args) -> Result<(), String> {
                         s["send_errors"],
                         s["encode_us_mean"].as_f64().unwrap_or(0.0),
                         s["encode_us_max"].as_f64().unwrap_or(0.0),
+                        receivers_text(&reports.snapshot()),
                     );
                 }
                 last_bytes = bytes;
@@ -466,6 +501,9 @@ async fn run(args: Args) -> Result<(), String> {
     encoder_handle.thread().unpark();
     if encoder_handle.join().is_err() {
         return Err("encoder thread panicked".into());
+    }
+    if let Some(h) = report_reader {
+        let _ = h.join();
     }
     let summary = snapshot(true);
     let _ = stats_out.write(&summary);
@@ -485,4 +523,27 @@ async fn run(args: Args) -> Result<(), String> {
         summary["send_errors"],
     );
     Ok(())
+}
+
+/// The status line's receiver part: what the receivers' reports say (the worst of them).
+fn receivers_text(views: &[ReceiverView]) -> String {
+    let Some(worst) = views
+        .iter()
+        .max_by(|a, b| a.fraction_lost_pct.total_cmp(&b.fraction_lost_pct))
+    else {
+        return "no receiver reports".into();
+    };
+    let rtt = |v: &ReceiverView| v.rtt_ms.map_or("?".into(), |r| format!("{r:.2} ms"));
+    format!(
+        "{}: loss {:.1}% (total {}) jitter {:.2} ms rtt {}",
+        if views.len() == 1 {
+            "receiver".to_string()
+        } else {
+            format!("{} receivers, worst", views.len())
+        },
+        worst.fraction_lost_pct,
+        worst.cumulative_lost,
+        worst.jitter_ms,
+        rtt(worst),
+    )
 }
