@@ -79,10 +79,12 @@ pub struct StreamDescription {
     pub port: u16,
     /// IPv4 multicast time-to-live.
     pub ttl: Option<u8>,
-    /// The sender's address (the `o=` line; for a group also a source filter, which is
-    /// what a source-specific join needs). `None` when not known. Read from the source
+    /// The sender's address (the `o=` line). `None` when not known. Read from the source
     /// filter, else from `o=` when that is not `0.0.0.0`.
     pub source: Option<IpAddr>,
+    /// A source filter names `source` as the group's only sender (RFC 4570): what a
+    /// source-specific join (SSM) needs. Written for a group only.
+    pub source_filter: bool,
     pub rtcp: RtcpPort,
     pub opus_payload_type: u8,
     pub red: Option<Redundancy>,
@@ -166,7 +168,7 @@ impl StreamDescription {
             RtcpPort::Mux => m.add_attribute_from_str("rtcp-mux"),
             RtcpPort::None => {}
         }
-        if let (Some(src), true) = (self.source, self.destination.is_multicast()) {
+        if let (Some(src), true) = (self.source, self.source_filter && self.destination.is_multicast()) {
             m.add_attribute(SourceFilter {
                 mode: SourceFilterMode::Incl,
                 nettype: sdp_types::NetType::In,
@@ -257,7 +259,7 @@ impl StreamDescription {
                 _ => RtcpPort::Port(media.port.saturating_add(1)),
             }
         };
-        let source = media
+        let filtered = media
             .attributes_typed::<SourceFilter>()
             .filter_map(Result::ok)
             .find(|f| f.mode == SourceFilterMode::Incl)
@@ -266,19 +268,20 @@ impl StreamDescription {
                     SourceFilterAddress::IpAddr(ip) => Some(ip),
                     SourceFilterAddress::FQDN(_) => None,
                 })
-            })
-            .or_else(|| {
-                session
-                    .origin
-                    .try_parse_unicast_ip_address()
-                    .ok()
-                    .filter(|ip| !ip.is_unspecified())
             });
+        let source = filtered.or_else(|| {
+            session
+                .origin
+                .try_parse_unicast_ip_address()
+                .ok()
+                .filter(|ip| !ip.is_unspecified())
+        });
         Ok(StreamDescription {
             destination: address.ip,
             port: media.port,
             ttl: address.ttl,
             source,
+            source_filter: filtered.is_some(),
             rtcp,
             opus_payload_type: opus,
             red,
@@ -312,6 +315,7 @@ mod tests {
             port: 5004,
             ttl: None,
             source: Some("127.0.0.1".parse().unwrap()),
+            source_filter: false,
             rtcp: RtcpPort::Port(5005),
             opus_payload_type: 96,
             red: None,
@@ -348,6 +352,7 @@ mod tests {
             destination: "239.1.2.3".parse().unwrap(),
             ttl: Some(16),
             source: Some("10.0.0.7".parse().unwrap()),
+            source_filter: true,
             rtcp: RtcpPort::Mux,
             red: Some(Redundancy {
                 payload_type: 121,

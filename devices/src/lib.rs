@@ -17,6 +17,7 @@ pub mod app;
 pub mod clock;
 mod list;
 pub mod matcher;
+pub mod net;
 pub mod realtime;
 pub mod virtual_host;
 

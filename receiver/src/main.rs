@@ -76,6 +76,7 @@ use patchcord_devices::app::{
     choose_config, parse_seconds, rtcp_cname, run_main, wait_for_stop, DeviceArgs, StatsSink, StopReason,
 };
 use patchcord_devices::clock::HostClock;
+use patchcord_devices::net::{bind_group, parse_interface, Interface, Membership};
 use patchcord_devices::{open_device, Direction};
 use tokio::net::UdpSocket;
 
@@ -101,6 +102,14 @@ struct Args {
     /// patchcord-send writes one with --sdp, ffmpeg with -sdp_file.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "payload_type", "red_payload_type"])]
     sdp: Option<String>,
+    /// Interface to join a multicast group on (--listen GROUP:PORT or an SDP's group): a
+    /// name (eth0), an index, or (IPv4) one of its addresses. Default: the kernel's route.
+    #[arg(long, value_name = "IFACE", value_parser = parse_interface)]
+    iface: Option<Interface>,
+    /// Source-specific multicast (SSM, RFC 4607): receive the group from this sender only.
+    /// An SDP's source filter (a=source-filter) says the same.
+    #[arg(long, value_name = "ADDR")]
+    source: Option<std::net::IpAddr>,
     /// Whether --channels was on the command line (it then wins over the SDP's).
     #[arg(skip)]
     channels_given: bool,
@@ -246,6 +255,14 @@ fn read_sdp(path: &str) -> Result<StreamDescription, String> {
     StreamDescription::parse(&text).map_err(|e| format!("--sdp {path}: {e}"))
 }
 
+fn group_error(m: &Membership, port: u16, e: std::io::Error) -> String {
+    let source = m.source.map(|s| format!(" from {s}")).unwrap_or_default();
+    format!(
+        "cannot join multicast group {}{source} on port {port}: {e} (is there a multicast route? `ip route add 224.0.0.0/4 dev IFACE`; or choose the interface with --iface)",
+        m.group
+    )
+}
+
 /// Bind the RTP socket: at `listen`; for a unicast address from an SDP that is not one of
 /// this machine's (it names the host the sender sent to), at the unspecified address of
 /// its family and the same port.
@@ -288,9 +305,29 @@ async fn run(mut args: Args) -> Result<(), String> {
             .next()
             .ok_or_else(|| format!("bad --listen address '{}'", args.listen))?,
     };
-    let socket = bind_rtp(listen, sdp.is_some())
-        .await
-        .map_err(|e| bind_error(&args.listen, e))?;
+    let membership = if listen.ip().is_multicast() {
+        Some(Membership {
+            group: listen.ip(),
+            source: args
+                .source
+                .or(sdp.as_ref().filter(|d| d.source_filter).and_then(|d| d.source)),
+            iface: args.iface,
+        })
+    } else if args.iface.is_some() || args.source.is_some() {
+        return Err(format!(
+            "--iface and --source are for a multicast group; {listen} is not one"
+        ));
+    } else {
+        None
+    };
+    let socket = match &membership {
+        Some(m) => bind_group(listen.port(), m)
+            .and_then(UdpSocket::from_std)
+            .map_err(|e| group_error(m, listen.port(), e))?,
+        None => bind_rtp(listen, sdp.is_some())
+            .await
+            .map_err(|e| bind_error(&args.listen, e))?,
+    };
     let local = socket.local_addr().map_err(|e| format!("socket: {e}"))?;
     let recv_buffer = udp::grow_receive_buffer(&socket);
     let drops_at_start = udp::kernel_drops(local).unwrap_or(0);
@@ -301,7 +338,11 @@ async fn run(mut args: Args) -> Result<(), String> {
     let rtcp_socket = if let (true, Some(port)) = (local.port() > 0, rtcp_port) {
         let mut a = local;
         a.set_port(port);
-        match UdpSocket::bind(a).await {
+        let bound = match &membership {
+            Some(m) => bind_group(port, m).and_then(UdpSocket::from_std),
+            None => UdpSocket::bind(a).await,
+        };
+        match bound {
             Ok(s) => Some(s),
             Err(e) => {
                 eprintln!(
@@ -313,6 +354,24 @@ async fn run(mut args: Args) -> Result<(), String> {
         }
     } else {
         None
+    };
+
+    // A socket bound to a group cannot send (its address is no source): receiver reports
+    // to the senders of a group leave from a socket of their own.
+    let report_socket = match &membership {
+        Some(m) => {
+            let any: SocketAddr = if m.group.is_ipv4() {
+                (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+            } else {
+                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+            };
+            Some(
+                UdpSocket::bind(any)
+                    .await
+                    .map_err(|e| format!("cannot open a socket for RTCP reports: {e}"))?,
+            )
+        }
+        None => None,
     };
 
     let clock = HostClock::new();
@@ -523,8 +582,9 @@ async fn run(mut args: Args) -> Result<(), String> {
                 let receptions = monitor.receptions();
                 let (out, next) = side.feedback.reports(clock.now_unix_ns(), &receptions, session_bps, rand::random());
                 for o in out {
-                    let from_socket = match (o.via, &rtcp_socket) {
-                        (Via::Rtcp, Some(s)) => s,
+                    let from_socket = match (&report_socket, o.via, &rtcp_socket) {
+                        (Some(r), _, _) => r,
+                        (None, Via::Rtcp, Some(s)) => s,
                         _ => &socket,
                     };
                     match from_socket.send_to(&o.packet, o.to).await {

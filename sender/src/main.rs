@@ -32,6 +32,7 @@ use patchcord_devices::app::{
     StopReason,
 };
 use patchcord_devices::clock::HostClock;
+use patchcord_devices::net::{configure_sender, parse_interface, Interface};
 use patchcord_devices::{open_device, Direction};
 use serde_json::json;
 
@@ -81,6 +82,14 @@ struct Args {
     /// --payload-type, which stays the type of the Opus blocks inside).
     #[arg(long, value_name = "PT", default_value_t = 121, value_parser = clap::value_parser!(u8).range(96..=127))]
     red_payload_type: u8,
+    /// Time to live (IPv4) / hop limit (IPv6) of the packets; for a multicast group the
+    /// system default is 1 (this network only).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=255))]
+    ttl: Option<u32>,
+    /// Interface that carries the packets to a multicast group: a name (eth0), an index,
+    /// or (IPv4) one of its addresses.
+    #[arg(long, value_name = "IFACE", value_parser = parse_interface)]
+    multicast_if: Option<Interface>,
     /// Send RTCP to the RTP port (RFC 5761 mux) instead of port + 1.
     #[arg(long)]
     rtcp_mux: bool,
@@ -123,16 +132,22 @@ async fn resolve(to: &str) -> Result<SocketAddr, String> {
 /// instants (its latency is then capture → playback).
 const TOOL: &str = concat!("patchcord-send ", env!("CARGO_PKG_VERSION"));
 
-/// The address this host sends to `dest` from (the route's source), for the SDP.
-fn source_address(dest: SocketAddr) -> Option<std::net::IpAddr> {
+/// The address this host sends to `dest` from (the route's source, through `iface` for a
+/// group), for the SDP.
+fn source_address(dest: SocketAddr, iface: Option<Interface>) -> Option<std::net::IpAddr> {
     let any: SocketAddr = if dest.is_ipv4() {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     };
     let probe = UdpSocket::bind(any).ok()?;
+    configure_sender(socket2::SockRef::from(&probe), dest, None, iface).ok()?;
     probe.connect(dest).ok()?;
-    probe.local_addr().ok().map(|a| a.ip())
+    probe
+        .local_addr()
+        .ok()
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_unspecified())
 }
 
 /// Write the SDP to standard output, or to a file that appears whole (written beside it,
@@ -252,6 +267,8 @@ async fn run(args: Args) -> Result<(), String> {
     }
     .map_err(|e| format!("{e}"))?;
     let socket = UdpSocket::bind(bind).map_err(|e| format!("cannot open UDP socket: {e}"))?;
+    configure_sender(socket2::SockRef::from(&socket), dest, args.ttl, args.multicast_if)
+        .map_err(|e| format!("cannot send to {dest}: {e}"))?;
 
     // RTP identity: random SSRC, sequence and timestamp start (RFC 3550 §5.1).
     let ssrc: u32 = rand::random();
@@ -262,8 +279,9 @@ async fn run(args: Args) -> Result<(), String> {
         let description = StreamDescription {
             destination: dest.ip(),
             port: dest.port(),
-            ttl: None,
-            source: source_address(dest),
+            ttl: dest.ip().is_multicast().then_some(args.ttl.unwrap_or(1) as u8),
+            source: source_address(dest, args.multicast_if),
+            source_filter: dest.ip().is_multicast(),
             rtcp: match rtcp_dest {
                 None => RtcpPort::None,
                 Some(d) if d == dest => RtcpPort::Mux,
