@@ -12,6 +12,8 @@
 //! assert!(mic.is_virtual);
 //! # Ok::<(), patchcord_devices::DeviceError>(())
 //! ```
+//!
+//! [`net`] holds the multicast socket options both binaries share.
 
 pub mod app;
 pub mod clock;

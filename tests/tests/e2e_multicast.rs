@@ -86,7 +86,7 @@ fn assert_both_play_and_report(dir: &Path, seconds: [f64; 2]) {
     for v in receivers {
         assert!(v["reports"].as_u64().unwrap() >= 1, "{v}");
         assert_eq!(v["cumulative_lost"].as_i64(), Some(0), "{v}");
-        assert!(v["rtt_ms"].as_f64().unwrap() < 1.0, "{v}");
+        assert!(v["rtt_ms"].as_f64().unwrap() < 10.0, "{v}");
     }
 }
 
