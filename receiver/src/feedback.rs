@@ -19,7 +19,7 @@
 //! their sender reports pair an RTP timestamp with a *capture* instant on a clock this
 //! host can compare, so only for them is the latency "capture → playback".
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
 use patchcord_common::rtcp::{ns_to_ntp_short, ntp_short, CompoundWriter, ReportBlock, MAX_REPORT_BLOCKS};
@@ -33,7 +33,7 @@ const FORGET_NS: i64 = 60_000_000_000;
 const TOOL: &str = concat!("patchcord-recv ", env!("CARGO_PKG_VERSION"));
 
 /// Which of the receiver's sockets a datagram came in on, and a reply leaves from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Via {
     Rtp,
     Rtcp,
@@ -150,15 +150,16 @@ impl Feedback {
         session_bps: f64,
         random: f64,
     ) -> (Vec<Outgoing>, i64) {
+        let playing: HashSet<u32> = receptions.iter().map(|r| r.ssrc).collect();
         self.senders
-            .retain(|ssrc, s| now_ns - s.heard_ns < FORGET_NS || receptions.iter().any(|r| r.ssrc == *ssrc));
+            .retain(|ssrc, s| now_ns - s.heard_ns < FORGET_NS || playing.contains(ssrc));
         for r in receptions {
             if let Some(s) = self.senders.get_mut(&r.ssrc) {
                 s.heard_ns = s.heard_ns.max(r.at_ns);
             }
         }
         // group the streams by where their sender's RTCP comes from
-        let mut by_address: Vec<((SocketAddr, Via), Vec<ReportBlock>)> = Vec::new();
+        let mut by_address: HashMap<(SocketAddr, Via), Vec<ReportBlock>> = HashMap::new();
         let n = receptions.len().max(1);
         for k in 0..receptions.len() {
             let r = &receptions[(self.cursor + k) % n];
@@ -166,6 +167,10 @@ impl Feedback {
                 continue;
             };
             let Some(dest) = s.rtcp_from else { continue };
+            let blocks = by_address.entry(dest).or_default();
+            if blocks.len() == MAX_REPORT_BLOCKS {
+                continue; // its turn comes in a later round
+            }
             let received = (r.expected as i64 - r.lost).max(0) as u64;
             let expected_interval = r.expected.saturating_sub(s.prior.0);
             let received_interval = received.saturating_sub(s.prior.1);
@@ -188,11 +193,7 @@ impl Feedback {
                 lsr,
                 dlsr,
             };
-            match by_address.iter_mut().find(|(d, _)| *d == dest) {
-                Some((_, blocks)) if blocks.len() < MAX_REPORT_BLOCKS => blocks.push(block),
-                Some(_) => {}
-                None => by_address.push((dest, vec![block])),
-            }
+            blocks.push(block);
         }
         self.cursor = self.cursor.wrapping_add(MAX_REPORT_BLOCKS);
         let mut out = Vec::with_capacity(by_address.len());
