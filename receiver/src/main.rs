@@ -345,7 +345,7 @@ async fn run(mut args: Args) -> Result<(), String> {
         match bound {
             Ok(s) => Some(s),
             Err(e) => {
-                eprintln!(
+                patchcord_devices::say!(
                     "patchcord-recv: warning: {}; RTCP accepted on the RTP port only",
                     bind_error(&a.to_string(), e)
                 );
@@ -514,7 +514,7 @@ async fn run(mut args: Args) -> Result<(), String> {
         None => None,
     };
     if !args.quiet {
-        eprintln!(
+        patchcord_devices::say!(
             "patchcord-recv: listening on {local} (RTCP also on {}) -> {} on {} | {channels} ch, {latency_text}, {}",
             rtcp_socket.as_ref().and_then(|s| s.local_addr().ok()).map(|a| a.to_string()).unwrap_or("-".into()),
             opened.device_name,
@@ -526,7 +526,7 @@ async fn run(mut args: Args) -> Result<(), String> {
     // The network thread is on the audio path (arrival -> playout): real-time priority.
     if !args.device.no_realtime {
         if let Err(e) = patchcord_devices::realtime::promote_current_thread(480) {
-            eprintln!("patchcord-recv: note: network thread: {e}");
+            patchcord_devices::say!("patchcord-recv: note: network thread: {e}");
         }
     }
     let mut monitor = Monitor::new(
@@ -616,7 +616,7 @@ async fn run(mut args: Args) -> Result<(), String> {
                 monitor.drain(&side.clocks, &mut side.registry);
                 monitor.end_second();
                 while let Ok(e) = err_rx.pop() {
-                    eprintln!("patchcord-recv: device error: {e}");
+                    patchcord_devices::say!("patchcord-recv: device error: {e}");
                 }
                 side.refresh_socket_stats();
                 side.payload.end_second();
@@ -630,7 +630,7 @@ async fn run(mut args: Args) -> Result<(), String> {
                     print_status(&s, bps / 1000.0);
                 }
                 if let Err(e) = stats_out.write(&s) {
-                    eprintln!("patchcord-recv: stats output failed: {e}");
+                    patchcord_devices::say!("patchcord-recv: stats output failed: {e}");
                 }
             }
         }
@@ -645,7 +645,7 @@ async fn run(mut args: Args) -> Result<(), String> {
     }
     monitor.drain(&side.clocks, &mut side.registry);
     if let Err(e) = monitor.finish_timeline() {
-        eprintln!("patchcord-recv: timeline file: {e}");
+        patchcord_devices::say!("patchcord-recv: timeline file: {e}");
     }
     side.refresh_socket_stats();
     let summary = monitor.stats_json(
@@ -829,7 +829,7 @@ fn print_status(s: &serde_json::Value, kbps: f64) {
         .as_str()
         .map(|h| format!(" | hint: {h}"))
         .unwrap_or_default();
-    eprintln!(
+    patchcord_devices::say!(
         "recv {:>6.1}s | streams {} | packets {:>7} | lost {} | late {} | concealed {:.1} ms | delay {:.1}/{:.1} ms | underruns {} | xruns {} | {:.1} kb/s | latency {} | bad {} | cb p99 {:.0}%{hint}",
         f("t"),
         s["active_streams"],
@@ -854,7 +854,7 @@ fn print_status(s: &serde_json::Value, kbps: f64) {
 
 fn print_summary(s: &serde_json::Value, reason: StopReason) {
     let f = |k: &str| s[k].as_f64().unwrap_or(0.0);
-    eprintln!(
+    patchcord_devices::say!(
         "patchcord-recv: stopped ({}) after {:.1} s",
         match reason {
             StopReason::Interrupted => "interrupted",
@@ -863,19 +863,24 @@ fn print_summary(s: &serde_json::Value, reason: StopReason) {
         },
         f("t")
     );
-    eprintln!(
+    patchcord_devices::say!(
         "  streams: {} started, {} refused (--max-streams), {} timed out",
-        s["streams_started"], s["streams_refused"], s["streams_timed_out"]
+        s["streams_started"],
+        s["streams_refused"],
+        s["streams_timed_out"]
     );
-    eprintln!(
+    patchcord_devices::say!(
         "  packets received {}, played {}, discarded {} (audio older than the chosen delay at a stream start, or a sender restart), late {}, duplicates {}",
         s["packets_received"], s["played"], s["discarded"], s["late"], s["duplicates"]
     );
-    eprintln!(
+    patchcord_devices::say!(
         "  lost {} (RFC 3550), missing at playout {}, recovered by FEC {} / redundancy {}",
-        s["lost"], s["missing"], s["recovered_fec"], s["recovered_red"]
+        s["lost"],
+        s["missing"],
+        s["recovered_fec"],
+        s["recovered_red"]
     );
-    eprintln!(
+    patchcord_devices::say!(
         "  concealed {:.1} ms in {} events ({} interruptions >= 150 ms), underruns {}, streams ended {}, pitch-period splices {}, xruns {}, resyncs {}, bad datagrams {}, socket drops {}, jitter {:.2} ms",
         f("concealed_ms"),
         s["concealment_events"],
@@ -890,11 +895,11 @@ fn print_summary(s: &serde_json::Value, reason: StopReason) {
         f("jitter_ms")
     );
     match s["latency_ms"].as_f64() {
-        Some(l) => eprintln!(
+        Some(l) => patchcord_devices::say!(
             "  end-to-end latency (capture -> playback, from RTCP SR): {l:.2} ms, last measured while playing ({} jitter buffer)",
             s["mode"].as_str().unwrap_or("?")
         ),
-        None => eprintln!(
+        None => patchcord_devices::say!(
             "  end-to-end latency: not measured ({}){}",
             s["latency_note"].as_str().unwrap_or("no stream"),
             s["receiver_delay_ms"]
@@ -903,11 +908,12 @@ fn print_summary(s: &serde_json::Value, reason: StopReason) {
                 .unwrap_or_default()
         ),
     }
-    eprintln!(
+    patchcord_devices::say!(
         "  RTCP: {} sender reports received, {} receiver reports sent",
-        s["sender_reports"], s["receiver_reports_sent"]
+        s["sender_reports"],
+        s["receiver_reports_sent"]
     );
-    eprintln!(
+    patchcord_devices::say!(
         "  audio callback: p50 {:.1}%, p99 {:.1}%, max {:.1}% of the {}-frame period",
         f("callback_p50") * 100.0,
         f("callback_p99") * 100.0,
@@ -915,7 +921,7 @@ fn print_summary(s: &serde_json::Value, reason: StopReason) {
         s["period_frames"]
     );
     if s["render_ahead"].as_bool() == Some(true) {
-        eprintln!(
+        patchcord_devices::say!(
             "  render thread (--render-ahead): p50 {:.1}%, p99 {:.1}%, max {:.1}% of the period; {} frames played as silence because it was late",
             f("render_p50") * 100.0,
             f("render_p99") * 100.0,

@@ -222,13 +222,13 @@ async fn run(args: Args) -> Result<(), String> {
         enc.set_packet_loss_perc(args.expected_loss)
             .map_err(|e| format!("Opus FEC: {e}"))?;
         if app == opus::Application::LowDelay {
-            eprintln!(
+            patchcord_devices::say!(
                 "patchcord-send: note: --fec has no effect with --application lowdelay (CELT carries no FEC)"
             );
         }
     }
     if args.fec && redundancy > 0 {
-        eprintln!(
+        patchcord_devices::say!(
             "patchcord-send: note: --fec and --redundancy together: both add bitrate; FEC repairs a single loss with a lower-quality copy (SILK/hybrid only), RED up to {redundancy} consecutive losses exactly"
         );
     }
@@ -238,7 +238,7 @@ async fn run(args: Args) -> Result<(), String> {
         let frame_bytes = args.bitrate as f64 * args.frame_ms / 8000.0;
         let fit = ((MAX_RED_PAYLOAD_LEN as f64 - 1.0 - frame_bytes) / (frame_bytes + 4.0)).floor();
         if frame_bytes > MAX_RED_BLOCK_LEN as f64 || fit < redundancy as f64 {
-            eprintln!(
+            patchcord_devices::say!(
                 "patchcord-send: note: at {} kb/s with {} ms frames (~{frame_bytes:.0} bytes each) only {} of {redundancy} redundant frames fit in a packet; lower --bitrate or --frame-ms",
                 args.bitrate / 1000,
                 args.frame_ms,
@@ -372,7 +372,7 @@ async fn run(args: Args) -> Result<(), String> {
         .spawn(move || {
             if !no_realtime {
                 if let Err(e) = patchcord_devices::realtime::promote_current_thread(frame_samples as u32) {
-                    eprintln!("patchcord-send: note: encoder thread: {e}");
+                    patchcord_devices::say!("patchcord-send: note: encoder thread: {e}");
                 }
             }
             encoder_thread.run()
@@ -423,7 +423,7 @@ async fn run(args: Args) -> Result<(), String> {
 
     let mut stats_out = StatsSink::open(args.stats_json.as_deref()).map_err(|e| e.to_string())?;
     if !args.quiet {
-        eprintln!(
+        patchcord_devices::say!(
             "patchcord-send: {} on {} -> {dest} | {channels} ch, {} ms frames, {} kb/s, {}{} | SSRC {ssrc:08x}, PT {}, {} | RTCP {}",
             opened.device_name,
             opened.host_name,
@@ -488,12 +488,12 @@ async fn run(args: Args) -> Result<(), String> {
             r = &mut stop_fut => break r,
             _ = tick.tick() => {
                 while let Ok(e) = err_rx.pop() {
-                    eprintln!("patchcord-send: device error: {e}");
+                    patchcord_devices::say!("patchcord-send: device error: {e}");
                 }
                 let s = snapshot(false);
                 let bytes = enc_stats.bytes_sent.load(Ordering::Relaxed);
                 if !args.quiet {
-                    eprintln!(
+                    patchcord_devices::say!(
                         "send {:>6.1}s | packets {:>7} | {:>6.1} kb/s | overruns {} | xruns {} | send errors {} | encode mean {:.0} us max {:.0} us | {}",
                         s["t"].as_f64().unwrap_or(0.0),
                         s["packets_sent"],
@@ -508,7 +508,7 @@ async fn run(args: Args) -> Result<(), String> {
                 }
                 last_bytes = bytes;
                 if let Err(e) = stats_out.write(&s) {
-                    eprintln!("patchcord-send: stats output failed: {e}");
+                    patchcord_devices::say!("patchcord-send: stats output failed: {e}");
                 }
             }
         }
@@ -525,7 +525,7 @@ async fn run(args: Args) -> Result<(), String> {
     }
     let summary = snapshot(true);
     let _ = stats_out.write(&summary);
-    eprintln!(
+    patchcord_devices::say!(
         "patchcord-send: stopped ({}) after {:.1} s: {} packets, {} bytes, {} frames captured, {} ring overruns, {} xruns, {} send errors",
         match reason {
             StopReason::Interrupted => "interrupted",

@@ -395,3 +395,50 @@ fn signals_stop_cleanly_and_finalize_the_wav() {
     assert_eq!(samples.len() as u64 / 2, r["output_frames"].as_u64().unwrap());
     assert!(samples.iter().any(|s| s.abs() > 0.3), "the tone is in the file");
 }
+
+/// `patchcord-send … 2>&1 | head -1`: standard error closes after the first line. The
+/// sender goes on, stops cleanly at its duration and says goodbye (it used to panic on
+/// the next status line, exit 101, and send no BYE).
+#[test]
+fn a_closed_standard_error_stops_nothing() {
+    let _serial = serial();
+    let dir = scratch("closed_stderr");
+    let port = free_port_pair();
+    let mut recv = Proc::spawn(
+        &dir,
+        "recv",
+        &bin("patchcord-recv"),
+        &[
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--device".into(),
+            "null".into(),
+            "--duration".into(),
+            "5".into(),
+            "--stats-json".into(),
+            dir.join("recv.json").display().to_string(),
+            "-q".into(),
+        ],
+    );
+    wait_for_file(&dir.join("recv.json"));
+    let mut send = std::process::Command::new(bin("patchcord-send"))
+        .args([
+            "--to",
+            &format!("127.0.0.1:{port}"),
+            "--device",
+            "tone:440",
+            "--duration",
+            "2.5",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(send.stderr.take()); // the reader is gone before the first line
+    let status = send.wait().unwrap();
+    assert!(status.success(), "sender exited with {status}");
+    let (ok, err) = recv.wait(Duration::from_secs(20));
+    assert!(ok, "{err}");
+    let r = final_stats(&dir.join("recv.json"));
+    assert_eq!(r["byes"].as_u64(), Some(1), "{r}");
+    assert!(r["packets_received"].as_u64().unwrap() > 200, "{r}");
+}
