@@ -845,6 +845,7 @@ fn print_status(s: &serde_json::Value, kbps: f64) {
         match (s["latency_ms"].as_f64(), s["receiver_delay_ms"].as_f64()) {
             (Some(l), _) => format!("{l:.2} ms"),
             (None, Some(d)) => format!("? (receiver side {d:.1} ms)"),
+            (None, None) if s["active_streams"] == 0 => "- (no stream)".into(),
             (None, None) => "?".into(),
         },
         dropped,
@@ -896,7 +897,10 @@ fn print_summary(s: &serde_json::Value, reason: StopReason) {
     );
     match s["latency_ms"].as_f64() {
         Some(l) => patchcord_devices::say!(
-            "  end-to-end latency (capture -> playback, from RTCP SR): {l:.2} ms, last measured while playing ({} jitter buffer)",
+            "  end-to-end latency (capture -> playback, from RTCP SR), per second while playing: min {:.2} / median {:.2} / max {:.2} ms, last {l:.2} ms ({} jitter buffer)",
+            f("latency_min_ms"),
+            f("latency_median_ms"),
+            f("latency_max_ms"),
             s["mode"].as_str().unwrap_or("?")
         ),
         None => patchcord_devices::say!(

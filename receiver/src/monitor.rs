@@ -18,6 +18,9 @@ use crate::feedback::{Feedback, Reception};
 use crate::output::{Retired, Snapshot, StreamReport, StreamSegment};
 use crate::registry::Registry;
 
+/// Seconds of latency kept for the summary: 12 days.
+const MAX_LATENCY_SECONDS: usize = 1 << 20;
+
 /// Counters of the network side.
 #[derive(Default)]
 pub struct NetCounters {
@@ -59,6 +62,9 @@ pub struct Monitor {
     last_latency_ns: Option<i64>,
     last_latency_note: Option<&'static str>,
     last_receiver_delay_ms: Option<f64>,
+    /// The latency measured in each second of the run (the first stream that measured
+    /// one), for the summary's min / median / max; at most [`MAX_LATENCY_SECONDS`].
+    latency_history: Vec<i64>,
     /// Minimum of (playback instant − frame / rate) over the run: the wall-clock instant of
     /// output frame 0, exact when the device clock is the host clock (virtual devices); used
     /// to align the output WAV with the input in tests.
@@ -195,6 +201,7 @@ impl Monitor {
             last_latency_ns: None,
             last_latency_note: None,
             last_receiver_delay_ms: None,
+            latency_history: Vec::new(),
             output_start_unix_ns: None,
             render: Durations::new(),
             callback: callback_durations.map(|c| (c, Durations::new())),
@@ -297,14 +304,28 @@ impl Monitor {
 
     /// Close the current one-second measurement window.
     pub fn end_second(&mut self) {
+        let mut fresh = None;
         for v in self.slots.iter_mut() {
             if let Some(l) = v.latency_min.take() {
                 v.latency_ns = Some(l);
+                if v.report.is_some() {
+                    fresh = fresh.or(Some(l));
+                }
             }
         }
         if let Some(l) = self.slots.iter().find_map(|v| v.report.and(v.latency_ns)) {
             self.last_latency_ns = Some(l);
         }
+        if let Some(l) = fresh.filter(|_| self.latency_history.len() < MAX_LATENCY_SECONDS) {
+            self.latency_history.push(l);
+        }
+    }
+
+    /// Min, median and max of the latency over the run (ns).
+    fn latency_spread(&self) -> Option<(i64, i64, i64)> {
+        let mut all = self.latency_history.clone();
+        all.sort_unstable();
+        Some((*all.first()?, all[all.len() / 2], *all.last()?))
     }
 
     pub fn finish_timeline(&mut self) -> std::io::Result<()> {
@@ -377,7 +398,11 @@ impl Monitor {
             .slots
             .iter()
             .find_map(|v| v.report.map(|r| (r, v.latency_ns)));
-        let latency_ns = first.and_then(|f| f.1).or(self.last_latency_ns);
+        // after the streams have gone, a status line shows no latency; the summary the last
+        let latency_ns = first
+            .and_then(|f| f.1)
+            .or(self.last_latency_ns.filter(|_| final_));
+        let spread = self.latency_spread().filter(|_| final_);
         if let Some(f) = first {
             self.last_latency_note = Some(feedback.latency_note(f.0.ssrc));
             self.last_receiver_delay_ms = receiver_delay_ms(&f.0).or(self.last_receiver_delay_ms);
@@ -435,8 +460,18 @@ impl Monitor {
             "buffer_ms": first.map(|f| f.0.buffered_samples as f64 / 48.0),
             "latency_ms": latency_ns.map(|l| l as f64 / 1e6),
             "latency_ns": latency_ns,
-            "latency_note": latency_ns.is_none().then_some(self.last_latency_note).flatten(),
-            "receiver_delay_ms": first.map_or(self.last_receiver_delay_ms, |f| receiver_delay_ms(&f.0)),
+            "latency_note": match (latency_ns, first) {
+                (Some(_), _) => None,
+                (None, Some(f)) => Some(feedback.latency_note(f.0.ssrc)),
+                (None, None) => self.last_latency_note.filter(|_| final_),
+            },
+            "latency_min_ms": spread.map(|s| s.0 as f64 / 1e6),
+            "latency_median_ms": spread.map(|s| s.1 as f64 / 1e6),
+            "latency_max_ms": spread.map(|s| s.2 as f64 / 1e6),
+            "receiver_delay_ms": match first {
+                Some(f) => receiver_delay_ms(&f.0),
+                None => self.last_receiver_delay_ms.filter(|_| final_),
+            },
             "receiver_reports_sent": feedback.reports_sent,
             "receiver_report_send_errors": feedback.report_send_errors,
             "output_start_unix_ns": self.output_start_unix_ns,

@@ -144,8 +144,23 @@ fn patchcord_send_shows_the_round_trip_from_patchcord_recvs_reports() {
         .ends_with(&format!("@{}", hostname())));
     assert!(r["receiver_reports_sent"].as_u64().unwrap() >= 2, "{r}");
     assert_eq!(r["receiver_report_send_errors"].as_u64(), Some(0));
-    // patchcord's sender reports: the latency is capture -> playback
-    assert!(r["latency_ms"].as_f64().is_some(), "{r}");
+    // patchcord's sender reports: the latency is capture -> playback, and the summary
+    // has its spread over the run
+    let (min, median, max) = (
+        r["latency_min_ms"].as_f64().unwrap(),
+        r["latency_median_ms"].as_f64().unwrap(),
+        r["latency_max_ms"].as_f64().unwrap(),
+    );
+    let last = r["latency_ms"].as_f64().unwrap();
+    assert!(
+        min <= median && median <= max && (min..=max).contains(&last),
+        "{r}"
+    );
+    // once the stream has gone, a status line shows no latency
+    let records = read_stats(&dir.join("recv.json"));
+    let after = records.iter().rev().find(|x| x["final"] == false).unwrap();
+    assert_eq!(after["active_streams"].as_u64(), Some(0), "{after}");
+    assert!(after["latency_ms"].is_null(), "{after}");
 }
 
 /// Through the impairment proxy (5 % loss on RTP; RTCP passes both ways): the loss the
