@@ -89,7 +89,7 @@ use registry::{parse_source_gain, GainKey, Registry, Route};
 #[derive(clap::Parser, Debug)]
 #[command(
     name = "patchcord-recv",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("PATCHCORD_COMMIT"), ")"),
     about = "Receive Opus over RTP/UDP and play it"
 )]
 struct Args {

@@ -43,7 +43,7 @@ use reports::{ReceiverView, ReportReader, Reports};
 #[derive(Parser, Debug)]
 #[command(
     name = "patchcord-send",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("PATCHCORD_COMMIT"), ")"),
     about = "Capture audio and send it as Opus over RTP/UDP"
 )]
 struct Args {
