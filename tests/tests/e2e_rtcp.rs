@@ -134,9 +134,12 @@ fn patchcord_send_shows_the_round_trip_from_patchcord_recvs_reports() {
     rtts.sort_by(f64::total_cmp);
     println!("loopback round trips (ms): {rtts:?}");
     assert!(rtts.len() >= 2, "{v}");
-    assert!(rtts[0] > 0.0, "{rtts:?}");
-    let median = rtts[rtts.len() / 2];
-    assert!(median < 0.5, "median round trip {median} ms: {rtts:?}");
+    // the best reading is the path's round trip (scheduling on a loaded machine only adds);
+    // every reading stays far below the 10 ms and more (a frame, a device period) by which
+    // a round trip taken from the sender report's capture instant, not its send instant,
+    // would be off
+    assert!(rtts[0] > 0.0 && rtts[0] < 0.5, "{rtts:?}");
+    assert!(rtts.iter().all(|&r| r < 5.0), "{rtts:?}");
     assert_eq!(v["cumulative_lost"].as_i64(), Some(0));
     assert!(v["cname"]
         .as_str()
