@@ -967,8 +967,9 @@ impl NetSide {
     }
 
     /// The SSRC `ssrc` passed probation: the RTCP kept aside for it from its RTCP source is
-    /// taken, in the order it came, and the rest of it dropped. What was known of the SSRC
-    /// from another source (an earlier stream of the same SSRC) is forgotten.
+    /// taken, in the order it came; what came from elsewhere is counted
+    /// (`rtcp_wrong_source`) and dropped. What was known of the SSRC from another source
+    /// (an earlier stream of the same SSRC) is forgotten.
     fn take_early_rtcp(&mut self, ssrc: u32) {
         let Some(source) = self.registry.get(ssrc).map(|e| e.source.address()) else {
             return;
@@ -981,12 +982,12 @@ impl NetSide {
             self.feedback.forget(ssrc);
             self.clocks.remove(&ssrc);
         }
-        let mine: Vec<RtcpItem> = self
+        let (mine, elsewhere): (Vec<RtcpItem>, Vec<RtcpItem>) = self
             .early_rtcp
             .iter()
-            .filter(|i| i.ssrc == ssrc && is_rtcp_source(source, i.from))
-            .copied()
-            .collect();
+            .filter(|i| i.ssrc == ssrc)
+            .partition(|i| is_rtcp_source(source, i.from));
+        self.counters.rtcp_wrong_source += elsewhere.len() as u64;
         self.early_rtcp.retain(|i| i.ssrc != ssrc);
         let mut report = None;
         for i in mine {

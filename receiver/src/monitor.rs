@@ -35,9 +35,9 @@ pub struct NetCounters {
     pub source: SourceCounters,
     /// Datagrams from addresses outside `--allow`.
     pub not_allowed: u64,
-    /// Sender reports and BYEs not from the stream's own RTCP source, and BYEs for an SSRC
-    /// that is neither playing nor on probation. (A sender report of an SSRC not heard yet
-    /// is kept aside, for when it passes probation.)
+    /// Sender reports, SDES and BYEs not from the stream's own RTCP source (also those kept
+    /// aside for an SSRC before it passed probation from another source), and BYEs for an
+    /// SSRC that is neither playing nor on probation.
     pub rtcp_wrong_source: u64,
     /// Packets of new SSRCs waiting in probation now.
     pub in_probation: usize,
