@@ -1,7 +1,9 @@
 //! Multicast, IPv4 and IPv6: one sender, two receivers, both play the tone and both send
 //! their receiver reports, which the sender lists. Any-source joins from `--listen
 //! GROUP:PORT --iface`, source-specific joins (SSM) from `--source` and from the source
-//! filter of the sender's SDP.
+//! filter of the sender's SDP. `--allow` takes the sender's own (unicast) address: a
+//! receiver allowing it plays, a third one in the IPv4 group allowing only another network
+//! hears nothing, counts every datagram as `not_allowed` and reports to no one.
 //!
 //! Everything runs inside a network namespace the test creates (`unshare -n`), never on
 //! this machine's interfaces: IPv4 on the namespace's `lo` with a multicast route
@@ -102,12 +104,22 @@ fn ipv4_group_one_sender_two_receivers() {
         "set -e\nip link set lo up\nip route add 224.0.0.0/4 dev lo src 127.0.0.1\n{}{}sleep 0.5\n\
          {} --to 239.1.2.3:{PORT} --ttl 1 --multicast-if lo --device tone:440 --channels 1 \
          --duration 6 --sdp {} --stats-json {d}/send.json -q 2>{d}/send.stderr\nwait\n",
-        receiver(&dir, "a", 8, &format!("--listen 239.1.2.3:{PORT} --iface lo")),
+        receiver(
+            &dir,
+            "a",
+            8,
+            &format!("--listen 239.1.2.3:{PORT} --iface lo --allow 127.0.0.1")
+        ),
         receiver(
             &dir,
             "b",
             8,
             &format!("--listen 239.1.2.3:{PORT} --source 127.0.0.1 --iface 127.0.0.1")
+        ) + &receiver(
+            &dir,
+            "c",
+            8,
+            &format!("--listen 239.1.2.3:{PORT} --iface lo --allow 10.0.0.0/8")
         ),
         bin("patchcord-send").display(),
         sdp.display(),
@@ -121,6 +133,14 @@ fn ipv4_group_one_sender_two_receivers() {
         "{text}"
     );
     assert_both_play_and_report(&dir, [5.5, 5.5]);
+    // the receiver that allows only 10.0.0.0/8 heard none of it
+    let c = final_stats(&dir.join("c.json"));
+    let (_, samples) = read_wav(&dir.join("c.wav"));
+    assert!(samples.iter().all(|s| *s == 0.0), "{c}");
+    assert_eq!(c["streams_started"].as_u64(), Some(0), "{c}");
+    assert_eq!(c["receiver_reports_sent"].as_u64(), Some(0), "{c}");
+    assert_eq!(c["not_allowed"], c["datagrams"], "{c}");
+    assert!(c["not_allowed"].as_u64().unwrap() > 500, "{c}");
 }
 
 #[test]
@@ -140,7 +160,12 @@ fn ipv6_group_one_sender_two_receivers() {
          {} --to [ff15::1234]:{PORT} --ttl 2 --multicast-if v0 --device tone:440 --channels 1 \
          --duration 6 --sdp {s} --stats-json {d}/send.json -q 2>{d}/send.stderr &\n\
          while [ ! -f {s} ]; do sleep 0.05; done\n{}wait\n",
-        receiver(&dir, "a", 8, &format!("--listen [ff15::1234]:{PORT} --iface v1")),
+        receiver(
+            &dir,
+            "a",
+            8,
+            &format!("--listen [ff15::1234]:{PORT} --iface v1 --allow fd00::/64")
+        ),
         bin("patchcord-send").display(),
         receiver(&dir, "b", 7, &format!("--sdp {} --iface v1", sdp.display())),
         s = sdp.display(),
