@@ -1,11 +1,14 @@
 #![recursion_limit = "256"]
 //! `patchcord-recv`: receive Opus/RTP streams over UDP and play them.
 //!
-//! Threads: tokio (main thread) receives datagrams, stamps their arrival, validates them
-//! and passes them through an rtrb queue of preallocated packet slots to the cpal output
-//! callback, which owns the jitter buffer and decoder of the playing stream and pulls
-//! audio on the output device's clock. The same tokio thread parses RTCP, prints the
-//! status line once a second, writes JSON stats and handles signals.
+//! Threads: tokio (main thread) receives datagrams, stamps their arrival, checks them in
+//! order (`--allow`, RTCP demux, payload type, then source validation: probation, binding,
+//! jumps; [`NetSide::datagram`]) and passes them through an rtrb queue of preallocated
+//! packet slots to the cpal output callback, which owns the jitter buffer and decoder of
+//! the playing stream and pulls audio on the output device's clock. The same tokio thread
+//! takes RTCP about each stream only from that stream's own source and sends its receiver
+//! reports back there (`feedback.rs`), prints the status line once a second, writes JSON
+//! stats and handles signals.
 
 mod ahead;
 mod feedback;
