@@ -5,7 +5,8 @@
 set -euo pipefail
 
 PACKAGES=(build-essential cmake pkg-config libasound2-dev libjack-jackd2-dev jackd2 coreutils procps psmisc
-          gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good ffmpeg)
+          gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+          ffmpeg iproute2 util-linux)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -4,9 +4,11 @@
 //! jittery network in seconds, deterministically.
 //!
 //! - [`rtp`]: RTP/Opus packet building and validation, sequence/timestamp extension.
-//! - [`rtcp`]: sender reports and BYE, NTP time conversion, RTP/RTCP demux.
+//! - [`rtcp`]: sender and receiver reports, SDES, BYE, NTP time conversion, RTP/RTCP demux.
+//! - [`rtcp_interval`]: when to send the next RTCP report (RFC 3550 A.7).
 //! - [`jitter`]: fixed-capacity packet store of the jitter buffer.
 //! - [`playout`]: one received stream: jitter buffer + decoder + sample-accurate timeline.
+//! - [`sdp`]: SDP descriptions of a stream, written and read.
 //! - [`time`]: the 48 kHz sample rate and ns/frame conversions.
 //! - [`stats`]: RFC 3550 reception statistics and playout counters.
 //! - [`source`]: source validation: probation of new SSRCs, address binding, jumps held aside.
@@ -23,7 +25,9 @@ pub mod playout;
 pub mod rate;
 pub mod red;
 pub mod rtcp;
+pub mod rtcp_interval;
 pub mod rtp;
+pub mod sdp;
 pub mod source;
 pub mod stats;
 pub mod stretch;

@@ -429,6 +429,32 @@ pub fn parse_red(payload: &[u8]) -> Result<RedBlocks<'_>, RedError> {
     })
 }
 
+/// Whether `datagram`, which carries some other payload type than the RED one the receiver
+/// was told, is nevertheless an RFC 2198 packet of Opus blocks: at least one redundant
+/// block, every block a valid Opus packet of one dynamic payload type other than the
+/// packet's, each redundant block's timestamp offset a whole number of primary frames.
+/// Returns that packet's payload type. Strict on purpose: an Opus packet read as RED
+/// passes by chance about once in millions (the primary header must repeat the block
+/// type, the offsets land on frame multiples, the lengths add up), so the receiver uses
+/// this only to drop such packets instead of decoding them as Opus, and to say which
+/// `--red-payload-type` would play them.
+pub fn looks_like_red(datagram: &[u8]) -> Option<u8> {
+    let f = walk_rtp_header(datagram).ok()?;
+    let blocks = parse_red(datagram.get(f.payload_start..f.payload_end)?).ok()?;
+    let block_pt = blocks.primary_pt;
+    if blocks.redundant_count() == 0 || block_pt == f.payload_type || !(96..=127).contains(&block_pt) {
+        return None;
+    }
+    let frame = opus_packet_duration(blocks.primary().data)?;
+    for b in blocks {
+        let whole_frames = b.ts_offset > 0 && b.ts_offset % frame == 0;
+        if b.pt != block_pt || opus_packet_duration(b.data).is_none() || (!b.primary && !whole_frames) {
+            return None;
+        }
+    }
+    Some(f.payload_type)
+}
+
 /// Where one redundant block of a validated RED datagram is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RedundantBlockInfo {
@@ -578,7 +604,8 @@ fn walk_rtp_header(d: &[u8]) -> Result<RtpFrame, DropReason> {
 
 /// Validate one datagram as RTP version 2 with payload type `red_pt` carrying an RFC 2198
 /// RED payload whose blocks (primary and redundant) are all Opus packets with block payload
-/// type `opus_pt`. Never panics, whatever the bytes.
+/// type `opus_pt` (`None`: whatever type the primary has, as long as every block has it).
+/// Never panics, whatever the bytes.
 ///
 /// The header checks and their [`DropReason`]s are those of
 /// [`crate::rtp::validate_opus_rtp`]. Then: a malformed RED structure is
@@ -593,7 +620,7 @@ fn walk_rtp_header(d: &[u8]) -> Result<RtpFrame, DropReason> {
 pub fn validate_red_rtp(
     datagram: &[u8],
     red_pt: u8,
-    opus_pt: u8,
+    opus_pt: impl Into<Option<u8>>,
 ) -> Result<(RtpOpusHeader, RedInfo), DropReason> {
     let f = walk_rtp_header(datagram)?;
     if f.payload_type != red_pt {
@@ -606,6 +633,7 @@ pub fn validate_red_rtp(
         .get(f.payload_start..f.payload_end)
         .ok_or(DropReason::EmptyPayload)?;
     let blocks = parse_red(payload).map_err(RedError::drop_reason)?;
+    let opus_pt = opus_pt.into().unwrap_or(blocks.primary_pt);
     let in_packet = blocks.redundant_count();
     let first_kept = in_packet.saturating_sub(MAX_REDUNDANCY);
     let mut info = RedInfo {
@@ -1216,5 +1244,41 @@ mod tests {
         let offs: Vec<u32> = info.redundant().iter().map(|b| b.ts_offset).collect();
         assert_eq!(offs, vec![1440, 960, 480]);
         assert_eq!(info.redundant()[0].payload(&out[..len]), &[30 << 3, 3]);
+    }
+
+    /// RED with a payload type the receiver was not told is recognised by its structure
+    /// (so it is neither decoded as Opus nor left unexplained), and may be validated with
+    /// whatever block type it carries; plain Opus packets, random or real, are not RED.
+    #[test]
+    fn red_is_recognised_by_structure_and_opus_is_not() {
+        let mut p = Packetizer::new(9, 121, 0, 0);
+        let mut enc = RedEncoder::new(2).unwrap();
+        let first = red_packet(&mut p, &mut enc, 0, &frame(0, 40));
+        assert_eq!(looks_like_red(&first), None, "no redundant block yet");
+        for k in 1..20u64 {
+            let d = red_packet(&mut p, &mut enc, k * 480, &frame(k as u32, 40 + k as usize));
+            assert_eq!(looks_like_red(&d), Some(121));
+            let (h, info) = validate_red_rtp(&d, 121, None).unwrap();
+            assert_eq!(
+                (h.duration_samples, info.redundant().len()),
+                (480, k.min(2) as usize)
+            );
+        }
+        let mut rng = XorShift(0x5eed);
+        let mut opus = Packetizer::new(9, 96, 0, 0);
+        let mut buf = [0u8; 1500];
+        let mut real = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Audio).unwrap();
+        for k in 0..20_000u64 {
+            let random: Vec<u8> = (0..(rng.next() % 400 + 1)).map(|_| rng.next() as u8).collect();
+            let n = opus.build(k * 480, &random, &mut buf).unwrap();
+            assert_eq!(looks_like_red(&buf[..n]), None, "{:02x?}", &buf[..n]);
+        }
+        let pcm: Vec<f32> = (0..480).map(|i| (i as f32 * 0.07).sin() * 0.4).collect();
+        for k in 0..500u64 {
+            let mut packet = [0u8; 1000];
+            let len = real.encode_float(&pcm, &mut packet).unwrap();
+            let n = opus.build(k * 480, &packet[..len], &mut buf).unwrap();
+            assert_eq!(looks_like_red(&buf[..n]), None);
+        }
     }
 }

@@ -17,10 +17,10 @@
 //!   10,000 SSRCs pushes out its own candidates, never another sender's.
 //! - **Binding** ([`StreamSource`]). A stream is bound to the transport address that
 //!   passed probation. Packets of its SSRC from anywhere else are counted (`wrong_source`)
-//!   and dropped. Its RTCP (BYE, sender reports) counts only from that address or from its
-//!   port + 1 ([`is_rtcp_source`]: patchcord and rtcp-mux senders use the RTP socket,
-//!   ffmpeg the next port). A sender that moves is heard again once its stream has timed
-//!   out at the old address.
+//!   and dropped. Its RTCP (BYE, sender reports, SDES) counts only from that address or
+//!   from its port + 1 ([`is_rtcp_source`]: patchcord and rtcp-mux senders use the RTP
+//!   socket, ffmpeg the next port), and the receiver's reports about it go only there. A
+//!   sender that moves is heard again once its stream has timed out at the old address.
 //! - **Continuity** ([`StreamSource::check`]). A packet is played only if it *follows*
 //!   the highest packet so far: its sequence number within the A.1 window (99 behind, 2999
 //!   ahead), its timestamp 2.5 ms to 120 ms per sequence step before it when older, at

@@ -1,6 +1,17 @@
 //! What both binaries share to be a well-behaved process: the device flags, the stats
 //! output (`--stats-json PATH|-`), and stopping on Ctrl-C / SIGTERM / `--duration`.
 
+/// `eprintln!` that never panics: a status line or message written to a standard error
+/// that was closed (`patchcord-send … 2>&1 | head -1`) is dropped, and the program goes on
+/// to stop cleanly (a sender still sends its BYE).
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::time::Duration;
@@ -214,7 +225,7 @@ where
         return match crate::list_devices(&mut out, device.virtual_options()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("{name}: {e}");
+                crate::say!("{name}: {e}");
                 ExitCode::FAILURE
             }
         };
@@ -222,15 +233,27 @@ where
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("{name}: cannot start runtime: {e}");
+            crate::say!("{name}: cannot start runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(run()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{name}: {e}");
+            crate::say!("{name}: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// The RTCP SDES CNAME of this process (RFC 3550 §6.5.1): `pid@host`, unique on the
+/// network for as long as it runs.
+pub fn rtcp_cname() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = host.trim();
+    format!(
+        "{}@{}",
+        std::process::id(),
+        if host.is_empty() { "localhost" } else { host }
+    )
 }

@@ -12,11 +12,14 @@
 //! assert!(mic.is_virtual);
 //! # Ok::<(), patchcord_devices::DeviceError>(())
 //! ```
+//!
+//! [`net`] holds the multicast socket options both binaries share.
 
 pub mod app;
 pub mod clock;
 mod list;
 pub mod matcher;
+pub mod net;
 pub mod realtime;
 pub mod virtual_host;
 

@@ -365,7 +365,7 @@ pub fn start(
         .spawn(move || {
             if realtime {
                 if let Err(e) = patchcord_devices::realtime::promote_current_thread(period_guess as u32) {
-                    eprintln!("patchcord-recv: note: render thread: {e}");
+                    patchcord_devices::say!("patchcord-recv: note: render thread: {e}");
                 }
             }
             worker.run(stop_w)

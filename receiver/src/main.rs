@@ -1,15 +1,20 @@
 #![recursion_limit = "256"]
 //! `patchcord-recv`: receive Opus/RTP streams over UDP and play them.
 //!
-//! Threads: tokio (main thread) receives datagrams, stamps their arrival, validates them
-//! and passes them through an rtrb queue of preallocated packet slots to the cpal output
-//! callback, which owns the jitter buffer and decoder of the playing stream and pulls
-//! audio on the output device's clock. The same tokio thread parses RTCP, prints the
-//! status line once a second, writes JSON stats and handles signals.
+//! Threads: tokio (main thread) receives datagrams, stamps their arrival, checks them in
+//! order (`--allow`, RTCP demux, payload type, then source validation: probation, binding,
+//! jumps; [`NetSide::datagram`]) and passes them through an rtrb queue of preallocated
+//! packet slots to the cpal output callback, which owns the jitter buffer and decoder of
+//! the playing stream and pulls audio on the output device's clock. The same tokio thread
+//! takes RTCP about each stream only from that stream's own source and sends its receiver
+//! reports back there (`feedback.rs`), prints the status line once a second, writes JSON
+//! stats and handles signals.
 
 mod ahead;
+mod feedback;
 mod monitor;
 mod output;
+mod payload;
 mod registry;
 mod udp;
 
@@ -55,38 +60,40 @@ mod test_alloc {
     }
 }
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
 use cpal::traits::{DeviceTrait, StreamTrait};
 use cpal::SampleFormat;
 use patchcord_common::latency::CaptureClock;
 use patchcord_common::mixer::db_to_linear;
 use patchcord_common::playout::{packets_for_delay, DelayMode, PlayoutConfig, StreamPlayout};
-use patchcord_common::red::{validate_red_rtp, RedInfo};
-use patchcord_common::rtcp::{is_rtcp, parse_compound, RtcpPacket};
-use patchcord_common::rtp::{validate_opus_rtp, DropReason, RtpOpusHeader, MAX_DATAGRAM_LEN, RTP_HEADER_LEN};
-use patchcord_common::source::{PacketMeta, Probation};
+use patchcord_common::rtcp::{is_rtcp, parse_compound, RtcpPacket, SenderReport};
+use patchcord_common::rtp::{DropReason, MAX_DATAGRAM_LEN, RTP_HEADER_LEN};
+use patchcord_common::sdp::{RtcpPort, StreamDescription};
+use patchcord_common::source::{is_rtcp_source, PacketMeta, Probation};
 use patchcord_devices::app::{
-    choose_config, parse_seconds, run_main, wait_for_stop, DeviceArgs, StatsSink, StopReason,
+    choose_config, parse_seconds, rtcp_cname, run_main, wait_for_stop, DeviceArgs, StatsSink, StopReason,
 };
 use patchcord_devices::clock::HostClock;
+use patchcord_devices::net::{bind_group, parse_interface, Interface, Membership};
 use patchcord_devices::{open_device, Direction};
 use tokio::net::UdpSocket;
 
+use feedback::{Feedback, Via};
 use monitor::{Monitor, NetCounters};
 use output::{Control, OutputSide, PacketSlot, Retired, Snapshot, StreamReport, StreamSegment};
+use payload::PayloadTypes;
 use registry::{parse_source_gain, GainKey, Registry};
 
-#[derive(Parser, Debug)]
+#[derive(clap::Parser, Debug)]
 #[command(
     name = "patchcord-recv",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("PATCHCORD_COMMIT"), ")"),
     about = "Receive Opus over RTP/UDP and play it",
     // a negative number is a value (reported against its range), not an unknown flag
     allow_negative_numbers = true
@@ -96,9 +103,26 @@ struct Args {
     /// and on port + 1.
     #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:5004")]
     listen: String,
+    /// Configure from an SDP description (RFC 4566) of the stream instead: its port and
+    /// address, payload types, RTCP port, and channels (unless --channels is given).
+    /// patchcord-send writes one with --sdp, ffmpeg with -sdp_file.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "payload_type", "red_payload_type"])]
+    sdp: Option<String>,
+    /// Interface to join a multicast group on (--listen GROUP:PORT or an SDP's group): a
+    /// name (eth0), an index, or (IPv4) one of its addresses. Default: the kernel's route.
+    #[arg(long, value_name = "IFACE", value_parser = parse_interface)]
+    iface: Option<Interface>,
+    /// Source-specific multicast (SSM, RFC 4607): receive the group from this sender only.
+    /// An SDP's source filter (a=source-filter) says the same.
+    #[arg(long, value_name = "ADDR")]
+    source: Option<std::net::IpAddr>,
+    /// Whether --channels was on the command line (it then wins over the SDP's).
+    #[arg(skip)]
+    channels_given: bool,
     /// Hear only senders whose address is in one of these networks (CIDR, e.g.
     /// 192.168.1.0/24 or 2001:db8::/32, or a single address); datagrams from anywhere else
-    /// are counted (`not_allowed`) and dropped. Default: every address.
+    /// are counted (`not_allowed`) and dropped. Default: every address. For a multicast
+    /// group, a sender's address is its own (unicast) source address, not the group's.
     #[arg(long, value_name = "CIDR", num_args = 1.., value_parser = parse_allow)]
     allow: Vec<ipnet::IpNet>,
     #[command(flatten)]
@@ -120,11 +144,12 @@ struct Args {
     /// any peak level reached twice in two minutes.
     #[arg(long, value_name = "PCT", default_value = "1", value_parser = parse_budget)]
     glitch_budget: f64,
-    /// Expected RTP payload type (96..=127); other payload types are counted and dropped.
-    #[arg(long, default_value_t = 96, value_parser = clap::value_parser!(u8).range(96..=127))]
-    payload_type: u8,
+    /// RTP payload type of Opus (96..=127); others are counted and dropped. Default: any
+    /// dynamic type but the RED one (patchcord and GStreamer send 96, ffmpeg 97).
+    #[arg(long, value_name = "PT", value_parser = clap::value_parser!(u8).range(96..=127))]
+    payload_type: Option<u8>,
     /// RTP payload type of RFC 2198 redundant packets (sender --redundancy); 96..=127.
-    #[arg(long, default_value_t = 97, value_parser = clap::value_parser!(u8).range(96..=127))]
+    #[arg(long, value_name = "PT", default_value_t = payload::DEFAULT_RED_PT, value_parser = clap::value_parser!(u8).range(96..=127))]
     red_payload_type: u8,
     /// Most streams played at once; further senders are counted and refused. Each stream
     /// preallocates its jitter buffer: 1500 bytes per 2.5 ms of --latency-max (or of a fixed
@@ -219,7 +244,12 @@ fn parse_latency_ms(s: &str) -> Result<f64, String> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let matches = <Args as clap::CommandFactory>::command().get_matches();
+    let mut args = match <Args as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
+    args.channels_given = matches.value_source("channels") == Some(clap::parser::ValueSource::CommandLine);
     let device = args.device.clone();
     run_main("patchcord-recv", &device, move || run(args))
 }
@@ -239,7 +269,49 @@ fn bind_error(addr: &str, e: std::io::Error) -> String {
     }
 }
 
-async fn run(args: Args) -> Result<(), String> {
+/// Read `--sdp FILE`.
+fn read_sdp(path: &str) -> Result<StreamDescription, String> {
+    let text = std::fs::read(path).map_err(|e| format!("cannot read the SDP file '{path}': {e}"))?;
+    StreamDescription::parse(&text).map_err(|e| format!("--sdp {path}: {e}"))
+}
+
+fn group_error(m: &Membership, port: u16, e: std::io::Error) -> String {
+    let source = m.source.map(|s| format!(" from {s}")).unwrap_or_default();
+    format!(
+        "cannot join multicast group {}{source} on port {port}: {e} (is there a multicast route? `ip route add 224.0.0.0/4 dev IFACE`; or choose the interface with --iface)",
+        m.group
+    )
+}
+
+/// Bind the RTP socket: at `listen`; for a unicast address from an SDP that is not one of
+/// this machine's (it names the host the sender sent to), at the unspecified address of
+/// its family and the same port.
+async fn bind_rtp(listen: SocketAddr, from_sdp: bool) -> std::io::Result<UdpSocket> {
+    match UdpSocket::bind(listen).await {
+        Err(e) if from_sdp && e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+            let any: std::net::IpAddr = if listen.is_ipv4() {
+                std::net::Ipv4Addr::UNSPECIFIED.into()
+            } else {
+                std::net::Ipv6Addr::UNSPECIFIED.into()
+            };
+            UdpSocket::bind((any, listen.port())).await
+        }
+        r => r,
+    }
+}
+
+async fn run(mut args: Args) -> Result<(), String> {
+    let sdp = args.sdp.as_deref().map(read_sdp).transpose()?;
+    if let Some(d) = &sdp {
+        args.listen = SocketAddr::new(d.destination, d.port).to_string();
+        args.payload_type = Some(d.opus_payload_type);
+        if let Some(r) = d.red {
+            args.red_payload_type = r.payload_type;
+        }
+        if !args.channels_given {
+            args.device.channels = d.channels;
+        }
+    }
     let listen: SocketAddr = match args.listen.parse() {
         Ok(a) => a,
         Err(_) => tokio::net::lookup_host(&args.listen)
@@ -253,19 +325,47 @@ async fn run(args: Args) -> Result<(), String> {
             .next()
             .ok_or_else(|| format!("bad --listen address '{}'", args.listen))?,
     };
-    let socket = UdpSocket::bind(listen)
-        .await
-        .map_err(|e| bind_error(&args.listen, e))?;
+    let membership = if listen.ip().is_multicast() {
+        Some(Membership {
+            group: listen.ip(),
+            source: args
+                .source
+                .or(sdp.as_ref().filter(|d| d.source_filter).and_then(|d| d.source)),
+            iface: args.iface,
+        })
+    } else if args.iface.is_some() || args.source.is_some() {
+        return Err(format!(
+            "--iface and --source are for a multicast group; {listen} is not one"
+        ));
+    } else {
+        None
+    };
+    let socket = match &membership {
+        Some(m) => bind_group(listen.port(), m)
+            .and_then(UdpSocket::from_std)
+            .map_err(|e| group_error(m, listen.port(), e))?,
+        None => bind_rtp(listen, sdp.is_some())
+            .await
+            .map_err(|e| bind_error(&args.listen, e))?,
+    };
     let local = socket.local_addr().map_err(|e| format!("socket: {e}"))?;
     let recv_buffer = udp::grow_receive_buffer(&socket);
     let drops_at_start = udp::kernel_drops(local).unwrap_or(0);
-    let rtcp_socket = if local.port() > 0 && local.port() < u16::MAX {
+    let rtcp_port = match sdp.as_ref().map(|d| d.rtcp) {
+        Some(RtcpPort::Port(p)) => Some(p),
+        _ => local.port().checked_add(1),
+    };
+    let rtcp_socket = if let (true, Some(port)) = (local.port() > 0, rtcp_port) {
         let mut a = local;
-        a.set_port(local.port() + 1);
-        match UdpSocket::bind(a).await {
+        a.set_port(port);
+        let bound = match &membership {
+            Some(m) => bind_group(port, m).and_then(UdpSocket::from_std),
+            None => UdpSocket::bind(a).await,
+        };
+        match bound {
             Ok(s) => Some(s),
             Err(e) => {
-                eprintln!(
+                patchcord_devices::say!(
                     "patchcord-recv: warning: {}; RTCP accepted on the RTP port only",
                     bind_error(&a.to_string(), e)
                 );
@@ -276,14 +376,27 @@ async fn run(args: Args) -> Result<(), String> {
         None
     };
 
+    // A socket bound to a group cannot send (its address is no source): receiver reports
+    // to the senders of a group leave from a socket of their own.
+    let report_socket = match &membership {
+        Some(m) => {
+            let any: SocketAddr = if m.group.is_ipv4() {
+                (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+            } else {
+                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+            };
+            Some(
+                UdpSocket::bind(any)
+                    .await
+                    .map_err(|e| format!("cannot open a socket for RTCP reports: {e}"))?,
+            )
+        }
+        None => None,
+    };
+
     let clock = HostClock::new();
     let channels = args.device.channels as usize;
-    if args.red_payload_type == args.payload_type {
-        return Err(format!(
-            "--red-payload-type {} equals --payload-type; choose two different dynamic payload types",
-            args.red_payload_type
-        ));
-    }
+    let payload = PayloadTypes::new(args.payload_type, args.red_payload_type)?;
     if args.latency_min > args.latency_max {
         return Err(format!(
             "--latency-min {} ms is above --latency-max {} ms",
@@ -421,19 +534,19 @@ async fn run(args: Args) -> Result<(), String> {
         None => None,
     };
     if !args.quiet {
-        eprintln!(
-            "patchcord-recv: listening on {local} (RTCP also on {}) -> {} on {} | {channels} ch, {latency_text}, PT {}",
+        patchcord_devices::say!(
+            "patchcord-recv: listening on {local} (RTCP also on {}) -> {} on {} | {channels} ch, {latency_text}, {}",
             rtcp_socket.as_ref().and_then(|s| s.local_addr().ok()).map(|a| a.to_string()).unwrap_or("-".into()),
             opened.device_name,
             opened.host_name,
-            args.payload_type
+            payload.describe()
         );
     }
 
     // The network thread is on the audio path (arrival -> playout): real-time priority.
     if !args.device.no_realtime {
         if let Err(e) = patchcord_devices::realtime::promote_current_thread(480) {
-            eprintln!("patchcord-recv: note: network thread: {e}");
+            patchcord_devices::say!("patchcord-recv: note: network thread: {e}");
         }
     }
     let mut monitor = Monitor::new(
@@ -446,16 +559,15 @@ async fn run(args: Args) -> Result<(), String> {
         callback_durations,
     );
     let mut side = NetSide {
-        payload_type: args.payload_type,
-        red_payload_type: args.red_payload_type,
+        payload,
         playout: playout_cfg,
         counters: NetCounters::default(),
         registry: Registry::new(max_streams, args.gain_db, args.source_gain.clone()),
-        // new SSRCs on probation: room for every slot to be contested twice over
         probation: Probation::new(64 + 2 * max_streams),
         allow: args.allow.clone(),
+        feedback: Feedback::new(rand::random(), rtcp_cname()),
         clocks: HashMap::new(),
-        early_reports: std::collections::VecDeque::with_capacity(EARLY_REPORTS),
+        early_rtcp: VecDeque::with_capacity(EARLY_RTCP),
         packets: packet_tx,
         control: control_tx,
         silent: Vec::with_capacity(max_streams),
@@ -474,6 +586,12 @@ async fn run(args: Args) -> Result<(), String> {
     tick.tick().await;
     let mut drain = tokio::time::interval(Duration::from_millis(20));
     let mut last_bytes = 0u64;
+    // RTP rate received, the session bandwidth of the RTCP schedule (at least 16 kb/s)
+    let mut session_bps = 16_000.0;
+    let (_, first_report) = side
+        .feedback
+        .reports(clock.now_unix_ns(), &[], session_bps, rand::random());
+    let mut next_report = tokio::time::Instant::now() + Duration::from_nanos(first_report as u64);
 
     let mut render_failed = false;
     let reason = loop {
@@ -482,6 +600,22 @@ async fn run(args: Args) -> Result<(), String> {
             res = socket.recv_from(&mut buf) => {
                 let Ok((len, from)) = res else { continue };
                 side.datagram(&buf[..len], clock.now_unix_ns(), from);
+            }
+            _ = tokio::time::sleep_until(next_report) => {
+                let receptions = monitor.receptions();
+                let (out, next) = side.feedback.reports(clock.now_unix_ns(), &receptions, session_bps, rand::random());
+                for o in out {
+                    let from_socket = match (&report_socket, o.via, &rtcp_socket) {
+                        (Some(r), _, _) => r,
+                        (None, Via::Rtcp, Some(s)) => s,
+                        _ => &socket,
+                    };
+                    match from_socket.send_to(&o.packet, o.to).await {
+                        Ok(_) => side.feedback.reports_sent += 1,
+                        Err(_) => side.feedback.report_send_errors += 1,
+                    }
+                }
+                next_report = tokio::time::Instant::now() + Duration::from_nanos(next.max(0) as u64);
             }
             res = async {
                 match &rtcp_socket {
@@ -492,7 +626,7 @@ async fn run(args: Args) -> Result<(), String> {
                 let Ok((len, from)) = res else { continue };
                 side.counters.datagrams += 1;
                 if side.allowed(from) {
-                    side.rtcp(&rtcp_buf[..len], from);
+                    side.rtcp(&rtcp_buf[..len], clock.now_unix_ns(), from, Via::Rtcp);
                 }
             }
             _ = drain.tick() => {
@@ -507,17 +641,21 @@ async fn run(args: Args) -> Result<(), String> {
                 monitor.drain(&side.clocks, &mut side.registry);
                 monitor.end_second();
                 while let Ok(e) = err_rx.pop() {
-                    eprintln!("patchcord-recv: device error: {e}");
+                    patchcord_devices::say!("patchcord-recv: device error: {e}");
                 }
                 side.refresh_gauges();
-                let s = monitor.stats_json(&side.counters, &side.registry, xrun_count(), &playout_cfg, false);
+                side.payload.end_second();
+                let mut s = monitor.stats_json(&side.counters, &side.registry, &side.feedback, xrun_count(), &playout_cfg, false);
+                s["hint"] = side.payload.hint().into();
+                let bytes = s["payload_bytes"].as_u64().unwrap_or(0);
+                let bps = (bytes - last_bytes.min(bytes)) as f64 * 8.0;
+                last_bytes = bytes;
+                session_bps = bps.max(16_000.0);
                 if !args.quiet {
-                    let bytes = s["payload_bytes"].as_u64().unwrap_or(0);
-                    print_status(&s, (bytes - last_bytes.min(bytes)) as f64 * 8.0 / 1000.0);
-                    last_bytes = bytes;
+                    print_status(&s, bps / 1000.0);
                 }
                 if let Err(e) = stats_out.write(&s) {
-                    eprintln!("patchcord-recv: stats output failed: {e}");
+                    patchcord_devices::say!("patchcord-recv: stats output failed: {e}");
                 }
             }
         }
@@ -532,10 +670,17 @@ async fn run(args: Args) -> Result<(), String> {
     }
     monitor.drain(&side.clocks, &mut side.registry);
     if let Err(e) = monitor.finish_timeline() {
-        eprintln!("patchcord-recv: timeline file: {e}");
+        patchcord_devices::say!("patchcord-recv: timeline file: {e}");
     }
     side.refresh_gauges();
-    let summary = monitor.stats_json(&side.counters, &side.registry, xrun_count(), &playout_cfg, true);
+    let summary = monitor.stats_json(
+        &side.counters,
+        &side.registry,
+        &side.feedback,
+        xrun_count(),
+        &playout_cfg,
+        true,
+    );
     let _ = stats_out.write(&summary);
     print_summary(&summary, reason);
     if render_failed {
@@ -544,8 +689,8 @@ async fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
-/// Sender reports kept for SSRCs not heard yet.
-const EARLY_REPORTS: usize = 64;
+/// RTCP items kept aside for SSRCs that have no stream yet (the last few).
+const EARLY_RTCP: usize = 64;
 
 /// What the device callback runs: the whole output side, or the copy from the render
 /// thread's ring (`--render-ahead`).
@@ -570,20 +715,43 @@ impl CallbackSide {
     }
 }
 
+/// What one RTCP packet said about one source.
+#[derive(Debug, Clone, Copy)]
+enum Said {
+    /// A sender report.
+    Report(SenderReport),
+    /// An SDES chunk: whether its TOOL names patchcord-send.
+    Tool { patchcord: bool },
+}
+
+/// One thing RTCP said about `ssrc`, and where and when it came from.
+#[derive(Debug, Clone, Copy)]
+struct RtcpItem {
+    ssrc: u32,
+    said: Said,
+    arrival: i64,
+    from: SocketAddr,
+    via: Via,
+}
+
 /// The network side: everything the tokio thread owns to route datagrams to the callback.
 struct NetSide {
-    payload_type: u8,
-    red_payload_type: u8,
+    payload: PayloadTypes,
     playout: PlayoutConfig,
     counters: NetCounters,
     registry: Registry,
     probation: Probation,
     /// `--allow`: the networks heard (empty: all).
     allow: Vec<ipnet::IpNet>,
-    /// Latest sender report of each SSRC: RTP timestamp → capture instant.
+    /// RTCP kept about each stream's sender (from its own RTCP source only), and the
+    /// receiver reports sent back.
+    feedback: Feedback,
+    /// Latest sender report of each patchcord SSRC: RTP timestamp → capture instant.
     clocks: HashMap<u32, CaptureClock>,
-    /// Sender reports of SSRCs not heard yet, with where they came from (the last few).
-    early_reports: std::collections::VecDeque<(u32, SocketAddr, CaptureClock)>,
+    /// RTCP about SSRCs that have no stream yet (the last [`EARLY_RTCP`]): a sender report
+    /// often comes before the first RTP packet (ffmpeg sends one first) or during
+    /// probation. Taken when the SSRC passes probation, if it came from its RTCP source.
+    early_rtcp: VecDeque<RtcpItem>,
     packets: rtrb::Producer<PacketSlot>,
     control: rtrb::Producer<Control>,
     silent: Vec<(u16, u32)>,
@@ -606,7 +774,8 @@ impl NetSide {
         }
     }
 
-    /// The gauges of the stats: socket drops and buffer, packets waiting in probation.
+    /// The gauges of the stats, read just before they are written: the socket's kernel
+    /// drops and buffer size, and the packets waiting in probation.
     fn refresh_gauges(&mut self) {
         self.counters.in_probation = self.probation.waiting_packets();
         self.counters.socket_drops =
@@ -624,17 +793,19 @@ impl NetSide {
         false
     }
 
+    /// A datagram on the RTP socket, in this order: `--allow`; RTCP (multiplexed) to
+    /// [`NetSide::rtcp`]; the payload type; then source validation (a playing stream's
+    /// binding and continuity, or probation for a new SSRC).
     fn datagram(&mut self, d: &[u8], arrival: i64, from: SocketAddr) {
         self.counters.datagrams += 1;
         if !self.allowed(from) {
             return;
         }
         if is_rtcp(d) {
-            self.rtcp(d, from);
+            self.rtcp(d, arrival, from, Via::Rtp);
             return;
         }
-        let pts = (self.payload_type, self.red_payload_type);
-        let header = match parse_rtp(d, pts) {
+        let header = match self.payload.validate(d) {
             Ok((h, _)) => h,
             Err(reason) => {
                 self.counters.dropped[reason.index()] += 1;
@@ -647,6 +818,7 @@ impl NetSide {
             registry,
             counters,
             packets,
+            payload,
             ..
         } = self;
         if let Some(entry) = registry.get_mut(ssrc) {
@@ -654,7 +826,7 @@ impl NetSide {
             entry
                 .source
                 .check(&meta, from, d, &mut counters.source, &mut |dg, at, restart| {
-                    hand_over(packets, &mut counters.queue_full, pts, slot, dg, at, restart)
+                    hand_over(packets, &mut counters.queue_full, payload, slot, dg, at, restart)
                 });
             return;
         }
@@ -684,102 +856,162 @@ impl NetSide {
             self.counters.source.unvalidated += waiting;
             return;
         }
-        if let Some(&(_, _, clock)) = self
-            .early_reports
-            .iter()
-            .rev()
-            .find(|(s, at, _)| *s == ssrc && admission.source.is_rtcp_source(*at))
-        {
-            self.clocks.insert(ssrc, clock);
-        }
         self.registry.started(ssrc, slot, admission.source);
-        for h in &admission.earlier {
+        self.take_early_rtcp(ssrc);
+        let held = admission
+            .earlier
+            .iter()
+            .map(|h| (&h.datagram[..], h.meta.arrival_ns));
+        for (dg, at) in held.chain([(d, arrival)]) {
             hand_over(
                 &mut self.packets,
                 &mut self.counters.queue_full,
-                pts,
+                &self.payload,
                 slot,
-                &h.datagram,
-                h.meta.arrival_ns,
+                dg,
+                at,
                 false,
             );
         }
-        hand_over(
-            &mut self.packets,
-            &mut self.counters.queue_full,
-            pts,
-            slot,
-            d,
-            arrival,
-            false,
-        );
     }
 
-    /// An RTCP datagram from `from`. Sender reports and BYEs count only from the stream's
-    /// own RTCP source (its RTP address or the next port; see `patchcord_common::source`).
-    fn rtcp(&mut self, d: &[u8], from: SocketAddr) {
+    /// A compound RTCP packet that arrived at `arrival` from `from`, on the socket `via`.
+    /// What it says about a playing stream (sender report, SDES, BYE) counts only from the
+    /// stream's own RTCP source, its RTP address or the next port (see
+    /// `patchcord_common::source`); from anywhere else it is counted (`rtcp_wrong_source`)
+    /// and used for nothing: not for the latency, not for receiver reports. What it says
+    /// about an SSRC with no stream yet is kept aside until that SSRC passes probation.
+    fn rtcp(&mut self, d: &[u8], arrival: i64, from: SocketAddr, via: Via) {
         self.counters.rtcp += 1;
+        let mut report = None;
         for p in parse_compound(d) {
-            match p {
-                Ok(RtcpPacket::SenderReport(sr)) => {
+            let (ssrc, said) = match p {
+                Ok(RtcpPacket::SenderReport(sr, _)) => {
                     self.counters.sender_reports += 1;
-                    let clock = CaptureClock::from_sender_report(&sr);
-                    let from_source = match self.registry.get(sr.ssrc) {
-                        Some(e) => e.source.is_rtcp_source(from),
-                        None if self.probation.is_rtcp_source(sr.ssrc, from) => true,
-                        None => {
-                            // before the SSRC's first RTP packet (ffmpeg sends one first):
-                            // kept aside until the SSRC passes probation from its address
-                            if self.early_reports.len() == EARLY_REPORTS {
-                                self.early_reports.pop_front();
-                            }
-                            self.early_reports.push_back((sr.ssrc, from, clock));
-                            continue;
-                        }
-                    };
-                    if !from_source {
-                        self.counters.rtcp_wrong_source += 1;
-                    } else if self.clocks.len() < 4096 || self.clocks.contains_key(&sr.ssrc) {
-                        self.clocks.insert(sr.ssrc, clock);
-                    }
+                    (sr.ssrc, Said::Report(sr))
                 }
+                Ok(RtcpPacket::Sdes { ssrc, tool, .. }) => (
+                    ssrc,
+                    Said::Tool {
+                        patchcord: feedback::is_patchcord_tool(tool),
+                    },
+                ),
                 Ok(RtcpPacket::Bye { ssrcs, count }) => {
                     self.counters.byes += 1;
                     for &ssrc in &ssrcs[..count.min(31)] {
-                        let Some(e) = self.registry.get(ssrc).filter(|e| e.source.is_rtcp_source(from))
-                        else {
-                            if !self.probation.is_rtcp_source(ssrc, from) {
-                                self.counters.rtcp_wrong_source += 1;
-                            }
-                            continue;
-                        };
-                        let bye = PacketSlot::bye(e.slot, ssrc);
-                        if self.packets.push(bye).is_err() {
-                            self.counters.queue_full += 1;
-                        }
+                        self.bye(ssrc, from);
                     }
+                    continue;
                 }
-                Ok(RtcpPacket::Other { .. }) => {}
+                Ok(_) => continue,
                 // shorter than an RTP header and not RTCP either: a truncated datagram
                 Err(_) if d.len() < RTP_HEADER_LEN => {
-                    self.counters.dropped[DropReason::Truncated.index()] += 1
+                    self.counters.dropped[DropReason::Truncated.index()] += 1;
+                    continue;
                 }
-                Err(_) => self.counters.rtcp_malformed += 1,
+                Err(_) => {
+                    self.counters.rtcp_malformed += 1;
+                    continue;
+                }
+            };
+            let item = RtcpItem {
+                ssrc,
+                said,
+                arrival,
+                from,
+                via,
+            };
+            match self.registry.get(ssrc) {
+                Some(e) if e.source.is_rtcp_source(from) => report = self.take(item).or(report),
+                Some(_) => self.counters.rtcp_wrong_source += 1,
+                None => {
+                    if self.early_rtcp.len() == EARLY_RTCP {
+                        self.early_rtcp.pop_front();
+                    }
+                    self.early_rtcp.push_back(item);
+                }
+            }
+        }
+        // after the whole compound packet: its SDES TOOL comes after its sender report
+        if let Some(sr) = report {
+            self.capture_clock(&sr);
+        }
+    }
+
+    /// A BYE for `ssrc` from `from`: the stream ends if it came from its RTCP source.
+    fn bye(&mut self, ssrc: u32, from: SocketAddr) {
+        match self.registry.get(ssrc) {
+            Some(e) if e.source.is_rtcp_source(from) => {
+                let bye = PacketSlot::bye(e.slot, ssrc);
+                self.feedback.forget(ssrc);
+                if self.packets.push(bye).is_err() {
+                    self.counters.queue_full += 1;
+                }
+            }
+            // a sender on probation that leaves: nothing to end
+            _ if self.probation.is_rtcp_source(ssrc, from) => {}
+            _ => self.counters.rtcp_wrong_source += 1,
+        }
+    }
+
+    /// Take an item of RTCP from the stream's own RTCP source; returns its sender report.
+    fn take(&mut self, i: RtcpItem) -> Option<SenderReport> {
+        match i.said {
+            Said::Report(sr) => {
+                self.feedback
+                    .sender_report(i.ssrc, sr.ntp, i.arrival, i.from, i.via);
+                Some(sr)
+            }
+            Said::Tool { patchcord } => {
+                self.feedback.sdes(i.ssrc, patchcord, i.arrival, i.from, i.via);
+                None
             }
         }
     }
-}
 
-/// Validate an RTP packet of payload types `(opus, red)`: plain Opus or RFC 2198. Returns
-/// its header and redundant blocks.
-fn parse_rtp(
-    d: &[u8],
-    (payload_type, red_payload_type): (u8, u8),
-) -> Result<(RtpOpusHeader, RedInfo), DropReason> {
-    if d.len() > 1 && d[1] & 0x7f == red_payload_type {
-        validate_red_rtp(d, red_payload_type, payload_type)
-    } else {
-        validate_opus_rtp(d, payload_type).map(|h| (h, RedInfo::default()))
+    /// The SSRC `ssrc` passed probation: the RTCP kept aside for it from its RTCP source is
+    /// taken, in the order it came; what came from elsewhere is counted
+    /// (`rtcp_wrong_source`) and dropped. What was known of the SSRC from another source
+    /// (an earlier stream of the same SSRC) is forgotten.
+    fn take_early_rtcp(&mut self, ssrc: u32) {
+        let Some(source) = self.registry.get(ssrc).map(|e| e.source.address()) else {
+            return;
+        };
+        if !self
+            .feedback
+            .rtcp_source(ssrc)
+            .is_some_and(|a| is_rtcp_source(source, a))
+        {
+            self.feedback.forget(ssrc);
+            self.clocks.remove(&ssrc);
+        }
+        let (mine, elsewhere): (Vec<RtcpItem>, Vec<RtcpItem>) = self
+            .early_rtcp
+            .iter()
+            .filter(|i| i.ssrc == ssrc)
+            .partition(|i| is_rtcp_source(source, i.from));
+        self.counters.rtcp_wrong_source += elsewhere.len() as u64;
+        self.early_rtcp.retain(|i| i.ssrc != ssrc);
+        let mut report = None;
+        for i in mine {
+            report = self.take(i).or(report);
+        }
+        if let Some(sr) = report {
+            self.capture_clock(&sr);
+        }
+    }
+
+    /// A sender report taken: only a patchcord sender's (its SDES TOOL says so) pairs RTP
+    /// time with a *capture* instant on a clock this host can compare, so only for it is
+    /// the latency end to end.
+    fn capture_clock(&mut self, sr: &SenderReport) {
+        if self.feedback.is_patchcord(sr.ssrc) {
+            if self.clocks.len() < 4096 || self.clocks.contains_key(&sr.ssrc) {
+                self.clocks.insert(sr.ssrc, CaptureClock::from_sender_report(sr));
+            }
+        } else {
+            self.clocks.remove(&sr.ssrc);
+        }
     }
 }
 
@@ -788,14 +1020,14 @@ fn parse_rtp(
 fn hand_over(
     packets: &mut rtrb::Producer<PacketSlot>,
     queue_full: &mut u64,
-    pts: (u8, u8),
+    payload: &PayloadTypes,
     slot: u16,
     d: &[u8],
     arrival: i64,
     restart: bool,
 ) {
     // it validated when it arrived
-    let Ok((header, red)) = parse_rtp(d, pts) else {
+    let Ok((header, red)) = payload.parse(d) else {
         return;
     };
     let mut p = PacketSlot {
@@ -831,8 +1063,12 @@ fn print_status(s: &serde_json::Value, kbps: f64) {
     .iter()
     .filter_map(|k| s[*k].as_u64())
     .sum();
-    eprintln!(
-        "recv {:>6.1}s | streams {} | packets {:>7} | lost {} | late {} | concealed {:.1} ms | delay {:.1}/{:.1} ms | underruns {} | xruns {} | {:.1} kb/s | latency {} | bad {} | foreign {} | cb p99 {:.0}%",
+    let hint = s["hint"]
+        .as_str()
+        .map(|h| format!(" | hint: {h}"))
+        .unwrap_or_default();
+    patchcord_devices::say!(
+        "recv {:>6.1}s | streams {} | packets {:>7} | lost {} | late {} | concealed {:.1} ms | delay {:.1}/{:.1} ms | underruns {} | xruns {} | {:.1} kb/s | latency {} | bad {} | foreign {} | cb p99 {:.0}%{hint}",
         f("t"),
         s["active_streams"],
         s["packets_received"],
@@ -844,9 +1080,11 @@ fn print_status(s: &serde_json::Value, kbps: f64) {
         s["underruns"],
         s["xruns"],
         kbps,
-        match s["latency_ms"].as_f64() {
-            Some(l) => format!("{l:.2} ms"),
-            None => "? (no RTCP SR yet)".into(),
+        match (s["latency_ms"].as_f64(), s["receiver_delay_ms"].as_f64()) {
+            (Some(l), _) => format!("{l:.2} ms"),
+            (None, Some(d)) => format!("? (receiver side {d:.1} ms)"),
+            (None, None) if s["active_streams"] == 0 => "- (no stream)".into(),
+            (None, None) => "?".into(),
         },
         dropped,
         foreign,
@@ -856,7 +1094,7 @@ fn print_status(s: &serde_json::Value, kbps: f64) {
 
 fn print_summary(s: &serde_json::Value, reason: StopReason) {
     let f = |k: &str| s[k].as_f64().unwrap_or(0.0);
-    eprintln!(
+    patchcord_devices::say!(
         "patchcord-recv: stopped ({}) after {:.1} s",
         match reason {
             StopReason::Interrupted => "interrupted",
@@ -865,11 +1103,13 @@ fn print_summary(s: &serde_json::Value, reason: StopReason) {
         },
         f("t")
     );
-    eprintln!(
+    patchcord_devices::say!(
         "  streams: {} started, {} refused (--max-streams), {} timed out",
-        s["streams_started"], s["streams_refused"], s["streams_timed_out"]
+        s["streams_started"],
+        s["streams_refused"],
+        s["streams_timed_out"]
     );
-    eprintln!(
+    patchcord_devices::say!(
         "  sources: {} datagrams not allowed (--allow), {} from the wrong source (RTCP {}), {} never validated (probation; {} candidates evicted), {} held aside as jumps ({} rejected), {} restarts",
         s["not_allowed"],
         s["wrong_source"],
@@ -880,15 +1120,18 @@ fn print_summary(s: &serde_json::Value, reason: StopReason) {
         s["jumps_rejected"],
         s["restarts"]
     );
-    eprintln!(
+    patchcord_devices::say!(
         "  packets received {}, played {}, discarded {} (audio older than the chosen delay at a stream start, or a sender restart), late {}, duplicates {}",
         s["packets_received"], s["played"], s["discarded"], s["late"], s["duplicates"]
     );
-    eprintln!(
+    patchcord_devices::say!(
         "  lost {} (RFC 3550), missing at playout {}, recovered by FEC {} / redundancy {}",
-        s["lost"], s["missing"], s["recovered_fec"], s["recovered_red"]
+        s["lost"],
+        s["missing"],
+        s["recovered_fec"],
+        s["recovered_red"]
     );
-    eprintln!(
+    patchcord_devices::say!(
         "  concealed {:.1} ms in {} events ({} interruptions >= 150 ms), underruns {}, streams ended {}, pitch-period splices {}, xruns {}, resyncs {}, bad datagrams {}, socket drops {}, jitter {:.2} ms",
         f("concealed_ms"),
         s["concealment_events"],
@@ -903,13 +1146,28 @@ fn print_summary(s: &serde_json::Value, reason: StopReason) {
         f("jitter_ms")
     );
     match s["latency_ms"].as_f64() {
-        Some(l) => eprintln!(
-            "  end-to-end latency (capture -> playback, from RTCP SR): {l:.2} ms, last measured while playing ({} jitter buffer)",
+        Some(l) => patchcord_devices::say!(
+            "  end-to-end latency (capture -> playback, from RTCP SR), per second while playing: min {:.2} / median {:.2} / max {:.2} ms, last {l:.2} ms ({} jitter buffer)",
+            f("latency_min_ms"),
+            f("latency_median_ms"),
+            f("latency_max_ms"),
             s["mode"].as_str().unwrap_or("?")
         ),
-        None => eprintln!("  end-to-end latency: unknown (no RTCP sender report received)"),
+        None => patchcord_devices::say!(
+            "  end-to-end latency: not measured ({}){}",
+            s["latency_note"].as_str().unwrap_or("no stream"),
+            s["receiver_delay_ms"]
+                .as_f64()
+                .map(|d| format!("; receiver side (arrival of the fastest packets -> playback): {d:.2} ms"))
+                .unwrap_or_default()
+        ),
     }
-    eprintln!(
+    patchcord_devices::say!(
+        "  RTCP: {} sender reports received, {} receiver reports sent",
+        s["sender_reports"],
+        s["receiver_reports_sent"]
+    );
+    patchcord_devices::say!(
         "  audio callback: p50 {:.1}%, p99 {:.1}%, max {:.1}% of the {}-frame period",
         f("callback_p50") * 100.0,
         f("callback_p99") * 100.0,
@@ -917,7 +1175,7 @@ fn print_summary(s: &serde_json::Value, reason: StopReason) {
         s["period_frames"]
     );
     if s["render_ahead"].as_bool() == Some(true) {
-        eprintln!(
+        patchcord_devices::say!(
             "  render thread (--render-ahead): p50 {:.1}%, p99 {:.1}%, max {:.1}% of the period; {} frames played as silence because it was late",
             f("render_p50") * 100.0,
             f("render_p99") * 100.0,

@@ -15,8 +15,12 @@ use patchcord_common::stats::StreamCounters;
 use patchcord_common::time::frames_to_ns;
 use serde_json::json;
 
+use crate::feedback::{Feedback, Reception};
 use crate::output::{Retired, Snapshot, StreamReport, StreamSegment};
 use crate::registry::Registry;
+
+/// Seconds of latency kept for the summary: 12 days.
+const MAX_LATENCY_SECONDS: usize = 1 << 20;
 
 /// Counters of the network side.
 #[derive(Default)]
@@ -31,9 +35,9 @@ pub struct NetCounters {
     pub source: SourceCounters,
     /// Datagrams from addresses outside `--allow`.
     pub not_allowed: u64,
-    /// Sender reports and BYEs not from the stream's own RTCP source, and BYEs for an SSRC
-    /// that is neither playing nor on probation. (A sender report of an SSRC not heard yet
-    /// is kept aside, for when it passes probation.)
+    /// Sender reports, SDES and BYEs not from the stream's own RTCP source (also those kept
+    /// aside for an SSRC before it passed probation from another source), and BYEs for an
+    /// SSRC that is neither playing nor on probation.
     pub rtcp_wrong_source: u64,
     /// Packets of new SSRCs waiting in probation now.
     pub in_probation: usize,
@@ -64,8 +68,14 @@ pub struct Monitor {
     retired_totals: StreamCounters,
     retired_lost: i64,
     retired_expected: u64,
-    /// Last known end-to-end latency, for the summary after the streams have gone.
+    /// Last known end-to-end latency, for the summary after the streams have gone; else
+    /// why there was none, and the receiver's side of it.
     last_latency_ns: Option<i64>,
+    last_latency_note: Option<&'static str>,
+    last_receiver_delay_ms: Option<f64>,
+    /// The latency measured in each second of the run (the first stream that measured
+    /// one), for the summary's min / median / max; at most [`MAX_LATENCY_SECONDS`].
+    latency_history: Vec<i64>,
     /// Minimum of (playback instant − frame / rate) over the run: the wall-clock instant of
     /// output frame 0, exact when the device clock is the host clock (virtual devices); used
     /// to align the output WAV with the input in tests.
@@ -200,6 +210,9 @@ impl Monitor {
             retired_lost: 0,
             retired_expected: 0,
             last_latency_ns: None,
+            last_latency_note: None,
+            last_receiver_delay_ms: None,
+            latency_history: Vec::new(),
             output_start_unix_ns: None,
             render: Durations::new(),
             callback: callback_durations.map(|c| (c, Durations::new())),
@@ -284,16 +297,46 @@ impl Monitor {
         }
     }
 
+    /// What the playing streams measured (RFC 3550 loss and jitter), for receiver reports.
+    pub fn receptions(&self) -> Vec<Reception> {
+        self.slots
+            .iter()
+            .filter_map(|v| v.report)
+            .map(|r| Reception {
+                ssrc: r.ssrc,
+                expected: r.rfc3550_expected,
+                lost: r.rfc3550_lost,
+                extended_max_seq: r.extended_max_seq,
+                jitter_rtp: r.jitter_rtp,
+                at_ns: r.playback_unix_ns,
+            })
+            .collect()
+    }
+
     /// Close the current one-second measurement window.
     pub fn end_second(&mut self) {
+        let mut fresh = None;
         for v in self.slots.iter_mut() {
             if let Some(l) = v.latency_min.take() {
                 v.latency_ns = Some(l);
+                if v.report.is_some() {
+                    fresh = fresh.or(Some(l));
+                }
             }
         }
         if let Some(l) = self.slots.iter().find_map(|v| v.report.and(v.latency_ns)) {
             self.last_latency_ns = Some(l);
         }
+        if let Some(l) = fresh.filter(|_| self.latency_history.len() < MAX_LATENCY_SECONDS) {
+            self.latency_history.push(l);
+        }
+    }
+
+    /// Min, median and max of the latency over the run (ns).
+    fn latency_spread(&self) -> Option<(i64, i64, i64)> {
+        let mut all = self.latency_history.clone();
+        all.sort_unstable();
+        Some((*all.first()?, all[all.len() / 2], *all.last()?))
     }
 
     pub fn finish_timeline(&mut self) -> std::io::Result<()> {
@@ -310,6 +353,7 @@ impl Monitor {
         &mut self,
         net: &NetCounters,
         registry: &Registry,
+        feedback: &Feedback,
         xruns: u64,
         cfg: &PlayoutConfig,
         final_: bool,
@@ -356,6 +400,8 @@ impl Monitor {
                 "drift_ppm": r.drift * 1e6,
                 "buffer_ms": r.buffered_samples as f64 / 48.0,
                 "latency_ms": v.latency_ns.map(|l| l as f64 / 1e6),
+                "latency_note": v.latency_ns.is_none().then(|| feedback.latency_note(r.ssrc)),
+                "receiver_delay_ms": receiver_delay_ms(&r),
             }));
         }
         // the first stream (lowest slot) stands for "the" stream in single-stream use
@@ -363,12 +409,20 @@ impl Monitor {
             .slots
             .iter()
             .find_map(|v| v.report.map(|r| (r, v.latency_ns)));
-        let latency_ns = first.and_then(|f| f.1).or(self.last_latency_ns);
+        // after the streams have gone, a status line shows no latency; the summary the last
+        let latency_ns = first
+            .and_then(|f| f.1)
+            .or(self.last_latency_ns.filter(|_| final_));
+        let spread = self.latency_spread().filter(|_| final_);
+        if let Some(f) = first {
+            self.last_latency_note = Some(feedback.latency_note(f.0.ssrc));
+            self.last_receiver_delay_ms = receiver_delay_ms(&f.0).or(self.last_receiver_delay_ms);
+        }
         let dropped: serde_json::Map<String, serde_json::Value> = DropReason::ALL
             .iter()
             .map(|r| (r.name().to_string(), json!(net.dropped[r.index()])))
             .collect();
-        json!({
+        let mut out = json!({
             "t": self.started.elapsed().as_secs_f64(),
             "final": final_,
             "mode": match cfg.mode {
@@ -417,6 +471,20 @@ impl Monitor {
             "buffer_ms": first.map(|f| f.0.buffered_samples as f64 / 48.0),
             "latency_ms": latency_ns.map(|l| l as f64 / 1e6),
             "latency_ns": latency_ns,
+            "latency_note": match (latency_ns, first) {
+                (Some(_), _) => None,
+                (None, Some(f)) => Some(feedback.latency_note(f.0.ssrc)),
+                (None, None) => self.last_latency_note.filter(|_| final_),
+            },
+            "latency_min_ms": spread.map(|s| s.0 as f64 / 1e6),
+            "latency_median_ms": spread.map(|s| s.1 as f64 / 1e6),
+            "latency_max_ms": spread.map(|s| s.2 as f64 / 1e6),
+            "receiver_delay_ms": match first {
+                Some(f) => receiver_delay_ms(&f.0),
+                None => self.last_receiver_delay_ms.filter(|_| final_),
+            },
+            "receiver_reports_sent": feedback.reports_sent,
+            "receiver_report_send_errors": feedback.report_send_errors,
             "output_start_unix_ns": self.output_start_unix_ns,
             "output_frames": s.out_frame + s.frames as u64,
             "period_frames": s.frames,
@@ -438,14 +506,8 @@ impl Monitor {
             "byes": net.byes,
             "dropped": dropped,
             "not_allowed": net.not_allowed,
-            "wrong_source": net.source.wrong_source,
             "rtcp_wrong_source": net.rtcp_wrong_source,
-            "unvalidated": net.source.unvalidated,
             "in_probation": net.in_probation,
-            "probation_evicted": net.source.probation_evicted,
-            "held_aside": net.source.held_aside,
-            "jumps_rejected": net.source.jumps_rejected,
-            "restarts": net.source.restarts,
             "receive_queue_full": net.queue_full,
             "socket_drops": net.socket_drops,
             "socket_buffer_bytes": net.socket_buffer_bytes,
@@ -455,8 +517,22 @@ impl Monitor {
             "segments_dropped": s.segments_dropped,
             "snapshots_dropped": s.snapshots_dropped,
             "reports_dropped": s.reports_dropped,
-        })
+        });
+        // source validation's counters, beside the others: wrong_source, unvalidated,
+        // probation_evicted, held_aside, jumps_rejected, restarts
+        if let (Some(o), Ok(serde_json::Value::Object(source))) =
+            (out.as_object_mut(), serde_json::to_value(net.source))
+        {
+            o.extend(source);
+        }
+        out
     }
+}
+
+/// The receiver's own share of the latency, from the arrival of the stream's fastest
+/// packets to playback: what can be said without a comparable sender clock.
+fn receiver_delay_ms(r: &StreamReport) -> Option<f64> {
+    r.delay_ns.map(|d| (d + r.output_delay_ns) as f64 / 1e6)
 }
 
 fn write_segment(w: &mut BufWriter<File>, s: &StreamSegment) {

@@ -153,7 +153,12 @@ pub struct StreamReport {
     pub counters: StreamCounters,
     pub rfc3550_expected: u64,
     pub rfc3550_lost: i64,
+    /// RFC 3550 extended highest sequence number received (for receiver reports).
+    pub extended_max_seq: u64,
     pub jitter_rtp: f64,
+    /// From this period's rendering to its playback, ns: with `delay_ns`, the receiver's
+    /// own share of the latency (arrival of the fastest packets → playback).
+    pub output_delay_ns: i64,
 }
 
 /// Streams reported per period: 256 streams at 375 periods/s are each refreshed ~6×/s.
@@ -422,7 +427,9 @@ impl OutputSide {
                 counters: *s.counters(),
                 rfc3550_expected: s.register().expected(),
                 rfc3550_lost: s.register().cumulative_lost(),
+                extended_max_seq: s.register().extended_max(),
                 jitter_rtp: s.register().jitter_rtp(),
+                output_delay_ns: playback - now,
             };
             if self.reports.push(report).is_err() {
                 self.reports_dropped += 1;

@@ -2,8 +2,10 @@
 //! Opus frame of samples is in the ring it is encoded, packetized and sent, so the only
 //! waiting the sender adds is the frame itself.
 //!
-//! It also sends the RTCP sender reports, because it is the one place that knows both the
-//! RTP timestamp of every frame and when that frame was captured.
+//! It also sends the RTCP sender reports (with an SDES CNAME and TOOL, RFC 3550 §6.1),
+//! because it is the one place that knows both the RTP timestamp of every frame and when
+//! that frame was captured; it tells the report reader ([`crate::reports`]) when each
+//! report left, which the round trip is measured from. At the end it sends RR + SDES + BYE.
 //!
 //! With `--redundancy N` each Opus packet is wrapped in an RFC 2198 RED payload that also
 //! carries the previous N Opus packets ([`patchcord_common::red`]); all buffers for that
@@ -15,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use patchcord_common::red::{RedEncoder, MAX_RED_PAYLOAD_LEN};
-use patchcord_common::rtcp::{build_bye, build_sender_report, unix_ns_to_ntp, SenderReport};
+use patchcord_common::rtcp::{ntp_short, unix_ns_to_ntp, CompoundWriter, SenderReport};
 use patchcord_common::rtp::{Packetizer, MAX_DATAGRAM_LEN, RTP_HEADER_LEN};
 use patchcord_common::time::frames_to_ns;
 use patchcord_devices::clock::HostClock;
@@ -59,6 +61,20 @@ pub struct EncoderConfig {
     /// use the RED payload type and `opus_payload_type` is the block type of the Opus data.
     pub red: Option<RedEncoder>,
     pub opus_payload_type: u8,
+    /// SDES CNAME and TOOL of this sender.
+    pub cname: String,
+    pub tool: &'static str,
+    /// (LSR, send instant in Unix ns) of every sender report sent, for the round trip.
+    pub reports_sent: rtrb::Producer<SentReport>,
+}
+
+/// A sender report as it left: the middle 32 bits of its NTP timestamp (what a receiver
+/// echoes as LSR) and when it was sent (host clock, Unix ns). The two differ: the NTP
+/// timestamp is the capture instant of a sample, earlier than the send.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SentReport {
+    pub lsr: u32,
+    pub sent_unix_ns: i64,
 }
 
 /// The encoder thread's working buffers, allocated once before the loop.
@@ -155,8 +171,14 @@ impl EncoderThread {
             std::thread::park_timeout(Duration::from_millis(50));
         }
         if let Some(dest) = self.cfg.rtcp_dest {
-            if let Some(len) = build_bye(self.cfg.packetizer.ssrc(), &mut bufs.packet) {
-                let _ = self.cfg.socket.send_to(&bufs.packet[..len], dest);
+            let ssrc = self.cfg.packetizer.ssrc();
+            let mut w = CompoundWriter::new(&mut bufs.packet);
+            let bye = w
+                .receiver_report(ssrc, &[])
+                .and_then(|_| w.sdes(ssrc, &self.cfg.cname, Some(self.cfg.tool)))
+                .and_then(|_| w.bye(ssrc));
+            if bye.is_some() {
+                let _ = self.cfg.socket.send_to(w.packet(), dest);
             }
         }
     }
@@ -235,10 +257,21 @@ impl EncoderThread {
             packet_count: self.cfg.packetizer.packets_sent() as u32,
             octet_count: self.cfg.packetizer.payload_octets_sent() as u32,
         };
-        if let Some(len) = build_sender_report(&sr, packet) {
-            if self.cfg.socket.send_to(&packet[..len], dest).is_ok() {
-                self.stats.sender_reports.fetch_add(1, Ordering::Relaxed);
-            }
+        let mut w = CompoundWriter::new(packet);
+        if w.sender_report(&sr, &[])
+            .and_then(|_| w.sdes(sr.ssrc, &self.cfg.cname, Some(self.cfg.tool)))
+            .is_none()
+        {
+            return;
+        }
+        if self.cfg.socket.send_to(w.packet(), dest).is_ok() {
+            let sent = SentReport {
+                lsr: ntp_short(sr.ntp),
+                sent_unix_ns: self.cfg.clock.now_unix_ns(),
+            };
+            // the reader keeps the last few; a full queue only loses an old report's RTT
+            let _ = self.cfg.reports_sent.push(sent);
+            self.stats.sender_reports.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -279,6 +312,9 @@ mod tests {
                 clock: HostClock::new(),
                 red,
                 opus_payload_type: OPUS_PT,
+                cname: "test@host".into(),
+                tool: "patchcord-send test",
+                reports_sent: rtrb::RingBuffer::new(4).0,
             },
             samples,
             marks,

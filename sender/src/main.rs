@@ -7,6 +7,7 @@
 
 mod capture;
 mod encoder;
+mod reports;
 
 /// Tests run the real callbacks under an allocator that counts allocations made inside
 /// `assert_no_alloc` scopes.
@@ -25,20 +26,24 @@ use cpal::traits::{DeviceTrait, StreamTrait};
 use cpal::SampleFormat;
 use patchcord_common::red::{RedEncoder, MAX_RED_BLOCK_LEN, MAX_RED_PAYLOAD_LEN};
 use patchcord_common::rtp::Packetizer;
+use patchcord_common::sdp::{Redundancy, RtcpPort, StreamDescription};
 use patchcord_devices::app::{
-    choose_config, parse_frame_ms, parse_seconds, run_main, wait_for_stop, DeviceArgs, StatsSink, StopReason,
+    choose_config, parse_frame_ms, parse_seconds, rtcp_cname, run_main, wait_for_stop, DeviceArgs, StatsSink,
+    StopReason,
 };
 use patchcord_devices::clock::HostClock;
+use patchcord_devices::net::{configure_sender, parse_interface, Interface};
 use patchcord_devices::{open_device, Direction};
 use serde_json::json;
 
 use capture::{CaptureCounters, CaptureMark, CaptureSide};
-use encoder::{EncoderConfig, EncoderStats, EncoderThread};
+use encoder::{EncoderConfig, EncoderStats, EncoderThread, SentReport};
+use reports::{ReceiverView, ReportReader, Reports};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "patchcord-send",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("PATCHCORD_COMMIT"), ")"),
     about = "Capture audio and send it as Opus over RTP/UDP",
     // a negative number is a value (reported against its range), not an unknown flag
     allow_negative_numbers = true
@@ -77,14 +82,27 @@ struct Args {
     redundancy: u8,
     /// RTP payload type of the RED packets sent with --redundancy (96..=127, not the
     /// --payload-type, which stays the type of the Opus blocks inside).
-    #[arg(long, value_name = "PT", default_value_t = 97, value_parser = clap::value_parser!(u8).range(96..=127))]
+    #[arg(long, value_name = "PT", default_value_t = 121, value_parser = clap::value_parser!(u8).range(96..=127))]
     red_payload_type: u8,
+    /// Time to live (IPv4) / hop limit (IPv6) of the packets; for a multicast group the
+    /// system default is 1 (this network only).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=255))]
+    ttl: Option<u32>,
+    /// Interface that carries the packets to a multicast group: a name (eth0), an index,
+    /// or (IPv4) one of its addresses.
+    #[arg(long, value_name = "IFACE", value_parser = parse_interface)]
+    multicast_if: Option<Interface>,
     /// Send RTCP to the RTP port (RFC 5761 mux) instead of port + 1.
     #[arg(long)]
     rtcp_mux: bool,
     /// Do not send RTCP at all.
     #[arg(long, conflicts_with = "rtcp_mux")]
     no_rtcp: bool,
+    /// Write an SDP description (RFC 4566, RFC 7587) of exactly what is sent to FILE (or -
+    /// for standard output) before the first packet: for ffmpeg (`-protocol_whitelist
+    /// file,udp,rtp -i FILE`), GStreamer (`filesrc ! sdpdemux`) or `patchcord-recv --sdp`.
+    #[arg(long, value_name = "FILE|-")]
+    sdp: Option<String>,
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     duration: Option<f64>,
@@ -112,7 +130,49 @@ async fn resolve(to: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("destination '{to}' resolved to no address"))
 }
 
+/// SDES TOOL and SDP `a=tool`: a receiver that reads it knows the sender reports capture
+/// instants (its latency is then capture → playback).
+const TOOL: &str = concat!("patchcord-send ", env!("CARGO_PKG_VERSION"));
+
+/// The address this host sends to `dest` from (the route's source, through `iface` for a
+/// group), for the SDP.
+fn source_address(dest: SocketAddr, iface: Option<Interface>) -> Option<std::net::IpAddr> {
+    let any: SocketAddr = if dest.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let probe = UdpSocket::bind(any).ok()?;
+    configure_sender(socket2::SockRef::from(&probe), dest, None, iface).ok()?;
+    probe.connect(dest).ok()?;
+    probe
+        .local_addr()
+        .ok()
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_unspecified())
+}
+
+/// Write the SDP to standard output, or to a file that appears whole (written beside it,
+/// then renamed): a reader polling for it never sees half a description.
+fn write_sdp(path: &str, text: &str) -> Result<(), String> {
+    if path == "-" {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        return out
+            .write_all(text.as_bytes())
+            .and_then(|_| out.flush())
+            .map_err(|e| format!("cannot write the SDP to standard output: {e}"));
+    }
+    let tmp = format!("{path}.part");
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("cannot write the SDP to '{path}': {e}"))
+}
+
 async fn run(args: Args) -> Result<(), String> {
+    if args.sdp.as_deref() == Some("-") && args.stats_json.as_deref() == Some("-") {
+        return Err("--sdp - and --stats-json - both want standard output; give one a file".into());
+    }
     let to = args.to.as_deref().ok_or("missing --to HOST:PORT")?;
     let redundancy = usize::from(args.redundancy);
     if redundancy > 0 && args.red_payload_type == args.payload_type {
@@ -164,13 +224,13 @@ async fn run(args: Args) -> Result<(), String> {
         enc.set_packet_loss_perc(args.expected_loss)
             .map_err(|e| format!("Opus FEC: {e}"))?;
         if app == opus::Application::LowDelay {
-            eprintln!(
+            patchcord_devices::say!(
                 "patchcord-send: note: --fec has no effect with --application lowdelay (CELT carries no FEC)"
             );
         }
     }
     if args.fec && redundancy > 0 {
-        eprintln!(
+        patchcord_devices::say!(
             "patchcord-send: note: --fec and --redundancy together: both add bitrate; FEC repairs a single loss with a lower-quality copy (SILK/hybrid only), RED up to {redundancy} consecutive losses exactly"
         );
     }
@@ -180,7 +240,7 @@ async fn run(args: Args) -> Result<(), String> {
         let frame_bytes = args.bitrate as f64 * args.frame_ms / 8000.0;
         let fit = ((MAX_RED_PAYLOAD_LEN as f64 - 1.0 - frame_bytes) / (frame_bytes + 4.0)).floor();
         if frame_bytes > MAX_RED_BLOCK_LEN as f64 || fit < redundancy as f64 {
-            eprintln!(
+            patchcord_devices::say!(
                 "patchcord-send: note: at {} kb/s with {} ms frames (~{frame_bytes:.0} bytes each) only {} of {redundancy} redundant frames fit in a packet; lower --bitrate or --frame-ms",
                 args.bitrate / 1000,
                 args.frame_ms,
@@ -209,12 +269,39 @@ async fn run(args: Args) -> Result<(), String> {
     }
     .map_err(|e| format!("{e}"))?;
     let socket = UdpSocket::bind(bind).map_err(|e| format!("cannot open UDP socket: {e}"))?;
+    configure_sender(socket2::SockRef::from(&socket), dest, args.ttl, args.multicast_if)
+        .map_err(|e| format!("cannot send to {dest}: {e}"))?;
 
     // RTP identity: random SSRC, sequence and timestamp start (RFC 3550 §5.1).
     let ssrc: u32 = rand::random();
     let seq0: u16 = rand::random();
     let ts0: u32 = rand::random();
     let packetizer = Packetizer::new(ssrc, rtp_payload_type, seq0, ts0);
+    if let Some(path) = &args.sdp {
+        let description = StreamDescription {
+            destination: dest.ip(),
+            port: dest.port(),
+            ttl: dest.ip().is_multicast().then_some(args.ttl.unwrap_or(1) as u8),
+            source: source_address(dest, args.multicast_if),
+            source_filter: dest.ip().is_multicast(),
+            rtcp: match rtcp_dest {
+                None => RtcpPort::None,
+                Some(d) if d == dest => RtcpPort::Mux,
+                Some(d) => RtcpPort::Port(d.port()),
+            },
+            opus_payload_type: args.payload_type,
+            red: (redundancy > 0).then_some(Redundancy {
+                payload_type: args.red_payload_type,
+                depth: redundancy,
+            }),
+            channels: channels as u16,
+            ptime_ms: Some(args.frame_ms),
+            max_average_bitrate: Some(args.bitrate as u32),
+            inband_fec: args.fec && app != opus::Application::LowDelay,
+        };
+        let text = description.to_sdp(u64::from(ssrc), TOOL);
+        write_sdp(path, &text)?;
+    }
 
     // Device
     let opened = open_device(
@@ -230,9 +317,33 @@ async fn run(args: Args) -> Result<(), String> {
     let (sample_tx, sample_rx) = rtrb::RingBuffer::<f32>::new(48_000 * channels);
     let (mark_tx, mark_rx) = rtrb::RingBuffer::<CaptureMark>::new(1024);
     let (err_tx, mut err_rx) = rtrb::RingBuffer::<cpal::Error>::new(64);
+    let (sent_tx, sent_rx) = rtrb::RingBuffer::<SentReport>::new(16);
     let capture_counters = Arc::new(CaptureCounters::default());
     let enc_stats = Arc::new(EncoderStats::default());
     let stop = Arc::new(AtomicBool::new(false));
+
+    // Receiver reports come back to the socket our RTCP leaves from.
+    let reports = Arc::new(Reports::default());
+    let report_reader = match rtcp_dest {
+        None => None,
+        Some(_) => {
+            let reader = ReportReader {
+                socket: socket
+                    .try_clone()
+                    .map_err(|e| format!("cannot share the UDP socket: {e}"))?,
+                ssrc,
+                clock,
+                sent: sent_rx,
+                reports: reports.clone(),
+                stop: stop.clone(),
+            };
+            let handle = std::thread::Builder::new()
+                .name("patchcord-rtcp".into())
+                .spawn(move || reader.run())
+                .map_err(|e| format!("cannot start the RTCP thread: {e}"))?;
+            Some(handle)
+        }
+    };
 
     let encoder_thread = EncoderThread {
         cfg: EncoderConfig {
@@ -247,6 +358,9 @@ async fn run(args: Args) -> Result<(), String> {
             clock,
             red,
             opus_payload_type: args.payload_type,
+            cname: rtcp_cname(),
+            tool: TOOL,
+            reports_sent: sent_tx,
         },
         samples: sample_rx,
         marks: mark_rx,
@@ -260,7 +374,7 @@ async fn run(args: Args) -> Result<(), String> {
         .spawn(move || {
             if !no_realtime {
                 if let Err(e) = patchcord_devices::realtime::promote_current_thread(frame_samples as u32) {
-                    eprintln!("patchcord-send: note: encoder thread: {e}");
+                    patchcord_devices::say!("patchcord-send: note: encoder thread: {e}");
                 }
             }
             encoder_thread.run()
@@ -311,7 +425,7 @@ async fn run(args: Args) -> Result<(), String> {
 
     let mut stats_out = StatsSink::open(args.stats_json.as_deref()).map_err(|e| e.to_string())?;
     if !args.quiet {
-        eprintln!(
+        patchcord_devices::say!(
             "patchcord-send: {} on {} -> {dest} | {channels} ch, {} ms frames, {} kb/s, {}{} | SSRC {ssrc:08x}, PT {}, {} | RTCP {}",
             opened.device_name,
             opened.host_name,
@@ -360,6 +474,9 @@ async fn run(args: Args) -> Result<(), String> {
             "capture_start_unix_ns": enc_stats.capture_start_unix_ns.load(Ordering::Relaxed),
             "encode_us_max": enc_stats.encode_ns_max.load(Ordering::Relaxed) as f64 / 1000.0,
             "encode_us_mean": if packets > 0 { enc_stats.encode_ns_total.load(Ordering::Relaxed) as f64 / 1000.0 / packets as f64 } else { 0.0 },
+            "receiver_reports": reports.receiver_reports.load(Ordering::Relaxed),
+            "rtcp_malformed": reports.rtcp_malformed.load(Ordering::Relaxed),
+            "receivers": reports.snapshot(),
         })
     };
 
@@ -373,13 +490,13 @@ async fn run(args: Args) -> Result<(), String> {
             r = &mut stop_fut => break r,
             _ = tick.tick() => {
                 while let Ok(e) = err_rx.pop() {
-                    eprintln!("patchcord-send: device error: {e}");
+                    patchcord_devices::say!("patchcord-send: device error: {e}");
                 }
                 let s = snapshot(false);
                 let bytes = enc_stats.bytes_sent.load(Ordering::Relaxed);
                 if !args.quiet {
-                    eprintln!(
-                        "send {:>6.1}s | packets {:>7} | {:>6.1} kb/s | overruns {} | xruns {} | send errors {} | encode mean {:.0} us max {:.0} us",
+                    patchcord_devices::say!(
+                        "send {:>6.1}s | packets {:>7} | {:>6.1} kb/s | overruns {} | xruns {} | send errors {} | encode mean {:.0} us max {:.0} us | {}",
                         s["t"].as_f64().unwrap_or(0.0),
                         s["packets_sent"],
                         (bytes - last_bytes) as f64 * 8.0 / 1000.0,
@@ -388,11 +505,12 @@ async fn run(args: Args) -> Result<(), String> {
                         s["send_errors"],
                         s["encode_us_mean"].as_f64().unwrap_or(0.0),
                         s["encode_us_max"].as_f64().unwrap_or(0.0),
+                        receivers_text(&reports.snapshot()),
                     );
                 }
                 last_bytes = bytes;
                 if let Err(e) = stats_out.write(&s) {
-                    eprintln!("patchcord-send: stats output failed: {e}");
+                    patchcord_devices::say!("patchcord-send: stats output failed: {e}");
                 }
             }
         }
@@ -404,9 +522,12 @@ async fn run(args: Args) -> Result<(), String> {
     if encoder_handle.join().is_err() {
         return Err("encoder thread panicked".into());
     }
+    if let Some(h) = report_reader {
+        let _ = h.join();
+    }
     let summary = snapshot(true);
     let _ = stats_out.write(&summary);
-    eprintln!(
+    patchcord_devices::say!(
         "patchcord-send: stopped ({}) after {:.1} s: {} packets, {} bytes, {} frames captured, {} ring overruns, {} xruns, {} send errors",
         match reason {
             StopReason::Interrupted => "interrupted",
@@ -422,4 +543,27 @@ async fn run(args: Args) -> Result<(), String> {
         summary["send_errors"],
     );
     Ok(())
+}
+
+/// The status line's receiver part: what the receivers' reports say (the worst of them).
+fn receivers_text(views: &[ReceiverView]) -> String {
+    let Some(worst) = views
+        .iter()
+        .max_by(|a, b| a.fraction_lost_pct.total_cmp(&b.fraction_lost_pct))
+    else {
+        return "no receiver reports".into();
+    };
+    let rtt = |v: &ReceiverView| v.rtt_ms.map_or("?".into(), |r| format!("{r:.2} ms"));
+    format!(
+        "{}: loss {:.1}% (total {}) jitter {:.2} ms rtt {}",
+        if views.len() == 1 {
+            "receiver".to_string()
+        } else {
+            format!("{} receivers, worst", views.len())
+        },
+        worst.fraction_lost_pct,
+        worst.cumulative_lost,
+        worst.jitter_ms,
+        rtt(worst),
+    )
 }

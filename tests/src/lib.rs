@@ -261,21 +261,35 @@ pub fn tool(name: &str) -> std::path::PathBuf {
 
 /// Seconds during which a tone of `freq` is present in `samples` (mono), by 10 ms windows.
 pub fn seconds_of_tone(samples: &[f32], freq: f64) -> f64 {
-    let w = 2.0 * std::f64::consts::PI * freq / 48_000.0;
-    let amplitude = |x: &[f32]| {
-        let (mut s1, mut s2) = (0.0f64, 0.0f64);
-        for &v in x {
-            let s = v as f64 + 2.0 * w.cos() * s1 - s2;
-            s2 = s1;
-            s1 = s;
-        }
-        2.0 * (s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2).max(0.0).sqrt() / x.len() as f64
-    };
     samples
         .chunks(480)
-        .filter(|c| c.len() == 480 && amplitude(c) > 0.05)
+        .filter(|c| c.len() == 480 && goertzel_amplitude(c, freq) > 0.05)
         .count() as f64
         * 0.01
+}
+
+/// Amplitude of a tone of `freq` in `samples` (mono): the median over the 10 ms windows
+/// where it is present (see [`seconds_of_tone`]); 0 when it is nowhere.
+pub fn tone_amplitude(samples: &[f32], freq: f64) -> f64 {
+    let mut a: Vec<f64> = samples
+        .chunks(480)
+        .filter(|c| c.len() == 480)
+        .map(|c| goertzel_amplitude(c, freq))
+        .filter(|&a| a > 0.025)
+        .collect();
+    a.sort_by(f64::total_cmp);
+    a.get(a.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn goertzel_amplitude(x: &[f32], freq: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * freq / 48_000.0;
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &v in x {
+        let s = v as f64 + 2.0 * w.cos() * s1 - s2;
+        s2 = s1;
+        s1 = s;
+    }
+    2.0 * (s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2).max(0.0).sqrt() / x.len() as f64
 }
 
 /// `len` samples of `x` from `start`, played `rate_offset` faster about the piece's middle

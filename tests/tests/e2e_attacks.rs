@@ -7,7 +7,7 @@
 //! 0.05, nothing else in it).
 
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -19,12 +19,14 @@ const SEND_SECS: f64 = 6.0;
 
 /// Forwards everything the sender sends (RTP and, with `--rtcp-mux`, RTCP) to the receiver
 /// from one socket, and lets the test send from that same address. Remembers the sender's
-/// last RTP header (SSRC, sequence number, timestamp).
+/// last RTP header (SSRC, sequence number, timestamp), and counts the receiver reports
+/// that come back to that address (not passed on).
 struct Relay {
     port: u16,
     socket: UdpSocket,
     to: SocketAddr,
     last: Arc<Mutex<Option<(u32, u16, u32)>>>,
+    reports_back: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -35,14 +37,24 @@ impl Relay {
         socket.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
         let to: SocketAddr = format!("127.0.0.1:{to_port}").parse().unwrap();
         let (last, stop) = (Arc::new(Mutex::new(None)), Arc::new(AtomicBool::new(false)));
-        let (s, l, st) = (socket.try_clone().unwrap(), last.clone(), stop.clone());
+        let reports_back = Arc::new(AtomicU64::new(0));
+        let (s, l, st, back) = (
+            socket.try_clone().unwrap(),
+            last.clone(),
+            stop.clone(),
+            reports_back.clone(),
+        );
         let thread = std::thread::spawn(move || {
             let mut buf = [0u8; 2048];
             while !st.load(Ordering::Relaxed) {
-                let Ok((n, _)) = s.recv_from(&mut buf) else {
+                let Ok((n, from)) = s.recv_from(&mut buf) else {
                     continue;
                 };
                 let d = &buf[..n];
+                if from == to {
+                    back.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
                 if n >= 12 && d[1] & 0x7f == 96 {
                     let seq = u16::from_be_bytes([d[2], d[3]]);
                     let ts = u32::from_be_bytes([d[4], d[5], d[6], d[7]]);
@@ -57,6 +69,7 @@ impl Relay {
             socket,
             to,
             last,
+            reports_back,
             stop,
             thread: Some(thread),
         }
@@ -432,6 +445,123 @@ fn forged_rtcp_neither_ends_a_stream_nor_moves_its_latency() {
         r.recv
     );
     let latency = r.recv["latency_ms"].as_f64().expect("latency measured");
+    assert!((20.0..200.0).contains(&latency), "latency {latency} ms");
+}
+
+/// A compound sender report + SDES (TOOL "patchcord-send") for `ssrc`, its capture instant
+/// an hour from now.
+fn forged_report(ssrc: u32) -> Vec<u8> {
+    use patchcord_common::rtcp::{unix_ns_to_ntp, CompoundWriter, SenderReport};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    let sr = SenderReport {
+        ssrc,
+        ntp: unix_ns_to_ntp(now + 3_600_000_000_000),
+        rtp_timestamp: 0,
+        packet_count: 0,
+        octet_count: 0,
+    };
+    let mut buf = [0u8; 200];
+    let mut w = CompoundWriter::new(&mut buf);
+    w.sender_report(&sr, &[]).unwrap();
+    w.sdes(ssrc, "forger@elsewhere", Some("patchcord-send 0.1.0"))
+        .unwrap();
+    w.packet().to_vec()
+}
+
+/// Receiver reports go only to a validated stream's own RTCP source. While the sender
+/// plays, three others send sender reports and SDES (claiming to be patchcord, capture an
+/// hour ahead) from their own addresses: one with the playing stream's SSRC, one for an
+/// SSRC it keeps on probation, one for a well-formed stream refused for lack of a slot
+/// (`--max-streams 1`). None of them gets a datagram back; the sender's address gets the
+/// reports; the forged ones are counted and move no latency.
+#[test]
+fn receiver_reports_go_only_to_the_streams_own_source() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let ssrc_seen = Arc::new(Mutex::new(None::<u32>));
+    let forged = Arc::new(AtomicU64::new(0));
+    let answered = Arc::new(AtomicU64::new(0));
+    let reports_back = Arc::new(AtomicU64::new(0));
+    let (st, seen, n, got) = (stop.clone(), ssrc_seen.clone(), forged.clone(), answered.clone());
+    let r = run(
+        "attack_reports",
+        &["--max-streams", "1"],
+        move |port| {
+            Some(std::thread::spawn(move || {
+                let sockets: Vec<UdpSocket> = (0..3)
+                    .map(|_| {
+                        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+                        s.set_nonblocking(true).unwrap();
+                        s
+                    })
+                    .collect();
+                let [forger, prober, refused] = &sockets[..] else {
+                    unreachable!()
+                };
+                let sender = loop {
+                    if let Some(s) = *seen.lock().unwrap() {
+                        break s;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                };
+                let start = Instant::now();
+                let (probing, refusing) = (sender ^ 0x5555, sender ^ 0xaaaa);
+                let mut k = 0u32;
+                let mut buf = [0u8; 2048];
+                while !st.load(Ordering::Relaxed) {
+                    at(start, k as f64 * 0.01);
+                    // a stream in sequence, 10 ms frames: validated, then refused
+                    let d = rtp(refusing, k as u16, k * 480, &[0x55; 40]);
+                    refused.send_to(&d, ("127.0.0.1", port)).unwrap();
+                    // the same packet again and again: on probation for ever
+                    let d = rtp(probing, 7, 480, &[0x55; 40]);
+                    prober.send_to(&d, ("127.0.0.1", port)).unwrap();
+                    if k.is_multiple_of(10) {
+                        let to = port + (k / 10 % 2) as u16;
+                        forger.send_to(&forged_report(sender), ("127.0.0.1", to)).unwrap();
+                        n.fetch_add(2, Ordering::Relaxed); // its SR and its SDES
+                        prober
+                            .send_to(&forged_report(probing), ("127.0.0.1", port))
+                            .unwrap();
+                        refused
+                            .send_to(&forged_report(refusing), ("127.0.0.1", port))
+                            .unwrap();
+                    }
+                    for s in [forger, prober, refused] {
+                        while s.recv_from(&mut buf).is_ok() {
+                            got.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    k += 1;
+                }
+            }))
+        },
+        |relay, _, start| {
+            let (ssrc, _, _) = sender_header(relay);
+            *ssrc_seen.lock().unwrap() = Some(ssrc);
+            at(start, SEND_SECS - 0.5);
+            stop.store(true, Ordering::Relaxed);
+            reports_back.store(relay.reports_back.load(Ordering::Relaxed), Ordering::Relaxed);
+        },
+    );
+    assert_tone_unbroken(&r);
+    let r = &r.recv;
+    let back = reports_back.load(Ordering::Relaxed);
+    eprintln!(
+        "reports to the sender's address {back}, to the others {}, forged items {}, rtcp_wrong_source {}",
+        answered.load(Ordering::Relaxed),
+        forged.load(Ordering::Relaxed),
+        u(r, "rtcp_wrong_source")
+    );
+    assert_eq!(answered.load(Ordering::Relaxed), 0, "{r}");
+    assert!(back >= 1, "no report reached the sender's address: {r}");
+    assert!(u(r, "receiver_reports_sent") >= back, "{r}");
+    assert!(u(r, "rtcp_wrong_source") >= forged.load(Ordering::Relaxed), "{r}");
+    assert_eq!(u(r, "streams_started"), 1, "{r}");
+    assert!(u(r, "streams_refused") >= 1, "{r}");
+    let latency = r["latency_ms"].as_f64().expect("latency measured");
     assert!((20.0..200.0).contains(&latency), "latency {latency} ms");
 }
 

@@ -319,7 +319,8 @@ fn malformed_datagrams_are_counted_by_kind_and_never_disturb_playout() {
         ),
         (
             "wrong_payload_type",
-            [&[0x80u8, 111][..], &good_header[2..], &[0xf8]].concat(),
+            // a static type (PCMU): no Opus stream has it
+            [&[0x80u8, 0][..], &good_header[2..], &[0xf8]].concat(),
         ),
         ("empty_payload", good_header.to_vec()),
         ("bad_opus", [&good_header[..], &[0xfb]].concat()),
@@ -498,4 +499,51 @@ fn negative_numbers_are_reported_against_their_range() {
         );
         assert!(!err.contains("unexpected argument"), "{err}");
     }
+}
+
+/// `patchcord-send … 2>&1 | head -1`: standard error closes after the first line. The
+/// sender goes on, stops cleanly at its duration and says goodbye (it used to panic on
+/// the next status line, exit 101, and send no BYE).
+#[test]
+fn a_closed_standard_error_stops_nothing() {
+    let _serial = serial();
+    let dir = scratch("closed_stderr");
+    let port = free_port_pair();
+    let mut recv = Proc::spawn(
+        &dir,
+        "recv",
+        &bin("patchcord-recv"),
+        &[
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--device".into(),
+            "null".into(),
+            "--duration".into(),
+            "5".into(),
+            "--stats-json".into(),
+            dir.join("recv.json").display().to_string(),
+            "-q".into(),
+        ],
+    );
+    wait_for_file(&dir.join("recv.json"));
+    let mut send = std::process::Command::new(bin("patchcord-send"))
+        .args([
+            "--to",
+            &format!("127.0.0.1:{port}"),
+            "--device",
+            "tone:440",
+            "--duration",
+            "2.5",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(send.stderr.take()); // the reader is gone before the first line
+    let status = send.wait().unwrap();
+    assert!(status.success(), "sender exited with {status}");
+    let (ok, err) = recv.wait(Duration::from_secs(20));
+    assert!(ok, "{err}");
+    let r = final_stats(&dir.join("recv.json"));
+    assert_eq!(r["byes"].as_u64(), Some(1), "{r}");
+    assert!(r["packets_received"].as_u64().unwrap() > 200, "{r}");
 }

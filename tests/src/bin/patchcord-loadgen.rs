@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use patchcord_common::rtcp::build_bye;
+use patchcord_common::rtcp::CompoundWriter;
 use patchcord_common::rtp::Packetizer;
 use patchcord_devices::app::{parse_frame_ms, parse_seconds};
 use rand::Rng;
@@ -242,8 +242,9 @@ fn run(args: Args) -> Result<(), String> {
     let mut byes_sent: u64 = 0;
     if args.bye {
         for s in &streams {
-            if let Some(len) = build_bye(s.packetizer.ssrc(), &mut out) {
-                match socket.send_to(&out[..len], dest) {
+            let mut w = CompoundWriter::new(&mut out);
+            if w.bye(s.packetizer.ssrc()).is_some() {
+                match socket.send_to(w.packet(), dest) {
                     Ok(_) => byes_sent += 1,
                     Err(e) => {
                         send_errors += 1;
