@@ -332,7 +332,8 @@ impl DelayHold {
 /// repetition's overshoot, so a repetition never calls for a removal: the first version's
 /// band (3 ms) made the delay see-saw under jitter20, 41 splices in 20 s of speech for
 /// PESQ-WB 3.36 where fixed at the same delay had 4.25 (BENCHMARKS.md §4). At most one
-/// splice per [`SPLICE_COOLDOWN_NS`].
+/// splice per [`SPLICE_COOLDOWN_NS`], and one removal in sound per
+/// [`REMOVAL_IN_SOUND_SPACING_NS`].
 ///
 /// *Where* a splice goes matters as much as how many: a time shift inside a word costs
 /// PESQ-WB 0.25–0.45 even where the gap between two words is silent, one in a pause between
@@ -347,7 +348,10 @@ impl DelayHold {
 pub struct StretchPolicy {
     smoothed_ns: Option<f64>,
     last_ns: Option<i64>,
-    last_splice_ns: Option<i64>,
+    /// No splice before this instant.
+    cooldown_until_ns: Option<i64>,
+    /// The last request was a removal in sound (not a pause).
+    asked_removal_in_sound: bool,
     /// Since when the delay has been off target, and in which direction (accelerate).
     error_since: Option<(i64, bool)>,
     /// Since when it has been back in the band.
@@ -373,6 +377,10 @@ pub const ACCELERATE_PAUSE_WAIT_S: f32 = 5.0;
 /// A wait starts again after this long back in the band.
 const IN_BAND_RESET_NS: i64 = 1_000_000_000;
 pub const SPLICE_COOLDOWN_NS: i64 = 20_000_000;
+/// Removals in sound (after the wait for a pause) are spaced this far apart: the error that
+/// built up while they waited came off in a burst of 10 splices within 0.2 s of a chirp
+/// otherwise (a few milliseconds each: the lag that matched).
+pub const REMOVAL_IN_SOUND_SPACING_NS: i64 = 250_000_000;
 const DELAY_SMOOTHING_NS: f64 = 50e6;
 /// A repetition is asked for the error plus this (and the slack).
 pub const SPLICE_MARGIN_NS: i64 = 500_000;
@@ -434,10 +442,7 @@ impl StretchPolicy {
                 now_ns
             }
         };
-        if self
-            .last_splice_ns
-            .is_some_and(|t| now_ns - t < SPLICE_COOLDOWN_NS)
-        {
+        if self.cooldown_until_ns.is_some_and(|t| now_ns < t) {
             return None;
         }
         let waited_s = (now_ns - since) as f32 * 1e-9;
@@ -447,6 +452,7 @@ impl StretchPolicy {
             // slips the phase of a tone), and relax only when far above target.
             // (0.95: a tone's phase slips by at most 18° at the splice.)
             if waited_s < ACCELERATE_PAUSE_WAIT_S {
+                self.asked_removal_in_sound = false;
                 return Some((accelerate, max_ns, QUIET_ONLY));
             }
             let waited_s = waited_s - ACCELERATE_PAUSE_WAIT_S;
@@ -460,17 +466,24 @@ impl StretchPolicy {
             // repetition at a poor place is heard too.
             if covered {
                 self.error_since = Some((now_ns, false));
+                self.asked_removal_in_sound = false;
                 return Some((accelerate, max_ns, QUIET_ONLY));
             }
             (0.85 - 0.35 * waited_s).max(0.5)
         };
+        self.asked_removal_in_sound = accelerate && quality < QUIET_ONLY;
         Some((accelerate, max_ns, quality))
     }
 
     /// A splice was made: the delay jumped by its length, so the smoothing starts again.
     pub fn spliced(&mut self, now_ns: i64) {
         self.smoothed_ns = None;
-        self.last_splice_ns = Some(now_ns);
+        let spacing = if self.asked_removal_in_sound {
+            REMOVAL_IN_SOUND_SPACING_NS
+        } else {
+            SPLICE_COOLDOWN_NS
+        };
+        self.cooldown_until_ns = Some(now_ns + spacing);
     }
 }
 
@@ -668,6 +681,10 @@ mod tests {
         }
         let (_, _, q) = p.decide(target + 20 * ms, target, t + 100 * ms, true).unwrap();
         assert!(q < QUIET_ONLY, "{q}");
+        // a removal in sound is followed by a quarter of a second without one
+        p.spliced(t + 100 * ms);
+        assert!(p.decide(target + 20 * ms, target, t + 300 * ms, true).is_none());
+        assert!(p.decide(target + 20 * ms, target, t + 360 * ms, true).is_some());
         // 5 ms under it, every packet still in time: a pause only, however long it takes
         let mut p = StretchPolicy::new();
         for k in 0..6000 {

@@ -453,7 +453,19 @@ fn impaired_path_output_is_the_input_at_the_reported_delay() {
                 spliced_skipped += 1;
                 continue;
             }
-            let (l, _, snr) = glide_fit(from, SUB, lag, 4, &[]);
+            // a splice elsewhere in this half second moved this piece's lag away from the
+            // half second's: find its own first (a splice is at most 1440 samples)
+            let around = if spliced_near(start, start + PIECE) {
+                let lo = (from + lag).saturating_sub(1500);
+                if lo + SUB + 3000 > y.len() {
+                    failures.push(format!("output too short for the piece at {from}"));
+                    continue;
+                }
+                lo + best_lag(&input[from..from + SUB], &y[lo..lo + SUB + 3000], 3000) - from
+            } else {
+                lag
+            };
+            let (l, _, snr) = glide_fit(from, SUB, around, 4, &[]);
             subs.push((from, l, snr));
         }
         // the seconds around the one this piece played in
