@@ -76,6 +76,7 @@ use patchcord_devices::app::{
     choose_config, parse_seconds, run_main, wait_for_stop, DeviceArgs, StatsSink, StopReason,
 };
 use patchcord_devices::clock::HostClock;
+use patchcord_devices::server::PeriodWatch;
 use patchcord_devices::{open_device, Direction};
 use tokio::net::UdpSocket;
 
@@ -327,6 +328,7 @@ async fn run(args: Args) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     let (config, format) = choose_config(&opened, Direction::Output, channels, args.device.period)?;
+    let mut period_watch = PeriodWatch::of(&config);
 
     // Queues between the network/control thread and the audio thread.
     let max_streams = args.max_streams as usize;
@@ -511,6 +513,9 @@ async fn run(args: Args) -> Result<(), String> {
                 }
                 side.refresh_gauges();
                 let s = monitor.stats_json(&side.counters, &side.registry, xrun_count(), &playout_cfg, false);
+                if let Some(w) = s["period_frames"].as_f64().and_then(|p| period_watch.observe(p)) {
+                    eprintln!("patchcord-recv: {w}");
+                }
                 if !args.quiet {
                     let bytes = s["payload_bytes"].as_u64().unwrap_or(0);
                     print_status(&s, (bytes - last_bytes.min(bytes)) as f64 * 8.0 / 1000.0);

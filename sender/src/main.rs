@@ -29,6 +29,7 @@ use patchcord_devices::app::{
     choose_config, parse_frame_ms, parse_seconds, run_main, wait_for_stop, DeviceArgs, StatsSink, StopReason,
 };
 use patchcord_devices::clock::HostClock;
+use patchcord_devices::server::PeriodWatch;
 use patchcord_devices::{open_device, Direction};
 use serde_json::json;
 
@@ -225,6 +226,7 @@ async fn run(args: Args) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     let (config, format) = choose_config(&opened, Direction::Input, channels, args.device.period)?;
+    let mut period_watch = PeriodWatch::of(&config);
 
     // Rings between the audio thread and the encoder: one second of samples.
     let (sample_tx, sample_rx) = rtrb::RingBuffer::<f32>::new(48_000 * channels);
@@ -376,6 +378,11 @@ async fn run(args: Args) -> Result<(), String> {
                     eprintln!("patchcord-send: device error: {e}");
                 }
                 let s = snapshot(false);
+                let callbacks = capture_counters.callbacks.load(Ordering::Relaxed).max(1);
+                let frames = capture_counters.frames_captured.load(Ordering::Relaxed);
+                if let Some(w) = period_watch.observe(frames as f64 / callbacks as f64) {
+                    eprintln!("patchcord-send: {w}");
+                }
                 let bytes = enc_stats.bytes_sent.load(Ordering::Relaxed);
                 if !args.quiet {
                     eprintln!(
