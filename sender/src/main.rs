@@ -30,6 +30,7 @@ use patchcord_devices::app::{
 };
 use patchcord_devices::clock::HostClock;
 use patchcord_devices::server::PeriodWatch;
+use patchcord_devices::virtual_host::wav_input_note;
 use patchcord_devices::{open_device, Direction};
 use serde_json::json;
 
@@ -227,6 +228,9 @@ async fn run(args: Args) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     let (config, format) = choose_config(&opened, Direction::Input, channels, args.device.period)?;
     let mut period_watch = PeriodWatch::of(&config);
+    if let Some(note) = wav_input_note(&opened.device_name, config.channels).filter(|_| opened.is_virtual) {
+        eprintln!("patchcord-send: note: {}: {note}", opened.device_name);
+    }
 
     // Rings between the audio thread and the encoder: one second of samples.
     let (sample_tx, sample_rx) = rtrb::RingBuffer::<f32>::new(48_000 * channels);
