@@ -7,6 +7,7 @@
 
 mod capture;
 mod encoder;
+mod preset;
 
 /// Tests run the real callbacks under an allocator that counts allocations made inside
 /// `assert_no_alloc` scopes.
@@ -20,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use cpal::traits::{DeviceTrait, StreamTrait};
 use cpal::SampleFormat;
 use patchcord_common::red::{RedEncoder, MAX_RED_BLOCK_LEN, MAX_RED_PAYLOAD_LEN};
@@ -97,10 +98,26 @@ struct Args {
     /// No status line on stderr.
     #[arg(long, short)]
     quiet: bool,
+    /// Shortest delay: 2.5 ms frames, --application lowdelay, 256 kb/s (each overridden
+    /// by its own flag when given).
+    #[arg(long)]
+    low_latency: bool,
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let matches = Args::command().get_matches();
+    let mut args = match Args::from_arg_matches(&matches) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
+    if args.low_latency {
+        let choice = preset::EncoderChoice {
+            frame_ms: &mut args.frame_ms,
+            application: &mut args.application,
+            bitrate: &mut args.bitrate,
+        };
+        preset::apply_low_latency(&matches, choice);
+    }
     let device = args.device.clone();
     run_main("patchcord-send", &device, move || run(args))
 }
