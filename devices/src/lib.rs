@@ -16,6 +16,7 @@
 mod alsa_quiet;
 pub mod app;
 pub mod clock;
+pub mod jack_ports;
 mod list;
 pub mod matcher;
 pub mod realtime;

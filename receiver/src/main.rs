@@ -76,6 +76,7 @@ use patchcord_devices::app::{
     choose_config, parse_seconds, run_main, wait_for_stop, DeviceArgs, StatsSink, StopReason,
 };
 use patchcord_devices::clock::HostClock;
+use patchcord_devices::jack_ports::{rewire, JackArgs};
 use patchcord_devices::server::PeriodWatch;
 use patchcord_devices::{open_device, Direction};
 use tokio::net::UdpSocket;
@@ -104,6 +105,8 @@ struct Args {
     allow: Vec<ipnet::IpNet>,
     #[command(flatten)]
     device: DeviceArgs,
+    #[command(flatten)]
+    jack: JackArgs,
     /// Playout delay: `auto` (adaptive: follows the measured jitter within --latency-min
     /// and --latency-max, moved by removing or repeating pitch periods, never by changing
     /// pitch) or a fixed delay in ms from a packet's arrival to its playout (never slips;
@@ -409,6 +412,18 @@ async fn run(args: Args) -> Result<(), String> {
     stream
         .play()
         .map_err(|e| format!("cannot start output device '{}': {e}", opened.device_name))?;
+    if args.jack.rewires() {
+        if opened.host_name != "JACK" {
+            eprintln!(
+                "patchcord-recv: note: --connect / --no-connect concern JACK only; ignored on {}",
+                opened.host_name
+            );
+        } else {
+            for c in rewire(&args.jack, Direction::Output, channels)? {
+                eprintln!("patchcord-recv: JACK: connected {c}");
+            }
+        }
+    }
 
     let mut stats_out = StatsSink::open(args.stats_json.as_deref()).map_err(|e| e.to_string())?;
     let timeline_out = match &args.timeline {

@@ -30,6 +30,7 @@ use patchcord_devices::app::{
     choose_config, parse_frame_ms, parse_seconds, run_main, wait_for_stop, DeviceArgs, StatsSink, StopReason,
 };
 use patchcord_devices::clock::HostClock;
+use patchcord_devices::jack_ports::{rewire, JackArgs};
 use patchcord_devices::server::PeriodWatch;
 use patchcord_devices::virtual_host::wav_input_note;
 use patchcord_devices::{open_device, Direction};
@@ -52,6 +53,8 @@ struct Args {
     to: Option<String>,
     #[command(flatten)]
     device: DeviceArgs,
+    #[command(flatten)]
+    jack: JackArgs,
     /// Opus frame duration in ms: 2.5, 5, 10, 20, 40 or 60.
     #[arg(long, default_value = "10", value_parser = parse_frame_ms)]
     frame_ms: f64,
@@ -331,6 +334,18 @@ async fn run(args: Args) -> Result<(), String> {
     stream
         .play()
         .map_err(|e| format!("cannot start input device '{}': {e}", opened.device_name))?;
+    if args.jack.rewires() {
+        if opened.host_name != "JACK" {
+            eprintln!(
+                "patchcord-send: note: --connect / --no-connect concern JACK only; ignored on {}",
+                opened.host_name
+            );
+        } else {
+            for c in rewire(&args.jack, Direction::Input, channels)? {
+                eprintln!("patchcord-send: JACK: connected {c}");
+            }
+        }
+    }
 
     let mut stats_out = StatsSink::open(args.stats_json.as_deref()).map_err(|e| e.to_string())?;
     if !args.quiet {
