@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Installs what patchcord needs on Debian 12 (run as root): the C toolchain pieces for the
-# bundled libopus (cmake), ALSA and JACK headers for cpal, the JACK server and tools used by
-# the tests, and a Rust toolchain if none is present. Installs only what is missing.
+# bundled libopus (cmake), ALSA, JACK and PipeWire headers for cpal (PipeWire's bindings
+# are generated with bindgen: libclang), the JACK, PulseAudio and PipeWire servers and
+# tools used by the tests, and a Rust toolchain if none is present. Installs only what is
+# missing.
 set -euo pipefail
 
 PACKAGES=(build-essential cmake pkg-config libasound2-dev libjack-jackd2-dev jackd2 coreutils procps psmisc
           gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
-          ffmpeg iproute2 util-linux)
+          ffmpeg iproute2 util-linux
+          libpipewire-0.3-dev libclang-dev clang
+          pulseaudio pulseaudio-utils libasound2-plugins pipewire pipewire-bin pipewire-pulse pipewire-jack
+          wireplumber dbus)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

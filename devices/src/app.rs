@@ -36,7 +36,8 @@ pub struct DeviceArgs {
     /// Audio channels: 1 or 2.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=2))]
     pub channels: u16,
-    /// Device period in frames (default: the device's own default; virtual devices: 128).
+    /// Device period in frames (default: 256 on a sound server: PipeWire, PulseAudio, or
+    /// ALSA through one; else the device's own default; virtual devices: 128).
     #[arg(long, value_name = "FRAMES", value_parser = clap::value_parser!(u32).range(16..=8192))]
     pub period: Option<u32>,
     /// Run virtual devices this many parts per million fast (positive) or slow (negative),
@@ -163,8 +164,9 @@ pub async fn wait_for_stop(duration: Option<f64>) -> StopReason {
 }
 
 /// The stream configuration patchcord opens a device with: 48 kHz, `channels`, f32 when the
-/// device offers it (else i16), and `--period` when given. A clear error lists what the
-/// device offers when it cannot do that.
+/// device offers it (else i16), and `--period` when given (on a sound server, else
+/// [`crate::server::SERVER_PERIOD_FRAMES`]). A clear error lists what the device offers
+/// when it cannot do that.
 pub fn choose_config(
     opened: &crate::OpenedDevice,
     direction: crate::Direction,
@@ -178,9 +180,11 @@ pub fn choose_config(
         crate::Direction::Output => opened.device.supported_output_configs().map(|r| r.collect()),
     }
     .map_err(|e| format!("cannot query {direction} device '{}': {e}", opened.device_name))?;
+    let server = crate::server::Server::of(opened);
+    let any_channels = server.is_some_and(crate::server::Server::converts_channels);
     let mut format = None;
     for range in &ranges {
-        if range.channels() as usize == channels
+        if (range.channels() as usize == channels || any_channels)
             && range.min_sample_rate() <= 48_000
             && range.max_sample_rate() >= 48_000
         {
@@ -207,6 +211,7 @@ pub fn choose_config(
         channels: channels as u16,
         sample_rate: 48_000,
         buffer_size: period
+            .or(server.map(|_| crate::server::SERVER_PERIOD_FRAMES))
             .map(cpal::BufferSize::Fixed)
             .unwrap_or(cpal::BufferSize::Default),
     };

@@ -1,7 +1,7 @@
 //! Audio device selection for patchcord.
 //!
 //! The sender and receiver open every device through [`open_device`], which returns a plain
-//! [`cpal::Device`]. Real devices come from cpal's ALSA, JACK or PulseAudio hosts; virtual
+//! [`cpal::Device`]. Real devices come from cpal's ALSA, JACK, PipeWire or PulseAudio hosts; virtual
 //! devices (`tone:HZ`, `wav:PATH`, `silence`, `null`) come from a cpal *custom host* implemented
 //! in [`mod@virtual_host`], so the audio path is identical with real or virtual devices.
 //!
@@ -15,19 +15,22 @@
 //!
 //! [`net`] holds the multicast socket options both binaries share.
 
+mod alsa_quiet;
 pub mod app;
 pub mod clock;
+pub mod jack_ports;
 mod list;
 pub mod matcher;
 pub mod net;
 pub mod realtime;
+pub mod server;
 pub mod virtual_host;
 
 use std::{fmt, str::FromStr};
 
 use cpal::{
     traits::{DeviceTrait, HostTrait},
-    HostId,
+    DeviceDirection, HostId,
 };
 
 pub use list::list_devices;
@@ -37,7 +40,8 @@ use virtual_host::{is_virtual_name, VirtualDevice, VirtualHost};
 /// Which audio host to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum HostChoice {
-    /// cpal's default host (ALSA on Linux, or PulseAudio when a PulseAudio server is reachable),
+    /// cpal's default host: PipeWire when its socket is in `$XDG_RUNTIME_DIR` (or
+    /// `$PIPEWIRE_RUNTIME_DIR`), else PulseAudio when its server is reachable, else ALSA;
     /// except that virtual device names (`tone:…`, `wav:…`, `silence`, `null`) select the
     /// virtual host.
     #[default]
@@ -48,6 +52,8 @@ pub enum HostChoice {
     Jack,
     /// PulseAudio (needs a running PulseAudio or PipeWire-Pulse server).
     PulseAudio,
+    /// PipeWire, natively (needs a running PipeWire server).
+    PipeWire,
     /// patchcord's virtual devices.
     Virtual,
 }
@@ -59,6 +65,7 @@ impl HostChoice {
             HostChoice::Alsa => Some(HostId::Alsa),
             HostChoice::Jack => Some(HostId::Jack),
             HostChoice::PulseAudio => Some(HostId::PulseAudio),
+            HostChoice::PipeWire => Some(HostId::PipeWire),
             HostChoice::Auto | HostChoice::Virtual => None,
         }
     }
@@ -67,13 +74,15 @@ impl HostChoice {
 impl FromStr for HostChoice {
     type Err = DeviceError;
 
-    /// Parses `auto`, `alsa`, `jack`, `pulseaudio` (or `pulse`), `virtual` (case-insensitive).
+    /// Parses `auto`, `alsa`, `jack`, `pulseaudio` (or `pulse`), `pipewire` (or `pw`),
+    /// `virtual` (case-insensitive).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
             "auto" | "default" => Ok(HostChoice::Auto),
             "alsa" => Ok(HostChoice::Alsa),
             "jack" => Ok(HostChoice::Jack),
             "pulseaudio" | "pulse" => Ok(HostChoice::PulseAudio),
+            "pipewire" | "pw" => Ok(HostChoice::PipeWire),
             "virtual" => Ok(HostChoice::Virtual),
             _ => Err(DeviceError::UnknownHost(s.to_owned())),
         }
@@ -87,6 +96,7 @@ impl fmt::Display for HostChoice {
             HostChoice::Alsa => "alsa",
             HostChoice::Jack => "jack",
             HostChoice::PulseAudio => "pulseaudio",
+            HostChoice::PipeWire => "pipewire",
             HostChoice::Virtual => "virtual",
         })
     }
@@ -130,7 +140,7 @@ impl fmt::Display for Direction {
 pub struct OpenedDevice {
     /// The device; build streams on it as usual.
     pub device: cpal::Device,
-    /// Host name: `ALSA`, `JACK`, `PulseAudio` or `Virtual`.
+    /// Host name: `ALSA`, `JACK`, `PipeWire`, `PulseAudio` or `Virtual`.
     pub host_name: String,
     /// Human readable device name (for ALSA with the PCM id in parentheses).
     pub device_name: String,
@@ -142,7 +152,7 @@ pub struct OpenedDevice {
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
     /// `--host` value not recognised.
-    #[error("unknown audio host '{0}'; expected one of: auto, alsa, jack, pulseaudio (or pulse), virtual")]
+    #[error("unknown audio host '{0}'; expected one of: auto, alsa, jack, pulseaudio (or pulse), pipewire (or pw), virtual")]
     UnknownHost(String),
 
     /// The host could not be initialised.
@@ -323,7 +333,7 @@ pub fn open_device(
             }
             resolve_real(&host, name, dir)
         }
-        HostChoice::Alsa | HostChoice::Jack | HostChoice::PulseAudio => {
+        HostChoice::Alsa | HostChoice::Jack | HostChoice::PulseAudio | HostChoice::PipeWire => {
             let host = real_host(host)?;
             resolve_real(&host, name, dir)
         }
@@ -419,6 +429,7 @@ pub(crate) fn unavailable_reason(id: HostId, error: Option<&cpal::Error>) -> Str
     let hint = match id {
         HostId::Jack => "is jackd running?",
         HostId::PulseAudio => "is a PulseAudio or PipeWire-Pulse server running?",
+        HostId::PipeWire => "is a PipeWire server running (socket pipewire-0 in $XDG_RUNTIME_DIR)?",
         _ => "is the audio subsystem installed?",
     };
     match error {
@@ -427,17 +438,28 @@ pub(crate) fn unavailable_reason(id: HostId, error: Option<&cpal::Error>) -> Str
     }
 }
 
-/// Name shown for a real device, plus the keys a user may type to select it.
+/// Name shown for a real device, plus the keys a user may type to select it: its
+/// description, its driver (on ALSA the PCM id), and its id when that says something the
+/// others do not (a PulseAudio sink or source name, a PipeWire node name, shown in
+/// brackets).
 pub(crate) fn describe_real(device: &cpal::Device) -> (String, Vec<String>) {
     match device.description() {
         Ok(desc) => {
             let name = desc.name().to_owned();
-            match desc.driver() {
-                Some(driver) if !driver.is_empty() && driver != name => {
-                    (format!("{name} ({driver})"), vec![name, driver.to_owned()])
-                }
-                _ => (name.clone(), vec![name]),
+            let mut label = name.clone();
+            let mut keys = vec![name];
+            if let Some(driver) = desc.driver().filter(|d| !d.is_empty() && *d != keys[0]) {
+                label = format!("{label} ({driver})");
+                keys.push(driver.to_owned());
             }
+            let id = device.id().map(|i| i.id().to_owned()).unwrap_or_default();
+            let lower = id.to_lowercase();
+            let shown = keys.iter().any(|k| k.to_lowercase().contains(&lower));
+            if !id.is_empty() && !shown && device.id().is_ok_and(|i| i.host() != HostId::Jack) {
+                label = format!("{label} [{id}]");
+                keys.push(id);
+            }
+            (label, keys)
         }
         Err(_) => {
             let id = device
@@ -449,7 +471,36 @@ pub(crate) fn describe_real(device: &cpal::Device) -> (String, Vec<String>) {
     }
 }
 
+/// The devices of `host` for `dir`. cpal keeps a device that reports configurations in
+/// that direction, and its JACK host reports them both ways ("JACK Input" would be an
+/// output): a device that states its direction is kept only where it says.
+pub(crate) fn devices_of(host: &cpal::Host, dir: Direction) -> Result<Vec<cpal::Device>, cpal::Error> {
+    let devices: Vec<cpal::Device> = alsa_quiet::quietly(|| match dir {
+        Direction::Input => host.input_devices().map(Iterator::collect),
+        Direction::Output => host.output_devices().map(Iterator::collect),
+    })?;
+    let stated = |d: &cpal::Device| d.description().map(|desc| desc.direction());
+    Ok(devices
+        .into_iter()
+        .filter(|d| {
+            !matches!(
+                (stated(d), dir),
+                (Ok(DeviceDirection::Input), Direction::Output)
+                    | (Ok(DeviceDirection::Output), Direction::Input)
+            )
+        })
+        .collect())
+}
+
 fn resolve_real(host: &cpal::Host, name: Option<&str>, dir: Direction) -> Result<OpenedDevice, DeviceError> {
+    alsa_quiet::quietly(|| resolve_quietly(host, name, dir))
+}
+
+fn resolve_quietly(
+    host: &cpal::Host,
+    name: Option<&str>,
+    dir: Direction,
+) -> Result<OpenedDevice, DeviceError> {
     let host_name = host.id().name().to_owned();
     let device = match name {
         None => match dir {
@@ -465,10 +516,7 @@ fn resolve_real(host: &cpal::Host, name: Option<&str>, dir: Direction) -> Result
                 host: host_name.clone(),
                 source: e,
             };
-            let devices: Vec<cpal::Device> = match dir {
-                Direction::Input => host.input_devices().map_err(enumerate)?.collect(),
-                Direction::Output => host.output_devices().map_err(enumerate)?.collect(),
-            };
+            let devices = devices_of(host, dir).map_err(enumerate)?;
             let described: Vec<(String, Vec<String>)> = devices.iter().map(describe_real).collect();
             let keys: Vec<&[String]> = described.iter().map(|(_, k)| k.as_slice()).collect();
             match match_keys(query, &keys) {
@@ -504,6 +552,10 @@ fn resolve_real(host: &cpal::Host, name: Option<&str>, dir: Direction) -> Result
 /// or any `…CARD=…`). Plugin and pseudo devices such as `null`, `default`, `pulse`, `jack` do
 /// not count. Used to print "no sound card found; use the virtual devices: …".
 pub fn has_sound_card() -> bool {
+    alsa_quiet::quietly(has_hardware_pcm)
+}
+
+fn has_hardware_pcm() -> bool {
     let Ok(host) = cpal::host_from_id(HostId::Alsa) else {
         return false;
     };
@@ -535,6 +587,8 @@ mod tests {
             ("JACK", HostChoice::Jack),
             ("pulse", HostChoice::PulseAudio),
             ("pulseaudio", HostChoice::PulseAudio),
+            ("PipeWire", HostChoice::PipeWire),
+            ("pw", HostChoice::PipeWire),
             ("virtual", HostChoice::Virtual),
             ("auto", HostChoice::Auto),
         ] {
@@ -544,7 +598,7 @@ mod tests {
         let err = "coreaudio".parse::<HostChoice>().err().map(|e| e.to_string());
         assert_eq!(
             err.as_deref(),
-            Some("unknown audio host 'coreaudio'; expected one of: auto, alsa, jack, pulseaudio (or pulse), virtual")
+            Some("unknown audio host 'coreaudio'; expected one of: auto, alsa, jack, pulseaudio (or pulse), pipewire (or pw), virtual")
         );
     }
 

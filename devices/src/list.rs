@@ -8,7 +8,8 @@ use cpal::{
 };
 
 use crate::{
-    describe_real, has_sound_card, real_host_by_id,
+    alsa_quiet::quietly,
+    describe_real, devices_of, has_sound_card, real_host_by_id,
     virtual_host::{effective_rate, VirtualHost, INPUT_SYNTAX, OUTPUT_SYNTAX},
     Direction, VirtualOptions,
 };
@@ -16,8 +17,13 @@ use crate::{
 /// Print every host (ALSA, JACK, PulseAudio, Virtual) and, for each, its input and output
 /// devices with supported sample-rate ranges, channel counts, sample formats and buffer-size
 /// ranges. Unavailable hosts are printed with the reason (not an error). Virtual devices are
-/// listed with their syntax. Only write errors are returned.
+/// listed with their syntax. Only write errors are returned. alsa-lib's own messages about
+/// PCMs that cannot open are not printed (see `alsa_quiet`).
 pub fn list_devices(out: &mut dyn Write, opts: VirtualOptions) -> std::io::Result<()> {
+    quietly(|| list_all(out, opts))
+}
+
+fn list_all(out: &mut dyn Write, opts: VirtualOptions) -> std::io::Result<()> {
     let default_id = cpal::default_host().id();
     for &id in cpal::ALL_HOSTS {
         if id == HostId::Custom {
@@ -50,10 +56,7 @@ fn list_host(out: &mut dyn Write, host: &cpal::Host) -> std::io::Result<()> {
             Direction::Output => host.default_output_device(),
         };
         let default_id = default.and_then(|d| d.id().ok());
-        let devices: Result<Vec<cpal::Device>, _> = match dir {
-            Direction::Input => host.input_devices().map(Iterator::collect),
-            Direction::Output => host.output_devices().map(Iterator::collect),
-        };
+        let devices = devices_of(host, dir);
         writeln!(out, "  {dir} devices:")?;
         let devices = match devices {
             Ok(d) => d,

@@ -80,7 +80,9 @@ use patchcord_devices::app::{
     choose_config, parse_seconds, rtcp_cname, run_main, wait_for_stop, DeviceArgs, StatsSink, StopReason,
 };
 use patchcord_devices::clock::HostClock;
+use patchcord_devices::jack_ports::{rewire, JackArgs};
 use patchcord_devices::net::{bind_group, parse_interface, Interface, Membership};
+use patchcord_devices::server::PeriodWatch;
 use patchcord_devices::{open_device, Direction};
 use tokio::net::UdpSocket;
 
@@ -127,6 +129,8 @@ struct Args {
     allow: Vec<ipnet::IpNet>,
     #[command(flatten)]
     device: DeviceArgs,
+    #[command(flatten)]
+    jack: JackArgs,
     /// Playout delay: `auto` (adaptive: follows the measured jitter within --latency-min
     /// and --latency-max, moved by removing or repeating pitch periods, never by changing
     /// pitch) or a fixed delay in ms from a packet's arrival to its playout (never slips;
@@ -440,6 +444,7 @@ async fn run(mut args: Args) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     let (config, format) = choose_config(&opened, Direction::Output, channels, args.device.period)?;
+    let mut period_watch = PeriodWatch::of(&config);
 
     // Queues between the network/control thread and the audio thread.
     let max_streams = args.max_streams as usize;
@@ -520,6 +525,18 @@ async fn run(mut args: Args) -> Result<(), String> {
     stream
         .play()
         .map_err(|e| format!("cannot start output device '{}': {e}", opened.device_name))?;
+    if args.jack.rewires() {
+        if opened.host_name != "JACK" {
+            eprintln!(
+                "patchcord-recv: note: --connect / --no-connect concern JACK only; ignored on {}",
+                opened.host_name
+            );
+        } else {
+            for c in rewire(&args.jack, Direction::Output, channels)? {
+                eprintln!("patchcord-recv: JACK: connected {c}");
+            }
+        }
+    }
 
     let mut stats_out = StatsSink::open(args.stats_json.as_deref()).map_err(|e| e.to_string())?;
     let timeline_out = match &args.timeline {
@@ -647,6 +664,9 @@ async fn run(mut args: Args) -> Result<(), String> {
                 side.payload.end_second();
                 let mut s = monitor.stats_json(&side.counters, &side.registry, &side.feedback, xrun_count(), &playout_cfg, false);
                 s["hint"] = side.payload.hint().into();
+                if let Some(w) = s["period_frames"].as_f64().and_then(|p| period_watch.observe(p)) {
+                    eprintln!("patchcord-recv: {w}");
+                }
                 let bytes = s["payload_bytes"].as_u64().unwrap_or(0);
                 let bps = (bytes - last_bytes.min(bytes)) as f64 * 8.0;
                 last_bytes = bytes;

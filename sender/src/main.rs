@@ -7,6 +7,7 @@
 
 mod capture;
 mod encoder;
+mod preset;
 mod reports;
 
 /// Tests run the real callbacks under an allocator that counts allocations made inside
@@ -21,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use cpal::traits::{DeviceTrait, StreamTrait};
 use cpal::SampleFormat;
 use patchcord_common::red::{RedEncoder, MAX_RED_BLOCK_LEN, MAX_RED_PAYLOAD_LEN};
@@ -32,7 +33,10 @@ use patchcord_devices::app::{
     StopReason,
 };
 use patchcord_devices::clock::HostClock;
+use patchcord_devices::jack_ports::{rewire, JackArgs};
 use patchcord_devices::net::{configure_sender, parse_interface, Interface};
+use patchcord_devices::server::PeriodWatch;
+use patchcord_devices::virtual_host::wav_input_note;
 use patchcord_devices::{open_device, Direction};
 use serde_json::json;
 
@@ -54,6 +58,8 @@ struct Args {
     to: Option<String>,
     #[command(flatten)]
     device: DeviceArgs,
+    #[command(flatten)]
+    jack: JackArgs,
     /// Opus frame duration in ms: 2.5, 5, 10, 20, 40 or 60.
     #[arg(long, default_value = "10", value_parser = parse_frame_ms)]
     frame_ms: f64,
@@ -113,10 +119,26 @@ struct Args {
     /// No status line on stderr.
     #[arg(long, short)]
     quiet: bool,
+    /// Shortest delay: 2.5 ms frames, --application lowdelay, 256 kb/s (each overridden
+    /// by its own flag when given).
+    #[arg(long)]
+    low_latency: bool,
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let matches = Args::command().get_matches();
+    let mut args = match Args::from_arg_matches(&matches) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
+    if args.low_latency {
+        let choice = preset::EncoderChoice {
+            frame_ms: &mut args.frame_ms,
+            application: &mut args.application,
+            bitrate: &mut args.bitrate,
+        };
+        preset::apply_low_latency(&matches, choice);
+    }
     let device = args.device.clone();
     run_main("patchcord-send", &device, move || run(args))
 }
@@ -312,6 +334,10 @@ async fn run(args: Args) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     let (config, format) = choose_config(&opened, Direction::Input, channels, args.device.period)?;
+    let mut period_watch = PeriodWatch::of(&config);
+    if let Some(note) = wav_input_note(&opened.device_name, config.channels).filter(|_| opened.is_virtual) {
+        eprintln!("patchcord-send: note: {}: {note}", opened.device_name);
+    }
 
     // Rings between the audio thread and the encoder: one second of samples.
     let (sample_tx, sample_rx) = rtrb::RingBuffer::<f32>::new(48_000 * channels);
@@ -422,6 +448,18 @@ async fn run(args: Args) -> Result<(), String> {
     stream
         .play()
         .map_err(|e| format!("cannot start input device '{}': {e}", opened.device_name))?;
+    if args.jack.rewires() {
+        if opened.host_name != "JACK" {
+            eprintln!(
+                "patchcord-send: note: --connect / --no-connect concern JACK only; ignored on {}",
+                opened.host_name
+            );
+        } else {
+            for c in rewire(&args.jack, Direction::Input, channels)? {
+                eprintln!("patchcord-send: JACK: connected {c}");
+            }
+        }
+    }
 
     let mut stats_out = StatsSink::open(args.stats_json.as_deref()).map_err(|e| e.to_string())?;
     if !args.quiet {
@@ -493,6 +531,11 @@ async fn run(args: Args) -> Result<(), String> {
                     patchcord_devices::say!("patchcord-send: device error: {e}");
                 }
                 let s = snapshot(false);
+                let callbacks = capture_counters.callbacks.load(Ordering::Relaxed).max(1);
+                let frames = capture_counters.frames_captured.load(Ordering::Relaxed);
+                if let Some(w) = period_watch.observe(frames as f64 / callbacks as f64) {
+                    eprintln!("patchcord-send: {w}");
+                }
                 let bytes = enc_stats.bytes_sent.load(Ordering::Relaxed);
                 if !args.quiet {
                     patchcord_devices::say!(

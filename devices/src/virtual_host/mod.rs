@@ -8,7 +8,7 @@
 //! | spec        | direction | behaviour                                                          |
 //! |-------------|-----------|--------------------------------------------------------------------|
 //! | `tone:HZ`   | input     | sine at `HZ` (0 < HZ < 24000), amplitude 0.5, same on all channels |
-//! | `wav:PATH`  | input     | 48 kHz WAV file loaded at open time, played once, then silence     |
+//! | `wav:PATH`  | input     | 48 kHz WAV file loaded at open time, played once, then silence; a file of another channel count is mixed to the stream's ([`downmix`]) |
 //! | `silence`   | input     | zeros                                                              |
 //! | `wav:PATH`  | output    | records a 32-bit float, 48 kHz WAV with the stream's channel count |
 //! | `null`      | output    | discards                                                           |
@@ -54,6 +54,7 @@
 //! before `drop` returns.
 
 mod clock;
+mod downmix;
 mod wav;
 
 use std::{
@@ -533,7 +534,7 @@ impl DeviceTrait for VirtualDevice {
                 increment: freq / f64::from(SAMPLE_RATE),
             },
             VirtualKind::WavInput { data, .. } => Source::Wav {
-                data: Arc::clone(data),
+                samples: downmix::mix(&data.samples, usize::from(data.channels), channels),
                 position: 0,
             },
             _ => Source::Silence,
@@ -652,8 +653,15 @@ fn spawn_clock<T: clock::Tick>(
 
 /// Sample generator of a virtual input.
 enum Source {
-    Tone { phase: f64, increment: f64 },
-    Wav { data: Arc<WavData>, position: usize },
+    Tone {
+        phase: f64,
+        increment: f64,
+    },
+    /// The file already mixed to the stream's channels; `position` in samples.
+    Wav {
+        samples: Vec<f32>,
+        position: usize,
+    },
     Silence,
 }
 
@@ -670,18 +678,12 @@ impl Source {
                     }
                 }
             }
-            Source::Wav { data, position } => {
-                let frames = data.frames();
-                for frame in buffer.chunks_exact_mut(channels) {
-                    if *position < frames {
-                        for (ch, s) in frame.iter_mut().enumerate() {
-                            *s = data.sample_for(*position, ch);
-                        }
-                        *position += 1;
-                    } else {
-                        frame.fill(0.0);
-                    }
-                }
+            Source::Wav { samples, position } => {
+                let rest = samples.get(*position..).unwrap_or(&[]);
+                let n = rest.len().min(buffer.len());
+                buffer[..n].copy_from_slice(&rest[..n]);
+                buffer[n..].fill(0.0);
+                *position += n;
             }
             Source::Silence => buffer.fill(0.0),
         }
@@ -892,4 +894,12 @@ pub fn wav_path(spec: &str) -> Option<&Path> {
     spec.get(..WAV_PREFIX.len())
         .filter(|p| p.eq_ignore_ascii_case(WAV_PREFIX))
         .map(|_| Path::new(&spec[WAV_PREFIX.len()..]))
+}
+
+/// What a `wav:` input plays on a stream of `channels` channels when the file has another
+/// channel count (see [`downmix`]); `None` for other devices and for files that fit.
+pub fn wav_input_note(spec: &str, channels: u16) -> Option<String> {
+    let path = wav_path(spec)?;
+    let file_channels = hound::WavReader::open(path).ok()?.spec().channels;
+    downmix::describe(usize::from(file_channels), usize::from(channels))
 }

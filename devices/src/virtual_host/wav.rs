@@ -29,16 +29,6 @@ impl WavData {
     pub fn frames(&self) -> usize {
         self.samples.len() / usize::from(self.channels.max(1))
     }
-
-    /// Sample of file frame `frame` that feeds stream channel `out_ch`.
-    ///
-    /// Mono files feed every channel; otherwise channel `i` feeds channel `i`, and stream
-    /// channels beyond the file's channel count get file channel 0.
-    pub fn sample_for(&self, frame: usize, out_ch: usize) -> f32 {
-        let file_ch = usize::from(self.channels);
-        let src = if out_ch < file_ch { out_ch } else { 0 };
-        self.samples.get(frame * file_ch + src).copied().unwrap_or(0.0)
-    }
 }
 
 impl std::fmt::Debug for WavData {
