@@ -23,6 +23,20 @@ fn packets(n: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Adaptive mode, mono, from `min_ms` up to 500 ms, 99 % quantile.
+fn adaptive_cfg(min_ms: i64) -> PlayoutConfig {
+    PlayoutConfig {
+        mode: DelayMode::Adaptive {
+            min_ns: min_ms * 1_000_000,
+            max_ns: 500_000_000,
+            quantile: 0.99,
+        },
+        channels: 1,
+        latency_ns: min_ms * 1_000_000,
+        ..PlayoutConfig::default()
+    }
+}
+
 struct Trace {
     /// (time s, target ms, delay ms, rate) once a second
     seconds: Vec<(f64, f64, f64, f64)>,
@@ -46,16 +60,7 @@ fn run(secs: usize, ppm: f64, jitter_ms: impl Fn(f64) -> f64, min_ms: i64) -> (S
         })
         .collect();
     arrivals.sort();
-    let cfg = PlayoutConfig {
-        mode: DelayMode::Adaptive {
-            min_ns: min_ms * 1_000_000,
-            max_ns: 500_000_000,
-            quantile: 0.99,
-        },
-        channels: 1,
-        latency_ns: min_ms * 1_000_000,
-        ..PlayoutConfig::default()
-    };
+    let cfg = adaptive_cfg(min_ms);
     let mut p = StreamPlayout::new(1, cfg).unwrap();
     let mut out = vec![0f32; 128];
     let mut f = 0u64;
@@ -184,16 +189,7 @@ fn a_start_decodes_one_discarded_packet_not_the_whole_warm_up() {
         }
     }
     let dgrams = packets(60);
-    let cfg = PlayoutConfig {
-        mode: DelayMode::Adaptive {
-            min_ns: 5_000_000,
-            max_ns: 500_000_000,
-            quantile: 0.99,
-        },
-        channels: 1,
-        latency_ns: 5_000_000,
-        ..PlayoutConfig::default()
-    };
+    let cfg = adaptive_cfg(5);
     let mut p = StreamPlayout::new(1, cfg).unwrap();
     let mut sink = Count {
         decoded_in_the_past: 0,
@@ -312,16 +308,7 @@ fn a_tone_keeps_its_pitch_while_the_delay_moves() {
         })
         .collect();
     arrivals.sort();
-    let cfg = PlayoutConfig {
-        mode: DelayMode::Adaptive {
-            min_ns: 5_000_000,
-            max_ns: 500_000_000,
-            quantile: 0.99,
-        },
-        channels: 1,
-        latency_ns: 5_000_000,
-        ..PlayoutConfig::default()
-    };
+    let cfg = adaptive_cfg(5);
     let mut p = StreamPlayout::new(1, cfg).unwrap();
     let mut out = vec![0f32; n * FRAME];
     let mut plc = Plc(vec![]);
@@ -413,16 +400,7 @@ fn unhurried_splices_wait_for_a_pause() {
             (i != lost).then(|| (sent + 1_000_000, rtp[..l].to_vec()))
         })
         .collect();
-    let cfg = PlayoutConfig {
-        mode: DelayMode::Adaptive {
-            min_ns: 5_000_000,
-            max_ns: 500_000_000,
-            quantile: 0.99,
-        },
-        channels: 1,
-        latency_ns: 5_000_000,
-        ..PlayoutConfig::default()
-    };
+    let cfg = adaptive_cfg(5);
     let mut p = StreamPlayout::new(1, cfg).unwrap();
     let mut out = vec![0f32; 128];
     let mut segs = Offsets(vec![]);
