@@ -2,7 +2,7 @@
 # Installs what patchcord needs on Debian 12 (run as root): the C toolchain pieces for the
 # bundled libopus (cmake), ALSA, JACK and PipeWire headers for cpal (PipeWire's bindings
 # are generated with bindgen: libclang), the JACK, PulseAudio and PipeWire servers and
-# tools used by the tests (systemd-analyze and man check the packaging), a Rust toolchain
+# tools used by the tests (systemd-analyze, man, zsh and fish check the packaging), a Rust toolchain
 # if none is present, and cargo-deb (scripts/dist.sh builds the .deb with it). Installs
 # only what is missing.
 set -euo pipefail
@@ -12,7 +12,7 @@ PACKAGES=(build-essential cmake pkg-config libasound2-dev libjack-jackd2-dev jac
           ffmpeg iproute2 util-linux
           libpipewire-0.3-dev libclang-dev clang
           pulseaudio pulseaudio-utils libasound2-plugins pipewire pipewire-bin pipewire-pulse pipewire-jack
-          wireplumber dbus systemd man-db)
+          wireplumber dbus systemd man-db zsh fish)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
