@@ -41,5 +41,6 @@ fi
 
 if ! cargo deb --version >/dev/null 2>&1; then
     echo "setup: installing cargo-deb (cargo install cargo-deb)" >&2
-    cargo install cargo-deb --locked -q >&2
+    cargo install cargo-deb --locked -q >&2 ||
+        echo "setup: could not install cargo-deb; scripts/dist.sh will make no .deb" >&2
 fi

@@ -132,8 +132,6 @@ struct Args {
     device: DeviceArgs,
     #[command(flatten)]
     jack: JackArgs,
-    #[command(flatten)]
-    setup: SetupArgs,
     /// Playout delay: `auto` (adaptive: follows the measured jitter within --latency-min
     /// and --latency-max, moved by removing or repeating pitch periods, never by changing
     /// pitch) or a fixed delay in ms from a packet's arrival to its playout (never slips;
@@ -193,6 +191,8 @@ struct Args {
     /// No status line on stderr.
     #[arg(long, short)]
     quiet: bool,
+    #[command(flatten)]
+    setup: SetupArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

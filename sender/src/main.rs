@@ -60,8 +60,6 @@ struct Args {
     device: DeviceArgs,
     #[command(flatten)]
     jack: JackArgs,
-    #[command(flatten)]
-    setup: SetupArgs,
     /// Opus frame duration in ms: 2.5, 5, 10, 20, 40 or 60.
     #[arg(long, default_value = "10", value_parser = parse_frame_ms)]
     frame_ms: f64,
@@ -125,6 +123,8 @@ struct Args {
     /// by its own flag when given).
     #[arg(long)]
     low_latency: bool,
+    #[command(flatten)]
+    setup: SetupArgs,
 }
 
 fn main() -> ExitCode {
