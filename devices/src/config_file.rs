@@ -5,14 +5,15 @@
 //! `quiet = true`), so the file needs no schema of its own: each key is turned into the
 //! argument it names (`--latency-min=20`) and clap parses the file's arguments and the
 //! command line together, with the same value checks and messages. A flag given on the
-//! command line wins: the file's key for it is left out (for a list, the whole list).
+//! command line wins: the file's key for it is left out (for a list, the whole list), and
+//! so is a key for a flag it cannot be used with (`--sdp` in the file, `--listen` given).
 //! A key that is not a flag, or a value of the wrong kind (a list for a one-value flag,
 //! a number for a switch), is an error that names the key and the file.
 
 use std::ffi::OsString;
 
 use clap::parser::ValueSource;
-use clap::{ArgAction, ArgMatches, Command};
+use clap::{Arg, ArgAction, ArgMatches, Command};
 
 /// Parse the process's arguments, with those of a `--config FILE` among them.
 pub fn matches(cmd: Command) -> Result<ArgMatches, clap::Error> {
@@ -68,7 +69,16 @@ fn file_arguments(
                 "config file '{shown}': key 'config' (a config file cannot name another)"
             ));
         }
-        if given.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine) {
+        let excludes = |a: &Arg, b: &Arg| {
+            cmd.get_arg_conflicts_with(a)
+                .iter()
+                .any(|c| c.get_id() == b.get_id())
+        };
+        let overridden = cmd
+            .get_arguments()
+            .filter(|b| given.value_source(b.get_id().as_str()) == Some(ValueSource::CommandLine))
+            .any(|b| b.get_id() == arg.get_id() || excludes(arg, b) || excludes(b, arg));
+        if overridden {
             continue;
         }
         let wrong = |what: &str| {
@@ -125,6 +135,7 @@ mod tests {
                     .allow_negative_numbers(true),
             )
             .arg(Arg::new("name").long("name"))
+            .arg(Arg::new("other").long("other").conflicts_with("name"))
             .arg(
                 Arg::new("allow")
                     .long("allow")
@@ -135,8 +146,10 @@ mod tests {
     }
 
     fn with_file(text: &str, extra: &[&str]) -> Result<ArgMatches, clap::Error> {
-        let dir =
-            std::env::temp_dir().join(format!("patchcord-config-{}-{}", std::process::id(), text.len()));
+        // one directory per call: the tests run in parallel
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("patchcord-config-{}-{call}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.toml");
         std::fs::write(&path, text).unwrap();
@@ -159,6 +172,11 @@ mod tests {
         let m = with_file(text, &["--gain-db", "3", "--allow", "c"]).unwrap();
         assert_eq!(m.get_one::<f32>("gain_db"), Some(&3.0));
         assert_eq!(m.get_many::<String>("allow").unwrap().collect::<Vec<_>>(), ["c"]);
+        // a flag the command line's excludes is left out, whichever of the two declares it
+        let m = with_file(text, &["--other", "y"]).unwrap();
+        assert_eq!(m.get_one::<String>("name"), None);
+        let m = with_file("other = \"y\"\n", &["--name", "x"]).unwrap();
+        assert_eq!(m.get_one::<String>("other"), None);
     }
 
     #[test]
