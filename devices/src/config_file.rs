@@ -21,6 +21,7 @@ pub fn matches(cmd: Command) -> Result<ArgMatches, clap::Error> {
 }
 
 /// Parse `argv` (program name first), with the arguments of a `--config FILE` among them.
+/// `cmd` has the `--config` flag of [`crate::app::SetupArgs`].
 pub fn matches_from(
     mut cmd: Command,
     argv: impl IntoIterator<Item = OsString>,
