@@ -156,7 +156,9 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let mut argv: Vec<OsString> = vec!["demo".into(), "--config".into(), path.into()];
         argv.extend(extra.iter().map(OsString::from));
-        matches_from(cmd(), argv)
+        let parsed = matches_from(cmd(), argv);
+        let _ = std::fs::remove_dir_all(&dir);
+        parsed
     }
 
     #[test]
