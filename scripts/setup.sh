@@ -2,8 +2,9 @@
 # Installs what patchcord needs on Debian 12 (run as root): the C toolchain pieces for the
 # bundled libopus (cmake), ALSA, JACK and PipeWire headers for cpal (PipeWire's bindings
 # are generated with bindgen: libclang), the JACK, PulseAudio and PipeWire servers and
-# tools used by the tests, and a Rust toolchain if none is present. Installs only what is
-# missing.
+# tools used by the tests (systemd-analyze, man, zsh and fish check the packaging), a Rust toolchain
+# if none is present, and cargo-deb (scripts/dist.sh builds the .deb with it). Installs
+# only what is missing.
 set -euo pipefail
 
 PACKAGES=(build-essential cmake pkg-config libasound2-dev libjack-jackd2-dev jackd2 coreutils procps psmisc
@@ -11,7 +12,7 @@ PACKAGES=(build-essential cmake pkg-config libasound2-dev libjack-jackd2-dev jac
           ffmpeg iproute2 util-linux
           libpipewire-0.3-dev libclang-dev clang
           pulseaudio pulseaudio-utils libasound2-plugins pipewire pipewire-bin pipewire-pulse pipewire-jack
-          wireplumber dbus)
+          wireplumber dbus systemd man-db zsh fish)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -36,4 +37,10 @@ if ! command -v cargo >/dev/null 2>&1; then
         curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy,rustfmt >&2
         export PATH="$HOME/.cargo/bin:$PATH"
     fi
+fi
+
+if ! cargo deb --version >/dev/null 2>&1; then
+    echo "setup: installing cargo-deb (cargo install cargo-deb)" >&2
+    cargo install cargo-deb --locked -q >&2 ||
+        echo "setup: could not install cargo-deb; scripts/dist.sh will make no .deb" >&2
 fi

@@ -1,5 +1,5 @@
-//! What both binaries share to be a well-behaved process: the device flags, the stats
-//! output (`--stats-json PATH|-`), and stopping on Ctrl-C / SIGTERM / `--duration`.
+//! What both binaries share to be a well-behaved process: the device flags, the setup
+//! flags (`--config FILE`, `--generate KIND`), the stats output (`--stats-json PATH|-`), and stopping on Ctrl-C / SIGTERM / `--duration`.
 
 /// `eprintln!` that never panics: a status line or message written to a standard error
 /// that was closed (`patchcord-send … 2>&1 | head -1`) is dropped, and the program goes on
@@ -47,6 +47,20 @@ pub struct DeviceArgs {
     /// Do not give the encoder / network thread real-time (SCHED_FIFO) priority.
     #[arg(long)]
     pub no_realtime: bool,
+}
+
+/// Setup flags, identical for `patchcord-send` and `patchcord-recv`: what a packager or a
+/// service needs.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SetupArgs {
+    /// Read flags from a TOML file whose keys are the long flag names (`latency-min = 20`,
+    /// `allow = ["10.0.0.0/8"]`, `quiet = true`); a flag on the command line wins over the
+    /// file's.
+    #[arg(long, value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
+    pub config: Option<std::path::PathBuf>,
+    /// Write the man page or a shell's completion to standard output, then exit.
+    #[arg(long, value_name = "KIND")]
+    pub generate: Option<crate::generate::Generate>,
 }
 
 impl DeviceArgs {

@@ -13,11 +13,14 @@
 //! # Ok::<(), patchcord_devices::DeviceError>(())
 //! ```
 //!
-//! [`net`] holds the multicast socket options both binaries share.
+//! [`net`] holds the multicast socket options both binaries share; [`config_file`] and
+//! [`generate`] their `--config FILE` and `--generate KIND`.
 
 mod alsa_quiet;
 pub mod app;
 pub mod clock;
+pub mod config_file;
+pub mod generate;
 pub mod jack_ports;
 mod list;
 pub mod matcher;

@@ -77,7 +77,8 @@ use patchcord_common::rtp::{DropReason, MAX_DATAGRAM_LEN, RTP_HEADER_LEN};
 use patchcord_common::sdp::{RtcpPort, StreamDescription};
 use patchcord_common::source::{is_rtcp_source, PacketMeta, Probation};
 use patchcord_devices::app::{
-    choose_config, parse_seconds, rtcp_cname, run_main, wait_for_stop, DeviceArgs, StatsSink, StopReason,
+    choose_config, parse_seconds, rtcp_cname, run_main, wait_for_stop, DeviceArgs, SetupArgs, StatsSink,
+    StopReason,
 };
 use patchcord_devices::clock::HostClock;
 use patchcord_devices::jack_ports::{rewire, JackArgs};
@@ -190,6 +191,8 @@ struct Args {
     /// No status line on stderr.
     #[arg(long, short)]
     quiet: bool,
+    #[command(flatten)]
+    setup: SetupArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -248,11 +251,15 @@ fn parse_latency_ms(s: &str) -> Result<f64, String> {
 }
 
 fn main() -> ExitCode {
-    let matches = <Args as clap::CommandFactory>::command().get_matches();
+    let command = <Args as clap::CommandFactory>::command;
+    let matches = patchcord_devices::config_file::matches(command()).unwrap_or_else(|e| e.exit());
     let mut args = match <Args as clap::FromArgMatches>::from_arg_matches(&matches) {
         Ok(a) => a,
         Err(e) => e.exit(),
     };
+    if let Some(kind) = args.setup.generate {
+        return patchcord_devices::generate::print(kind, command());
+    }
     args.channels_given = matches.value_source("channels") == Some(clap::parser::ValueSource::CommandLine);
     let device = args.device.clone();
     run_main("patchcord-recv", &device, move || run(args))
@@ -1218,5 +1225,135 @@ mod tests {
         assert_eq!(parse_allow("fd00::/8").unwrap().to_string(), "fd00::/8");
         assert!(parse_allow("10.0.0.0/33").is_err());
         assert!(parse_allow("somewhere").is_err());
+    }
+
+    /// `Args` from `argv` (no program name), with `--config` naming a file holding `toml`
+    /// when it is given; printed, with the file's name left out.
+    fn parsed(toml: Option<&str>, argv: &[&str]) -> String {
+        let mut all: Vec<std::ffi::OsString> = vec!["patchcord-recv".into()];
+        if let Some(text) = toml {
+            let path =
+                std::env::temp_dir().join(format!("patchcord-recv-config-{}.toml", std::process::id()));
+            std::fs::write(&path, text).unwrap();
+            all.extend(["--config".into(), path.into()]);
+        }
+        all.extend(argv.iter().map(Into::into));
+        let matches =
+            patchcord_devices::config_file::matches_from(<Args as clap::CommandFactory>::command(), all)
+                .unwrap_or_else(|e| panic!("{e}"));
+        let mut args = <Args as clap::FromArgMatches>::from_arg_matches(&matches).unwrap();
+        args.setup.config = None;
+        format!("{args:?}")
+    }
+
+    #[test]
+    fn a_config_file_reads_as_the_same_flags() {
+        let file = r#"
+            listen = "127.0.0.1:6000"
+            iface = "1"
+            source = "10.0.0.9"
+            allow = ["10.0.0.0/8", "fd00::/8"]
+            host = "virtual"
+            device = "null"
+            channels = 1
+            period = 256
+            clock-ppm = -5.5
+            no-realtime = true
+            connect = ["system:playback_1", "system:playback_2"]
+            latency = "20"
+            latency-min = 3
+            latency-max = 100.5
+            glitch-budget = 2
+            payload-type = 97
+            red-payload-type = 100
+            max-streams = 4
+            gain-db = -6
+            source-gain = ["0x1234=-3", "10.0.0.1=2"]
+            stream-timeout = 2
+            duration = 3
+            stats-json = "-"
+            timeline = "t.csv"
+            render-ahead = 2
+            quiet = true
+        "#;
+        let flags = [
+            "--listen=127.0.0.1:6000",
+            "--iface",
+            "1",
+            "--source",
+            "10.0.0.9",
+            "--allow",
+            "10.0.0.0/8",
+            "fd00::/8",
+            "--host",
+            "virtual",
+            "--device",
+            "null",
+            "--channels",
+            "1",
+            "--period",
+            "256",
+            "--clock-ppm",
+            "-5.5",
+            "--no-realtime",
+            "--connect",
+            "system:playback_1",
+            "system:playback_2",
+            "--latency",
+            "20",
+            "--latency-min",
+            "3",
+            "--latency-max",
+            "100.5",
+            "--glitch-budget",
+            "2",
+            "--payload-type",
+            "97",
+            "--red-payload-type",
+            "100",
+            "--max-streams",
+            "4",
+            "--gain-db",
+            "-6",
+            "--source-gain",
+            "0x1234=-3",
+            "--source-gain",
+            "10.0.0.1=2",
+            "--stream-timeout",
+            "2",
+            "--duration",
+            "3",
+            "--stats-json",
+            "-",
+            "--timeline",
+            "t.csv",
+            "--render-ahead",
+            "2",
+            "-q",
+        ];
+        let from_file = parsed(Some(file), &[]);
+        assert_eq!(from_file, parsed(None, &flags));
+        assert_ne!(from_file, parsed(None, &[]), "the file changed nothing");
+        // the command line wins, for one value and for a whole list
+        let over = parsed(Some(file), &["--latency-min", "7", "--allow", "192.168.0.0/16"]);
+        let mut expected = flags.to_vec();
+        let min = expected.iter().position(|f| *f == "--latency-min").unwrap();
+        expected[min + 1] = "7";
+        expected.splice(6..8, ["192.168.0.0/16"]);
+        assert_eq!(over, parsed(None, &expected));
+    }
+
+    #[test]
+    fn man_page_and_completions_carry_every_flag() {
+        use patchcord_devices::generate::{missing_flags, Generate};
+        for kind in [
+            Generate::Man,
+            Generate::CompleteBash,
+            Generate::CompleteZsh,
+            Generate::CompleteFish,
+        ] {
+            let missing = missing_flags(kind, <Args as clap::CommandFactory>::command());
+            assert!(missing.is_empty(), "{kind:?} lacks {missing:?}");
+        }
     }
 }

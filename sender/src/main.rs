@@ -29,8 +29,8 @@ use patchcord_common::red::{RedEncoder, MAX_RED_BLOCK_LEN, MAX_RED_PAYLOAD_LEN};
 use patchcord_common::rtp::Packetizer;
 use patchcord_common::sdp::{Redundancy, RtcpPort, StreamDescription};
 use patchcord_devices::app::{
-    choose_config, parse_frame_ms, parse_seconds, rtcp_cname, run_main, wait_for_stop, DeviceArgs, StatsSink,
-    StopReason,
+    choose_config, parse_frame_ms, parse_seconds, rtcp_cname, run_main, wait_for_stop, DeviceArgs, SetupArgs,
+    StatsSink, StopReason,
 };
 use patchcord_devices::clock::HostClock;
 use patchcord_devices::jack_ports::{rewire, JackArgs};
@@ -54,7 +54,7 @@ use reports::{ReceiverView, ReportReader, Reports};
 )]
 struct Args {
     /// Destination HOST:PORT (IPv4, [IPv6] or a host name), e.g. 192.168.1.20:5004.
-    #[arg(long, value_name = "HOST:PORT", required_unless_present = "list_devices")]
+    #[arg(long, value_name = "HOST:PORT", required_unless_present_any = ["list_devices", "generate"])]
     to: Option<String>,
     #[command(flatten)]
     device: DeviceArgs,
@@ -123,14 +123,19 @@ struct Args {
     /// by its own flag when given).
     #[arg(long)]
     low_latency: bool,
+    #[command(flatten)]
+    setup: SetupArgs,
 }
 
 fn main() -> ExitCode {
-    let matches = Args::command().get_matches();
+    let matches = patchcord_devices::config_file::matches(Args::command()).unwrap_or_else(|e| e.exit());
     let mut args = match Args::from_arg_matches(&matches) {
         Ok(a) => a,
         Err(e) => e.exit(),
     };
+    if let Some(kind) = args.setup.generate {
+        return patchcord_devices::generate::print(kind, Args::command());
+    }
     if args.low_latency {
         let choice = preset::EncoderChoice {
             frame_ms: &mut args.frame_ms,
@@ -609,4 +614,132 @@ fn receivers_text(views: &[ReceiverView]) -> String {
         worst.jitter_ms,
         rtt(worst),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Args` from `argv` (no program name), with `--config` naming a file holding `toml`
+    /// when it is given; printed, with the file's name left out.
+    fn parsed(toml: Option<&str>, argv: &[&str]) -> String {
+        let mut all: Vec<std::ffi::OsString> = vec!["patchcord-send".into()];
+        if let Some(text) = toml {
+            let path =
+                std::env::temp_dir().join(format!("patchcord-send-config-{}.toml", std::process::id()));
+            std::fs::write(&path, text).unwrap();
+            all.extend(["--config".into(), path.into()]);
+        }
+        all.extend(argv.iter().map(Into::into));
+        let matches = patchcord_devices::config_file::matches_from(Args::command(), all)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut args = Args::from_arg_matches(&matches).unwrap();
+        args.setup.config = None;
+        format!("{args:?}")
+    }
+
+    #[test]
+    fn a_config_file_reads_as_the_same_flags() {
+        let file = r#"
+            to = "192.168.1.20:5004"
+            host = "virtual"
+            device = "tone:440"
+            channels = 1
+            period = 128
+            clock-ppm = 12
+            no-realtime = true
+            no-connect = true
+            frame-ms = 2.5
+            bitrate = 96000
+            application = "lowdelay"
+            fec = true
+            expected-loss = 5
+            complexity = 5
+            payload-type = 98
+            redundancy = 2
+            red-payload-type = 110
+            ttl = 4
+            multicast-if = "1"
+            rtcp-mux = true
+            sdp = "out.sdp"
+            duration = 2.5
+            stats-json = "-"
+            quiet = true
+            low-latency = true
+        "#;
+        let flags = [
+            "--to",
+            "192.168.1.20:5004",
+            "--host",
+            "virtual",
+            "--device",
+            "tone:440",
+            "--channels",
+            "1",
+            "--period",
+            "128",
+            "--clock-ppm",
+            "12",
+            "--no-realtime",
+            "--no-connect",
+            "--frame-ms",
+            "2.5",
+            "--bitrate",
+            "96000",
+            "--application",
+            "lowdelay",
+            "--fec",
+            "--expected-loss",
+            "5",
+            "--complexity",
+            "5",
+            "--payload-type",
+            "98",
+            "--redundancy",
+            "2",
+            "--red-payload-type",
+            "110",
+            "--ttl",
+            "4",
+            "--multicast-if",
+            "1",
+            "--rtcp-mux",
+            "--sdp",
+            "out.sdp",
+            "--duration",
+            "2.5",
+            "--stats-json",
+            "-",
+            "--quiet",
+            "--low-latency",
+        ];
+        let from_file = parsed(Some(file), &[]);
+        assert_eq!(from_file, parsed(None, &flags));
+        assert_ne!(
+            from_file,
+            parsed(None, &["--to", "192.168.1.20:5004"]),
+            "the file changed nothing"
+        );
+        // the command line wins
+        let over = parsed(Some(file), &["--bitrate", "64000", "--to", "[::1]:5004"]);
+        let mut expected = flags.to_vec();
+        expected[1] = "[::1]:5004";
+        let bitrate = expected.iter().position(|f| *f == "--bitrate").unwrap();
+        expected[bitrate + 1] = "64000";
+        assert_eq!(over, parsed(None, &expected));
+    }
+
+    #[test]
+    fn man_page_and_completions_carry_every_flag() {
+        use patchcord_devices::generate::{missing_flags, Generate};
+        for kind in [
+            Generate::Man,
+            Generate::CompleteBash,
+            Generate::CompleteZsh,
+            Generate::CompleteFish,
+        ] {
+            let missing = missing_flags(kind, Args::command());
+            assert!(missing.is_empty(), "{kind:?} lacks {missing:?}");
+        }
+    }
 }
