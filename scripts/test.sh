@@ -10,4 +10,4 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --release -q -- -D warnings
 cargo build --release --bins -q
 scripts/dist.sh
-cargo test --release --workspace
+cargo test --release --workspace --no-fail-fast
