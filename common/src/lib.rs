@@ -12,6 +12,7 @@
 //! - [`time`]: the 48 kHz sample rate and ns/frame conversions.
 //! - [`stats`]: RFC 3550 reception statistics and playout counters.
 //! - [`source`]: source validation: probation of new SSRCs, address binding, jumps held aside.
+//! - [`load`]: the load governor: admission and shedding of streams by render time.
 //! - [`latency`]: end-to-end latency from sender reports and playback instants.
 //! - [`mem`]: allocation that is resident before the audio thread touches it.
 
@@ -19,6 +20,7 @@ pub mod delay;
 pub mod drift;
 pub mod jitter;
 pub mod latency;
+pub mod load;
 pub mod mem;
 pub mod mixer;
 pub mod playout;

@@ -70,6 +70,7 @@ use std::time::Duration;
 use cpal::traits::{DeviceTrait, StreamTrait};
 use cpal::SampleFormat;
 use patchcord_common::latency::CaptureClock;
+use patchcord_common::load::LoadGovernor;
 use patchcord_common::mixer::db_to_linear;
 use patchcord_common::playout::{packets_for_delay, DelayMode, PlayoutConfig, StreamPlayout};
 use patchcord_common::rtcp::{is_rtcp, parse_compound, RtcpPacket, SenderReport};
@@ -161,6 +162,12 @@ struct Args {
     /// --latency) plus 250 ms: 450 KB of packet storage at the defaults.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
     max_streams: u16,
+    /// Share of real time the rendering (every stream's decode and the mix) may use, in %.
+    /// New streams are refused when one more would not fit; if the load goes over anyway
+    /// (over half a second), the newest streams are shed so the rest keep playing in real
+    /// time. Both are counted (`refused_for_load`, `streams_shed`).
+    #[arg(long, value_name = "PERCENT", default_value_t = patchcord_common::load::DEFAULT_LIMIT * 100.0, value_parser = parse_load_limit)]
+    load_limit: f64,
     /// Gain of every stream in the mix, dB.
     #[arg(long, default_value_t = 0.0, value_parser = parse_gain_db)]
     gain_db: f32,
@@ -206,6 +213,14 @@ fn parse_latency(s: &str) -> Result<Latency, String> {
         Ok(Latency::Auto)
     } else {
         parse_latency_ms(s).map(Latency::Fixed)
+    }
+}
+
+/// `--load-limit`: a percentage in 1..=100.
+fn parse_load_limit(s: &str) -> Result<f64, String> {
+    match s.trim().trim_end_matches('%').parse::<f64>() {
+        Ok(p) if (1.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("'{s}': expected a percentage of real time, 1 to 100")),
     }
 }
 
@@ -586,7 +601,12 @@ async fn run(mut args: Args) -> Result<(), String> {
         payload,
         playout: playout_cfg,
         counters: NetCounters::default(),
-        registry: Registry::new(max_streams, args.gain_db, args.source_gain.clone()),
+        registry: Registry::new(
+            max_streams,
+            args.gain_db,
+            args.source_gain.clone(),
+            LoadGovernor::new(args.load_limit / 100.0),
+        ),
         probation: Probation::new(64 + 2 * max_streams),
         allow: args.allow.clone(),
         feedback: Feedback::new(rand::random(), rtcp_cname()),
@@ -655,6 +675,7 @@ async fn run(mut args: Args) -> Result<(), String> {
             }
             _ = drain.tick() => {
                 monitor.drain(&side.clocks, &mut side.registry);
+                side.shed_overload(clock.now_unix_ns());
                 side.fade_out_silent(clock.now_unix_ns(), timeout_ns);
             }
             _ = tick.tick() => {
@@ -790,6 +811,20 @@ struct NetSide {
 impl NetSide {
     /// Streams silent for `timeout_ns` fade out and leave the mix; one whose removal cannot
     /// be sent now (control queue full) is tried again at the next sweep.
+    /// `--load-limit`: the newest streams fade out when the governor says the render time
+    /// went over the limit.
+    fn shed_overload(&mut self, now_ns: i64) {
+        let n = self.registry.load.take_shed() as usize;
+        for (slot, ssrc) in self.registry.newest(n) {
+            if self.control.push(Control::Remove { slot, ssrc }).is_ok() {
+                self.registry.shed(ssrc, now_ns);
+                self.feedback.forget(ssrc);
+            } else {
+                self.counters.control_queue_full += 1;
+            }
+        }
+    }
+
     fn fade_out_silent(&mut self, now_ns: i64, timeout_ns: i64) {
         self.registry.silent(now_ns, timeout_ns, &mut self.silent);
         for &(slot, ssrc) in &self.silent {
@@ -857,7 +892,7 @@ impl NetSide {
                 });
             return;
         }
-        if registry.still_refused(ssrc) {
+        if registry.still_refused(ssrc, arrival) {
             return;
         }
         let Some(admission) = self.probation.offer(&meta, from, d, &mut self.counters.source) else {
@@ -865,9 +900,12 @@ impl NetSide {
         };
         // A new sender passed probation: its stream is allocated here, off the audio thread.
         let waiting = admission.earlier.len() as u64 + 1;
-        let Some((slot, gain_db)) = self.registry.free_slot(ssrc, from) else {
-            self.registry.refuse(ssrc, waiting);
-            return;
+        let (slot, gain_db) = match self.registry.free_slot(ssrc, from) {
+            Ok(s) => s,
+            Err(why) => {
+                self.registry.refuse(ssrc, waiting, why);
+                return;
+            }
         };
         let Ok(playout) = StreamPlayout::new(ssrc, self.playout) else {
             self.counters.source.unvalidated += waiting;
@@ -1131,9 +1169,11 @@ fn print_summary(s: &serde_json::Value, reason: StopReason) {
         f("t")
     );
     patchcord_devices::say!(
-        "  streams: {} started, {} refused (--max-streams), {} timed out",
+        "  streams: {} started, {} refused ({} of them for --load-limit), {} shed for --load-limit, {} timed out",
         s["streams_started"],
         s["streams_refused"],
+        s["refused_for_load"],
+        s["streams_shed"],
         s["streams_timed_out"]
     );
     patchcord_devices::say!(

@@ -228,6 +228,7 @@ impl Monitor {
                 self.output_start_unix_ns = Some(self.output_start_unix_ns.map_or(start, |m| m.min(start)));
             }
             self.render.push(s.render_ns);
+            registry.load.observe(s.frames, s.render_ns, s.active_streams);
             self.last = s;
         }
         if let Some((q, d)) = self.callback.as_mut() {
@@ -518,6 +519,9 @@ impl Monitor {
             "snapshots_dropped": s.snapshots_dropped,
             "reports_dropped": s.reports_dropped,
         });
+        out["refused_for_load"] = registry.refused_for_load.into();
+        out["streams_shed"] = registry.streams_shed.into();
+        out["load"] = registry.load.load().into();
         // source validation's counters, beside the others: wrong_source, unvalidated,
         // probation_evicted, held_aside, jumps_rejected, restarts
         if let (Some(o), Ok(serde_json::Value::Object(source))) =

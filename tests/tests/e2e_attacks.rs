@@ -724,3 +724,113 @@ fn validated_streams_beyond_max_streams_are_refused_and_counted_exactly() {
     assert!(u(r, "refused_packets") > 37 * 150, "{r}");
     assert_eq!(u(r, "unvalidated"), 0, "{r}");
 }
+
+/// `--load-limit`: well-formed streams that would take more render time than the limit
+/// allows (60 from patchcord-loadgen while the sender plays, with a limit of 1 % of real
+/// time, which the tone alone nearly fills) are refused and counted; the tone plays on.
+#[test]
+fn valid_streams_beyond_the_load_limit_are_refused_and_the_tone_plays_on() {
+    let r = run(
+        "attack_load",
+        &["--load-limit", "1", "--max-streams", "64"],
+        |_| None,
+        |relay, port, start| {
+            sender_header(relay);
+            at(start, 1.0);
+            let out = std::process::Command::new(bin("patchcord-loadgen"))
+                .args([
+                    "--to",
+                    &format!("127.0.0.1:{port}"),
+                    "--streams",
+                    "60",
+                    "--duration",
+                    "3",
+                ])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        },
+    );
+    assert_tone_unbroken(&r);
+    let r = &r.recv;
+    assert_eq!(u(r, "streams_refused"), 60, "{r}");
+    assert_eq!(u(r, "refused_for_load"), 60, "{r}");
+    assert_eq!(u(r, "streams_shed"), 0, "{r}");
+    assert!(u(r, "refused_packets") > 60 * 250, "{r}");
+}
+
+/// 60 streams arrive at once at a receiver that has measured nothing yet, and together
+/// take far more than `--load-limit 3` (% of real time): the newest are shed, counted,
+/// and kept out; the load comes back to the limit within a few windows, and the output
+/// stays in real time (the recording is as long as the run).
+#[test]
+fn streams_over_the_load_limit_are_shed_and_the_rest_play_in_real_time() {
+    let _serial = serial();
+    let dir = scratch("attack_shed");
+    let port = free_port_pair();
+    let secs = 6.0;
+    let mut recv = Proc::spawn(
+        &dir,
+        "recv",
+        &bin("patchcord-recv"),
+        &[
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--device".into(),
+            format!("wav:{}", dir.join("out.wav").display()),
+            "--channels".into(),
+            "1".into(),
+            "--duration".into(),
+            secs.to_string(),
+            "--load-limit".into(),
+            "3".into(),
+            "--max-streams".into(),
+            "64".into(),
+            "--stats-json".into(),
+            dir.join("recv.json").display().to_string(),
+            "-q".into(),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    let out = std::process::Command::new(bin("patchcord-loadgen"))
+        .args([
+            "--to",
+            &format!("127.0.0.1:{port}"),
+            "--streams",
+            "60",
+            "--frame-ms",
+            "2.5",
+            "--bitrate",
+            "128000",
+            "--duration",
+            "5",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (ok, err) = recv.wait(Duration::from_secs(30));
+    assert!(ok, "receiver failed: {err}");
+    let records = read_stats(&dir.join("recv.json"));
+    let r = records.last().unwrap();
+    let loads: Vec<f64> = records.iter().filter_map(|x| x["load"].as_f64()).collect();
+    eprintln!("loads per second: {loads:?}\n{r}");
+    let shed = u(r, "streams_shed");
+    assert!(shed >= 1, "{r}");
+    assert!(
+        u(r, "streams_started") > shed,
+        "the first streams keep playing: {r}"
+    );
+    assert_eq!(u(r, "streams_started") + u(r, "streams_refused"), 60, "{r}");
+    assert!(u(r, "refused_packets") > 0, "{r}");
+    // the last full seconds, with the survivors playing, are near the limit (a window a
+    // little over it sheds one more stream; a busy machine's noise moves it that much)
+    for l in &loads[loads.len() - 3..loads.len() - 1] {
+        assert!(*l <= 0.06, "load {l} far over the 0.03 limit: {loads:?}");
+    }
+    let (_, samples) = read_wav(&dir.join("out.wav"));
+    let played = samples.len() as f64 / 48_000.0;
+    assert!(
+        (played - secs).abs() < 0.2,
+        "{played:.2} s of output in a {secs} s run"
+    );
+}
