@@ -242,7 +242,7 @@ impl Registry {
             .iter()
             .map(|(&ssrc, e)| (e.admitted, e.slot, ssrc))
             .collect();
-        all.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        all.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
         all.into_iter()
             .take(n)
             .map(|(_, slot, ssrc)| (slot, ssrc))
