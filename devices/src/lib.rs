@@ -13,9 +13,11 @@
 //! # Ok::<(), patchcord_devices::DeviceError>(())
 //! ```
 //!
-//! [`net`] holds the multicast socket options both binaries share; [`config_file`] and
-//! [`generate`] their `--config FILE` and `--generate KIND`.
+//! [`net`] holds the multicast socket options both binaries share, [`allow`] their
+//! `--allow CIDR` list; [`config_file`] and [`generate`] their `--config FILE` and
+//! `--generate KIND`.
 
+pub mod allow;
 mod alsa_quiet;
 pub mod app;
 pub mod clock;

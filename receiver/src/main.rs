@@ -77,6 +77,7 @@ use patchcord_common::rtcp::{is_rtcp, parse_compound, RtcpPacket, SenderReport};
 use patchcord_common::rtp::{DropReason, MAX_DATAGRAM_LEN, RTP_HEADER_LEN};
 use patchcord_common::sdp::{RtcpPort, StreamDescription};
 use patchcord_common::source::{is_rtcp_source, PacketMeta, Probation};
+use patchcord_devices::allow::{parse_allow, Allow, IpNet};
 use patchcord_devices::app::{
     choose_config, parse_seconds, rtcp_cname, run_main, wait_for_stop, DeviceArgs, SetupArgs, StatsSink,
     StopReason,
@@ -128,7 +129,7 @@ struct Args {
     /// are counted (`not_allowed`) and dropped. Default: every address. For a multicast
     /// group, a sender's address is its own (unicast) source address, not the group's.
     #[arg(long, value_name = "CIDR", num_args = 1.., value_parser = parse_allow)]
-    allow: Vec<ipnet::IpNet>,
+    allow: Vec<IpNet>,
     #[command(flatten)]
     device: DeviceArgs,
     #[command(flatten)]
@@ -222,14 +223,6 @@ fn parse_load_limit(s: &str) -> Result<f64, String> {
         Ok(p) if (1.0..=100.0).contains(&p) => Ok(p),
         _ => Err(format!("'{s}': expected a percentage of real time, 1 to 100")),
     }
-}
-
-/// `--allow`: a network in CIDR notation, or one address.
-fn parse_allow(s: &str) -> Result<ipnet::IpNet, String> {
-    s.parse::<ipnet::IpNet>()
-        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-        .map(|n| n.trunc())
-        .map_err(|_| format!("'{s}' is not a network (CIDR like 192.168.1.0/24 or fd00::/8) or an address"))
 }
 
 fn parse_budget(s: &str) -> Result<f64, String> {
@@ -608,7 +601,7 @@ async fn run(mut args: Args) -> Result<(), String> {
             LoadGovernor::new(args.load_limit / 100.0),
         ),
         probation: Probation::new(64 + 2 * max_streams),
-        allow: args.allow.clone(),
+        allow: Allow::new(args.allow.clone()),
         feedback: Feedback::new(rand::random(), rtcp_cname()),
         clocks: HashMap::new(),
         early_rtcp: VecDeque::with_capacity(EARLY_RTCP),
@@ -789,8 +782,8 @@ struct NetSide {
     counters: NetCounters,
     registry: Registry,
     probation: Probation,
-    /// `--allow`: the networks heard (empty: all).
-    allow: Vec<ipnet::IpNet>,
+    /// `--allow`: the networks heard.
+    allow: Allow,
     /// RTCP kept about each stream's sender (from its own RTCP source only), and the
     /// receiver reports sent back.
     feedback: Feedback,
@@ -847,8 +840,7 @@ impl NetSide {
 
     /// `--allow`: whether datagrams from `from` are heard (counted when not).
     fn allowed(&mut self, from: SocketAddr) -> bool {
-        let ip = from.ip().to_canonical();
-        if self.allow.is_empty() || self.allow.iter().any(|n| n.contains(&ip)) {
+        if self.allow.hears(from.ip()) {
             return true;
         }
         self.counters.not_allowed += 1;
@@ -1255,17 +1247,6 @@ fn print_summary(s: &serde_json::Value, reason: StopReason) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn allow_takes_networks_and_addresses() {
-        let n = parse_allow("192.168.1.77/24").unwrap();
-        assert_eq!(n.to_string(), "192.168.1.0/24");
-        assert!(n.contains(&"192.168.1.5".parse::<std::net::IpAddr>().unwrap()));
-        assert_eq!(parse_allow("10.1.2.3").unwrap().to_string(), "10.1.2.3/32");
-        assert_eq!(parse_allow("fd00::/8").unwrap().to_string(), "fd00::/8");
-        assert!(parse_allow("10.0.0.0/33").is_err());
-        assert!(parse_allow("somewhere").is_err());
-    }
 
     /// `Args` from `argv` (no program name), with `--config` naming a file holding `toml`
     /// when it is given; printed, with the file's name left out.

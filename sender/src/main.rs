@@ -28,6 +28,7 @@ use cpal::SampleFormat;
 use patchcord_common::red::{RedEncoder, MAX_RED_BLOCK_LEN, MAX_RED_PAYLOAD_LEN};
 use patchcord_common::rtp::Packetizer;
 use patchcord_common::sdp::{Redundancy, RtcpPort, StreamDescription};
+use patchcord_devices::allow::{parse_allow, Allow, IpNet};
 use patchcord_devices::app::{
     choose_config, parse_frame_ms, parse_seconds, rtcp_cname, run_main, wait_for_stop, DeviceArgs, SetupArgs,
     StatsSink, StopReason,
@@ -101,6 +102,11 @@ struct Args {
     /// Send RTCP to the RTP port (RFC 5761 mux) instead of port + 1.
     #[arg(long)]
     rtcp_mux: bool,
+    /// Hear receiver reports only from these networks (CIDR, e.g. 192.168.1.0/24, or one
+    /// address); RTCP from anywhere else is counted (`rtcp_not_allowed`) and ignored.
+    /// Default: every address.
+    #[arg(long, value_name = "CIDR", num_args = 1.., value_parser = parse_allow)]
+    allow: Vec<IpNet>,
     /// Do not send RTCP at all.
     #[arg(long, conflicts_with = "rtcp_mux")]
     no_rtcp: bool,
@@ -364,6 +370,7 @@ async fn run(args: Args) -> Result<(), String> {
                     .map_err(|e| format!("cannot share the UDP socket: {e}"))?,
                 ssrc,
                 clock,
+                allow: Allow::new(args.allow.clone()),
                 sent: sent_rx,
                 reports: reports.clone(),
                 stop: stop.clone(),
@@ -519,6 +526,8 @@ async fn run(args: Args) -> Result<(), String> {
             "encode_us_mean": if packets > 0 { enc_stats.encode_ns_total.load(Ordering::Relaxed) as f64 / 1000.0 / packets as f64 } else { 0.0 },
             "receiver_reports": reports.receiver_reports.load(Ordering::Relaxed),
             "rtcp_malformed": reports.rtcp_malformed.load(Ordering::Relaxed),
+            "rtcp_not_allowed": reports.not_allowed.load(Ordering::Relaxed),
+            "not_rtcp": reports.not_rtcp.load(Ordering::Relaxed),
             "receivers": reports.snapshot(),
         })
     };

@@ -1,5 +1,6 @@
 //! What the receivers say back: a thread reads the RTCP that arrives on the sender's
-//! socket (receivers send their reports to where our RTCP comes from) and keeps, for each
+//! socket (receivers send their reports to where our RTCP comes from) from the networks
+//! `--allow` hears, and keeps, for each
 //! receiver (by its SSRC, at most [`MAX_RECEIVERS`]), the last report block about our
 //! stream: fraction lost, cumulative lost, interarrival jitter, and the round trip.
 //!
@@ -16,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use patchcord_common::rtcp::{is_rtcp, ntp_short_to_ns, parse_compound, ReportBlock, RtcpPacket};
+use patchcord_devices::allow::Allow;
 use patchcord_devices::clock::HostClock;
 use serde::Serialize;
 
@@ -48,6 +50,10 @@ pub struct Reports {
     pub receivers: Mutex<Vec<ReceiverView>>,
     pub receiver_reports: AtomicU64,
     pub rtcp_malformed: AtomicU64,
+    /// Datagrams from outside `--allow`.
+    pub not_allowed: AtomicU64,
+    /// Datagrams on the socket that are not RTCP.
+    pub not_rtcp: AtomicU64,
 }
 
 impl Reports {
@@ -60,6 +66,7 @@ pub struct ReportReader {
     pub socket: UdpSocket,
     pub ssrc: u32,
     pub clock: HostClock,
+    pub allow: Allow,
     pub sent: rtrb::Consumer<SentReport>,
     pub reports: Arc<Reports>,
     pub stop: Arc<AtomicBool>,
@@ -81,8 +88,12 @@ impl ReportReader {
                 sent[next % SENT_REMEMBERED] = s;
                 next += 1;
             }
-            if is_rtcp(&buf[..len]) {
+            if !self.allow.hears(from.ip()) {
+                self.reports.not_allowed.fetch_add(1, Ordering::Relaxed);
+            } else if is_rtcp(&buf[..len]) {
                 self.read(&buf[..len], from, arrival, &sent);
+            } else {
+                self.reports.not_rtcp.fetch_add(1, Ordering::Relaxed);
             }
         }
     }

@@ -251,3 +251,70 @@ fn a_foreign_senders_reports_give_only_the_receiver_side_delay() {
         "{err}"
     );
 }
+
+/// `patchcord-send --allow`: receiver reports from a network outside the list are counted
+/// (`rtcp_not_allowed`) and never shown; from inside it they are.
+#[test]
+fn patchcord_send_hears_receiver_reports_only_from_allowed_networks() {
+    let _serial = serial();
+    for (allow, heard) in [("127.0.0.0/8", true), ("10.0.0.0/8", false)] {
+        let dir = scratch(&format!("rtcp_allow_{heard}"));
+        let port = free_port_pair();
+        let mut recv = Proc::spawn(
+            &dir,
+            "recv",
+            &bin("patchcord-recv"),
+            &[
+                "--listen".into(),
+                format!("127.0.0.1:{port}"),
+                "--device".into(),
+                "null".into(),
+                "--duration".into(),
+                "7".into(),
+                "--stats-json".into(),
+                dir.join("recv.json").display().to_string(),
+                "-q".into(),
+            ],
+        );
+        wait_for_file(&dir.join("recv.json"));
+        let mut send = Proc::spawn(
+            &dir,
+            "send",
+            &bin("patchcord-send"),
+            &[
+                "--to".into(),
+                format!("127.0.0.1:{port}"),
+                "--device".into(),
+                "tone:440".into(),
+                "--duration".into(),
+                "5".into(),
+                "--allow".into(),
+                allow.into(),
+                "--stats-json".into(),
+                dir.join("send.json").display().to_string(),
+                "-q".into(),
+            ],
+        );
+        let (ok, err) = send.wait(Duration::from_secs(30));
+        assert!(ok, "{err}");
+        let (ok, err) = recv.wait(Duration::from_secs(30));
+        assert!(ok, "{err}");
+        let s = final_stats(&dir.join("send.json"));
+        let sent = final_stats(&dir.join("recv.json"))["receiver_reports_sent"]
+            .as_u64()
+            .unwrap();
+        assert!(sent >= 1, "the receiver sent no report");
+        let (reports, not_allowed) = (
+            s["receiver_reports"].as_u64().unwrap(),
+            s["rtcp_not_allowed"].as_u64().unwrap(),
+        );
+        println!("--allow {allow}: {reports} reports heard, {not_allowed} not allowed, {sent} sent");
+        if heard {
+            assert!(reports >= 1 && not_allowed == 0, "{s}");
+            assert_eq!(s["receivers"].as_array().map(Vec::len), Some(1), "{s}");
+        } else {
+            assert!(reports == 0 && not_allowed >= 1, "{s}");
+            assert_eq!(s["receivers"].as_array().map(Vec::len), Some(0), "{s}");
+        }
+    }
+}
