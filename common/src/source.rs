@@ -234,6 +234,11 @@ impl StreamSource {
         is_rtcp_source(self.address, from)
     }
 
+    /// Packets held aside now (runs not yet confirmed, and a comeback).
+    pub fn held_packets(&self) -> usize {
+        self.runs.iter().map(Vec::len).sum::<usize>() + self.comeback.len()
+    }
+
     /// Arrival of the last packet delivered: held or foreign packets do not keep a stream
     /// alive.
     pub fn last_delivered_ns(&self) -> i64 {
