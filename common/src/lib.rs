@@ -13,12 +13,14 @@
 //! - [`stats`]: RFC 3550 reception statistics and playout counters.
 //! - [`source`]: source validation: probation of new SSRCs, address binding, jumps held aside.
 //! - [`latency`]: end-to-end latency from sender reports and playback instants.
+//! - [`level`]: peak / RMS dBFS and clip counts for the meters.
 //! - [`mem`]: allocation that is resident before the audio thread touches it.
 
 pub mod delay;
 pub mod drift;
 pub mod jitter;
 pub mod latency;
+pub mod level;
 pub mod mem;
 pub mod mixer;
 pub mod playout;

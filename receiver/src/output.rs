@@ -31,6 +31,7 @@
 use std::time::Instant;
 
 use cpal::OutputCallbackInfo;
+use patchcord_common::level::Levels;
 use patchcord_common::mixer::{Mixer, StreamGain};
 use patchcord_common::playout::{Segment, SegmentSink, StreamPlayout};
 use patchcord_common::red::RedInfo;
@@ -133,6 +134,8 @@ pub struct Snapshot {
     pub snapshots_dropped: u64,
     pub reports_dropped: u64,
     pub clipped_samples: u64,
+    /// Levels of this period's output (the mix after its soft clipper).
+    pub mix_levels: Levels,
 }
 
 /// One stream's state, reported round-robin (a few streams per period).
@@ -159,6 +162,8 @@ pub struct StreamReport {
     /// From this period's rendering to its playback, ns: with `delay_ns`, the receiver's
     /// own share of the latency (arrival of the fastest packets → playback).
     pub output_delay_ns: i64,
+    /// Levels of the stream's decoded audio (before its gain) since its previous report.
+    pub levels: Levels,
 }
 
 /// Streams reported per period: 256 streams at 375 periods/s are each refreshed ~6×/s.
@@ -195,6 +200,8 @@ impl SegmentSink for QueueSink<'_> {
 pub struct StreamSlot {
     pub stream: Option<Box<StreamPlayout>>,
     pub gain: StreamGain,
+    /// Levels of the stream's decoded audio since its last report.
+    pub levels: Levels,
 }
 
 pub struct OutputSide {
@@ -247,6 +254,7 @@ impl OutputSide {
                 .map(|_| StreamSlot {
                     stream: None,
                     gain: StreamGain::new(1.0),
+                    levels: Levels::default(),
                 })
                 .collect(),
             mixer: Mixer::new(channels, max_frames),
@@ -325,6 +333,7 @@ impl OutputSide {
                     Some(s) if s.stream.is_none() => {
                         s.stream = Some(stream);
                         s.gain = StreamGain::new(gain);
+                        s.levels = Levels::default();
                     }
                     // a slot still in use (the control thread never does this): hand it back
                     _ => {
@@ -391,6 +400,7 @@ impl OutputSide {
                 dropped: &mut self.segments_dropped,
             };
             s.pull(self.mixer.scratch(), self.out_frame, now, &mut sink);
+            slot.levels.measure(self.mixer.scratch());
             if s.has_finished() {
                 // said goodbye and played out: leave the mix
                 slot.gain.fade_out();
@@ -401,6 +411,8 @@ impl OutputSide {
             }
         }
         self.mixer.finish(out);
+        let mut mix_levels = Levels::default();
+        mix_levels.measure(out);
         // per-stream reports, round-robin
         let n = self.slots.len();
         let mut sent = 0;
@@ -430,6 +442,7 @@ impl OutputSide {
                 extended_max_seq: s.register().extended_max(),
                 jitter_rtp: s.register().jitter_rtp(),
                 output_delay_ns: playback - now,
+                levels: std::mem::take(&mut self.slots[i].levels),
             };
             if self.reports.push(report).is_err() {
                 self.reports_dropped += 1;
@@ -451,6 +464,7 @@ impl OutputSide {
             snapshots_dropped: self.snapshots_dropped,
             reports_dropped: self.reports_dropped,
             clipped_samples: self.mixer.clipped_samples,
+            mix_levels,
         };
         self.out_frame += frames as u64;
         if self.snapshots.push(snap).is_err() {
