@@ -595,6 +595,8 @@ mod tests {
         let mut started = 0u32;
         // slot -> (ssrc, packetizer, packets sent)
         let mut live: [Option<(u32, Packetizer, u64)>; 8] = std::array::from_fn(|_| None);
+        // reports and snapshots whose levels measured sound (the meters run in the callback)
+        let (mut stream_metered, mut mix_metered) = (0u64, 0u64);
         let mut drain = |retired_rx: &mut rtrb::Consumer<Retired>,
                          live: &mut [Option<(u32, Packetizer, u64)>; 8]| {
             let mut n = 0;
@@ -603,8 +605,12 @@ mod tests {
                 drop(r);
                 n += 1;
             }
-            while snap_rx.pop().is_ok() {}
-            while report_rx.pop().is_ok() {}
+            while let Ok(s) = snap_rx.pop() {
+                mix_metered += (s.mix_levels.samples > 0 && s.mix_levels.peak > 0.0) as u64;
+            }
+            while let Ok(r) = report_rx.pop() {
+                stream_metered += (r.levels.samples > 0 && r.levels.peak > 0.0) as u64;
+            }
             while seg_rx.pop().is_ok() {}
             n
         };
@@ -711,6 +717,7 @@ mod tests {
             );
         }
         assert_eq!(violation_count(), 0, "the output callback allocated or freed");
+        assert!(stream_metered > 1000 && mix_metered > 1000, "{stream_metered} {mix_metered}");
         assert_eq!(freed, 1000, "every stream was handed back to be freed");
         assert_eq!(side.side().retire_queue_full, 0);
         assert!(
