@@ -717,7 +717,10 @@ mod tests {
             );
         }
         assert_eq!(violation_count(), 0, "the output callback allocated or freed");
-        assert!(stream_metered > 1000 && mix_metered > 1000, "{stream_metered} {mix_metered}");
+        assert!(
+            stream_metered > 1000 && mix_metered > 1000,
+            "{stream_metered} {mix_metered}"
+        );
         assert_eq!(freed, 1000, "every stream was handed back to be freed");
         assert_eq!(side.side().retire_queue_full, 0);
         assert!(

@@ -269,7 +269,7 @@ fn dashboard_in_chromium_and_the_report_of_the_run() {
     let _serial = serial();
     let dir = scratch("monitoring_dashboard");
     let port = free_port_pair();
-    let http = free_tcp_port();
+    let (http, send_http) = (free_tcp_port(), free_tcp_port());
     let stats = dir.join("recv.json");
     let recv = Proc::spawn(
         &dir,
@@ -285,7 +285,7 @@ fn dashboard_in_chromium_and_the_report_of_the_run() {
             s("--gain-db"),
             s("-6"),
             s("--duration"),
-            s("16"),
+            s("24"),
             s("--http"),
             format!("127.0.0.1:{http}"),
             s("--stats-json"),
@@ -294,25 +294,25 @@ fn dashboard_in_chromium_and_the_report_of_the_run() {
         ],
     );
     wait_for_file(&stats);
-    let senders: Vec<Proc> = [("a", "tone:440"), ("b", "tone:1000")]
+    // sender a serves its own dashboard
+    let senders: Vec<Proc> = [("a", "tone:440", true), ("b", "tone:1000", false)]
         .iter()
-        .map(|(name, tone)| {
-            Proc::spawn(
-                &dir,
-                name,
-                &bin("patchcord-send"),
-                &[
-                    s("--to"),
-                    format!("127.0.0.1:{port}"),
-                    s("--device"),
-                    s(tone),
-                    s("--channels"),
-                    s("1"),
-                    s("--duration"),
-                    s("14"),
-                    s("-q"),
-                ],
-            )
+        .map(|&(name, tone, serves)| {
+            let mut a = vec![
+                s("--to"),
+                format!("127.0.0.1:{port}"),
+                s("--device"),
+                s(tone),
+                s("--channels"),
+                s("1"),
+                s("--duration"),
+                s("22"),
+                s("-q"),
+            ];
+            if serves {
+                a.extend([s("--http"), format!("127.0.0.1:{send_http}")]);
+            }
+            Proc::spawn(&dir, name, &bin("patchcord-send"), &a)
         })
         .collect();
     std::thread::sleep(Duration::from_secs(3));
@@ -336,6 +336,18 @@ fn dashboard_in_chromium_and_the_report_of_the_run() {
         std::fs::metadata(&shot).unwrap().len() > 10_000,
         "a screenshot of the page"
     );
+    // the sender's page: its capture meter, its plots advancing
+    python(&[
+        script("browser_check.py").to_str().unwrap(),
+        &format!("http://127.0.0.1:{send_http}/"),
+        "--selector",
+        ".meter.capture",
+        "--meters",
+        "1",
+        "--live",
+        "--screenshot",
+        artifacts().join("dashboard-send.png").to_str().unwrap(),
+    ]);
     for (mut p, what) in senders
         .into_iter()
         .zip(["sender a", "sender b"])
