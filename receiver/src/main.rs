@@ -343,6 +343,12 @@ async fn bind_rtp(listen: SocketAddr, from_sdp: bool) -> std::io::Result<UdpSock
 async fn run(mut args: Args) -> Result<(), String> {
     // before any thread takes real-time priority: its thread inherits none
     let mut publisher = patchcord_web::server::start(&args.http, "patchcord-recv")?;
+    if let Some(p) = publisher.as_ref().filter(|_| !args.quiet) {
+        patchcord_devices::say!(
+            "patchcord-recv: dashboard on http://{}/ (metrics at /metrics)",
+            p.local_addr()
+        );
+    }
     let sdp = args.sdp.as_deref().map(read_sdp).transpose()?;
     if let Some(d) = &sdp {
         args.listen = SocketAddr::new(d.destination, d.port).to_string();

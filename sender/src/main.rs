@@ -202,6 +202,12 @@ fn write_sdp(path: &str, text: &str) -> Result<(), String> {
 
 async fn run(args: Args) -> Result<(), String> {
     let mut publisher = patchcord_web::server::start(&args.http, "patchcord-send")?;
+    if let Some(p) = publisher.as_ref().filter(|_| !args.quiet) {
+        patchcord_devices::say!(
+            "patchcord-send: dashboard on http://{}/ (metrics at /metrics)",
+            p.local_addr()
+        );
+    }
     if args.sdp.as_deref() == Some("-") && args.stats_json.as_deref() == Some("-") {
         return Err("--sdp - and --stats-json - both want standard output; give one a file".into());
     }

@@ -262,6 +262,29 @@ fn levels_metrics_a_tone_silence_and_clips() {
             .map(|st| (st["peak_dbfs"].clone(), st["rms_dbfs"].clone()))
             .collect::<Vec<_>>()
     );
+
+    // a sender's stats file makes a report too: its capture meter and its plots
+    let report = dir.join("send-report.html");
+    let out = Command::new(bin("patchcord-recv"))
+        .args([
+            "--report",
+            dir.join("tone.json").to_str().unwrap(),
+            "-o",
+            report.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    python(&[
+        script("browser_check.py").to_str().unwrap(),
+        &format!("file://{}", report.display()),
+        "--selector",
+        ".meter.capture",
+        "--meters",
+        "1",
+        "--screenshot",
+        artifacts().join("report-send.png").to_str().unwrap(),
+    ]);
 }
 
 #[test]

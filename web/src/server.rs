@@ -12,11 +12,13 @@
 //!
 //! Off by default; an address that is not loopback is refused unless `--http-public`
 //! says so, since anyone who reaches the port reads the stats (addresses, SSRCs) with no
-//! authentication.
+//! authentication. Memory is bounded: [`HISTORY`] records, and at most
+//! [`MAX_EVENT_CLIENTS`] event streams open at once (more are answered 503).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
@@ -25,13 +27,15 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use futures_util::Stream;
 use serde::Serialize;
 
 use crate::metrics::{Metrics, MetricsWriter};
 
 /// Records kept for a dashboard that opens: five minutes at one a second.
 pub const HISTORY: usize = 300;
+
+/// Dashboards (event streams) served at once.
+pub const MAX_EVENT_CLIENTS: usize = 16;
 
 /// The dashboard page (also the report's, with the records written in).
 pub const DASHBOARD_HTML: &str = include_str!("../assets/dashboard.html");
@@ -60,6 +64,17 @@ struct Latest {
 struct Shared {
     latest: Mutex<Latest>,
     changed: tokio::sync::watch::Sender<u64>,
+    /// Event streams open now.
+    clients: AtomicUsize,
+}
+
+/// One open event stream, counted while it lives.
+struct Client(Arc<Shared>);
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.0.clients.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Shared {
@@ -75,9 +90,15 @@ impl Shared {
 pub struct Publisher {
     shared: Arc<Shared>,
     count: u64,
+    local: SocketAddr,
 }
 
 impl Publisher {
+    /// Where the endpoint listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
     /// Render `stats` (JSON and metrics) and make it the latest record.
     pub fn publish<T: Serialize + Metrics>(&mut self, stats: &T) {
         let Ok(json) = serde_json::to_string(stats) else {
@@ -120,9 +141,11 @@ pub fn start(args: &HttpArgs, program: &str) -> Result<Option<Publisher>, String
     listener
         .set_nonblocking(true)
         .map_err(|e| format!("--http: {e}"))?;
+    let local = listener.local_addr().map_err(|e| format!("--http: {e}"))?;
     let shared = Arc::new(Shared {
         latest: Mutex::new(Latest::default()),
         changed: tokio::sync::watch::Sender::new(0),
+        clients: AtomicUsize::new(0),
     });
     let app = Router::new()
         .route("/", get(|| async { Html(DASHBOARD_HTML) }))
@@ -150,7 +173,11 @@ pub fn start(args: &HttpArgs, program: &str) -> Result<Option<Publisher>, String
             }
         })
         .map_err(|e| format!("--http: cannot start its thread: {e}"))?;
-    Ok(Some(Publisher { shared, count: 0 }))
+    Ok(Some(Publisher {
+        shared,
+        count: 0,
+        local,
+    }))
 }
 
 /// No record yet: the first comes a second after the start.
@@ -184,12 +211,103 @@ async fn history(State(s): State<Arc<Shared>>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-async fn events(State(s): State<Arc<Shared>>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+async fn events(State(s): State<Arc<Shared>>) -> Response {
+    if s.clients.fetch_add(1, Ordering::Relaxed) >= MAX_EVENT_CLIENTS {
+        s.clients.fetch_sub(1, Ordering::Relaxed);
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many dashboards open\n").into_response();
+    }
+    let client = Client(s.clone());
     let rx = s.changed.subscribe();
-    let stream = futures_util::stream::unfold((rx, s), |(mut rx, s)| async move {
+    let stream = futures_util::stream::unfold((rx, client), |(mut rx, client)| async move {
         rx.changed().await.ok()?;
-        let json = s.read(|l| l.json.clone());
-        Some((Ok(Event::default().data(&*json)), (rx, s)))
+        let json = client.0.read(|l| l.json.clone());
+        Some((Ok::<_, Infallible>(Event::default().data(&*json)), (rx, client)))
     });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    #[derive(Serialize)]
+    struct Record {
+        t: u32,
+    }
+
+    impl Metrics for Record {
+        fn write_metrics(&self, m: &mut MetricsWriter) {
+            m.family("test_t", "t", false, &[(vec![], self.t as f64)]);
+        }
+    }
+
+    /// Send a GET, read until the headers (and, with `whole`, the body) are in.
+    fn get(addr: SocketAddr, path: &str, whole: bool) -> (TcpStream, String) {
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let close = if whole { "Connection: close\r\n" } else { "" };
+        write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\n{close}\r\n").unwrap();
+        let mut text = String::new();
+        if whole {
+            c.read_to_string(&mut text).unwrap();
+        } else {
+            let mut buf = [0u8; 4096];
+            while !text.contains("\r\n\r\n") {
+                let n = c.read(&mut buf).unwrap();
+                assert!(n > 0, "closed: {text}");
+                text.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+        (c, text)
+    }
+
+    #[test]
+    fn serves_the_latest_record_its_history_and_bounded_event_streams() {
+        let args = HttpArgs {
+            http: Some("127.0.0.1:0".parse().unwrap()),
+            http_public: false,
+        };
+        let mut p = start(&args, "test").unwrap().unwrap();
+        let addr = p.local_addr();
+        assert!(get(addr, "/stats.json", true).1.starts_with("HTTP/1.1 503"));
+        for t in 0..(HISTORY as u32 + 5) {
+            p.publish(&Record { t });
+        }
+        let last = HISTORY as u32 + 4;
+        assert!(get(addr, "/stats.json", true)
+            .1
+            .ends_with(&format!("{{\"t\":{last}}}")));
+        let metrics = get(addr, "/metrics", true).1;
+        assert!(
+            metrics.contains("text/plain; version=0.0.4") && metrics.ends_with(&format!("test_t {last}\n"))
+        );
+        let history = get(addr, "/history.json", true).1;
+        assert!(history.contains("[{\"t\":5},") && history.matches("\"t\"").count() == HISTORY);
+        let page = get(addr, "/", true).1;
+        assert!(page.starts_with("HTTP/1.1 200") && page.contains("new EventSource(\"events\")"));
+        let open: Vec<_> = (0..MAX_EVENT_CLIENTS)
+            .map(|_| get(addr, "/events", false))
+            .collect();
+        assert!(open.iter().all(|(_, h)| h.contains("text/event-stream")));
+        assert!(get(addr, "/events", true).1.starts_with("HTTP/1.1 503"));
+    }
+
+    #[test]
+    fn refuses_an_address_beyond_loopback_unless_public() {
+        let args = |a: &str, public| HttpArgs {
+            http: Some(a.parse().unwrap()),
+            http_public: public,
+        };
+        let e = start(&args("0.0.0.0:0", false), "test").err().unwrap();
+        assert!(
+            e.contains("not a loopback address") && e.contains("--http-public"),
+            "{e}"
+        );
+        assert!(start(&args("[::ffff:10.0.0.1]:0", false), "test").is_err());
+        assert!(start(&args("127.0.0.1:0", false), "test").is_ok_and(|p| p.is_some()));
+        assert!(start(&HttpArgs::default(), "test").is_ok_and(|p| p.is_none()));
+    }
 }
