@@ -1175,6 +1175,7 @@ mod tests {
             timeline = "t.csv"
             render-ahead = 2
             quiet = true
+            http = "[::1]:9900"
         "#;
         let flags = [
             "--listen=127.0.0.1:6000",
@@ -1230,6 +1231,8 @@ mod tests {
             "--render-ahead",
             "2",
             "-q",
+            "--http",
+            "[::1]:9900",
         ];
         let from_file = parsed(Some(file), &[]);
         assert_eq!(from_file, parsed(None, &flags));

@@ -7,7 +7,9 @@
 //! that leave fade out over 10 ms and go back through another queue, to be freed by the
 //! control thread. Packets arrive in preallocated slots, addressed to a stream slot by the
 //! network side. Statistics leave through queues; when one is full the item is dropped
-//! *and counted*.
+//! *and counted*. The level meters (peak, energy, clips: `patchcord_common::level`) are
+//! measured here in the same pass, on each stream's decoded block and on the output, and
+//! leave with the stream reports and the period snapshots.
 //!
 //! # Decoding in the callback, or in a render thread
 //! By default each stream is decoded inside the callback, just in time, without a queue of

@@ -663,6 +663,8 @@ mod tests {
             stats-json = "-"
             quiet = true
             low-latency = true
+            http = "127.0.0.1:9901"
+            http-public = true
         "#;
         let flags = [
             "--to",
@@ -709,6 +711,9 @@ mod tests {
             "-",
             "--quiet",
             "--low-latency",
+            "--http",
+            "127.0.0.1:9901",
+            "--http-public",
         ];
         let from_file = parsed(Some(file), &[]);
         assert_eq!(from_file, parsed(None, &flags));
