@@ -638,6 +638,8 @@ async fn run(mut args: Args) -> Result<(), String> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     let mut drain = tokio::time::interval(Duration::from_millis(20));
+    // every fifth drain (100 ms) the dashboard's meters get their levels
+    let mut drains = 0u64;
     let mut last_bytes = 0u64;
     // RTP rate received, the session bandwidth of the RTCP schedule (at least 16 kb/s)
     let mut session_bps = 16_000.0;
@@ -685,6 +687,10 @@ async fn run(mut args: Args) -> Result<(), String> {
             _ = drain.tick() => {
                 monitor.drain(&side.clocks, &mut side.registry);
                 side.fade_out_silent(clock.now_unix_ns(), timeout_ns);
+                drains += 1;
+                if let Some(p) = publisher.as_ref().filter(|_| drains.is_multiple_of(5)) {
+                    p.publish_levels(&monitor.live_levels());
+                }
             }
             _ = tick.tick() => {
                 if render_thread.as_ref().is_some_and(|t| t.has_died()) {

@@ -24,7 +24,7 @@ use crate::feedback::{Feedback, Reception};
 use crate::latency::LatencyLog;
 use crate::output::{Retired, Snapshot, StreamReport};
 use crate::registry::Registry;
-use crate::stats::{ReceiverStats, StreamStats, SCHEMA};
+use crate::stats::{unix_ms, LiveLevels, LiveStreamLevels, ReceiverStats, StreamStats, SCHEMA};
 use crate::timeline::Timeline;
 
 /// Counters of the network side.
@@ -60,6 +60,8 @@ struct SlotView {
     /// Levels of the second under way, and of the last complete one.
     levels: Levels,
     last_levels: Levels,
+    /// Levels since the meters were last read ([`Monitor::live_levels`]).
+    live: Levels,
     /// Decoded samples at full scale since the stream started.
     clipped: u64,
 }
@@ -81,9 +83,11 @@ pub struct Monitor {
     timeline: Option<Timeline>,
     pub last: Snapshot,
     slots: Vec<SlotView>,
-    /// Output levels of the second under way, and of the last complete one.
+    /// Output levels of the second under way, and of the last complete one, and since the
+    /// meters were last read.
     mix_levels: Levels,
     last_mix_levels: Levels,
+    live_mix: Levels,
     /// Counters of streams that have left (read from the stream before it is freed).
     retired_totals: StreamCounters,
     retired_lost: i64,
@@ -122,6 +126,7 @@ impl Monitor {
             slots: vec![SlotView::default(); max_streams],
             mix_levels: Levels::default(),
             last_mix_levels: Levels::default(),
+            live_mix: Levels::default(),
             retired_totals: StreamCounters::default(),
             retired_lost: 0,
             retired_expected: 0,
@@ -144,6 +149,7 @@ impl Monitor {
             }
             self.render.push(s.render_ns);
             self.mix_levels.merge(&s.mix_levels);
+            self.live_mix.merge(&s.mix_levels);
             self.last = s;
         }
         if let Some((q, d)) = self.callback.as_mut() {
@@ -169,6 +175,7 @@ impl Monitor {
                 self.latency.reading(slot, c.latency_ns(ts, r.playback_unix_ns));
             }
             v.levels.merge(&r.levels);
+            v.live.merge(&r.levels);
             v.clipped += r.levels.clipped;
             v.report = Some(r);
         }
@@ -213,6 +220,30 @@ impl Monitor {
             v.last_levels = std::mem::take(&mut v.levels);
         }
         self.last_mix_levels = std::mem::take(&mut self.mix_levels);
+    }
+
+    /// The meters' levels since they were last read (for the dashboard, ten times a
+    /// second): each playing stream's, and the mix's.
+    pub fn live_levels(&mut self) -> LiveLevels {
+        let streams = self
+            .slots
+            .iter_mut()
+            .filter_map(|v| {
+                let l = std::mem::take(&mut v.live);
+                v.report.map(|r| LiveStreamLevels {
+                    ssrc: r.ssrc,
+                    peak_dbfs: l.peak_dbfs(),
+                    rms_dbfs: l.rms_dbfs(),
+                })
+            })
+            .collect();
+        let mix = std::mem::take(&mut self.live_mix);
+        LiveLevels {
+            unix_ms: unix_ms(),
+            streams,
+            mix_peak_dbfs: mix.peak_dbfs(),
+            mix_rms_dbfs: mix.rms_dbfs(),
+        }
     }
 
     pub fn finish_timeline(&mut self) -> std::io::Result<()> {
@@ -288,13 +319,10 @@ impl Monitor {
         }
         let net = cx.net;
         let ms = |ns: i64| ns as f64 / 1e6;
-        let unix_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
         ReceiverStats {
             schema: SCHEMA,
             program: "patchcord-recv",
-            unix_ms,
+            unix_ms: unix_ms(),
             t: self.started.elapsed().as_secs_f64(),
             final_,
             mode: match cx.cfg.mode {

@@ -57,6 +57,30 @@ pub struct StreamStats {
     pub clipped_samples: u64,
 }
 
+/// The meters between records (the dashboard's `levels` events, ten a second): each
+/// playing stream's levels and the mix's over the last tenth of a second.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveLevels {
+    pub unix_ms: i64,
+    pub streams: Vec<LiveStreamLevels>,
+    pub mix_peak_dbfs: f64,
+    pub mix_rms_dbfs: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveStreamLevels {
+    pub ssrc: u32,
+    pub peak_dbfs: f64,
+    pub rms_dbfs: f64,
+}
+
+/// Wall clock, Unix ms.
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// Everything the receiver reports once a second, and once more at the end (`final`).
 #[derive(Debug, Clone, Serialize)]
 pub struct ReceiverStats {

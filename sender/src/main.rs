@@ -520,9 +520,16 @@ async fn run(args: Args) -> Result<(), String> {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     tick.tick().await;
     let mut clipped_before = 0;
+    // the dashboard's meters get the capture levels ten times a second
+    let mut meters = tokio::time::interval(std::time::Duration::from_millis(100));
     let reason = loop {
         tokio::select! {
             r = &mut stop_fut => break r,
+            _ = meters.tick(), if publisher.is_some() => {
+                if let Some(p) = publisher.as_ref() {
+                    p.publish_levels(&reader.live_levels());
+                }
+            }
             _ = tick.tick() => {
                 while let Ok(e) = err_rx.pop() {
                     patchcord_devices::say!("patchcord-send: device error: {e}");

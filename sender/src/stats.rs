@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use patchcord_common::level::Levels;
 use patchcord_web::{Metrics, MetricsWriter, PerItem};
 use serde::Serialize;
 
@@ -88,6 +89,22 @@ pub struct StatsReader {
     pub started: Instant,
     last_bytes: u64,
     clipped: u64,
+    /// Capture levels of the second under way (what the meters took is added here).
+    levels: Levels,
+}
+
+/// The capture meter between records (the dashboard's `levels` events, ten a second).
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveLevels {
+    pub unix_ms: i64,
+    pub peak_dbfs: f64,
+    pub rms_dbfs: f64,
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl StatsReader {
@@ -105,6 +122,18 @@ impl StatsReader {
             started: Instant::now(),
             last_bytes: 0,
             clipped: 0,
+            levels: Levels::default(),
+        }
+    }
+
+    /// The capture levels since the meters were last read.
+    pub fn live_levels(&mut self) -> LiveLevels {
+        let l = self.capture.levels.take();
+        self.levels.merge(&l);
+        LiveLevels {
+            unix_ms: unix_ms(),
+            peak_dbfs: l.peak_dbfs(),
+            rms_dbfs: l.rms_dbfs(),
         }
     }
 
@@ -115,7 +144,8 @@ impl StatsReader {
         let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         let packets = load(&e.packets_sent);
         let bytes = load(&e.bytes_sent);
-        let levels = c.levels.take();
+        self.levels.merge(&c.levels.take());
+        let levels = std::mem::take(&mut self.levels);
         self.clipped += levels.clipped;
         let send_kbps = (bytes - self.last_bytes.min(bytes)) as f64 * 8.0 / 1000.0;
         self.last_bytes = bytes;
@@ -123,9 +153,7 @@ impl StatsReader {
         SenderStats {
             schema: SCHEMA,
             program: "patchcord-send",
-            unix_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64),
+            unix_ms: unix_ms(),
             t: self.started.elapsed().as_secs_f64(),
             final_,
             ssrc: id.ssrc,

@@ -119,13 +119,18 @@ def main():
             failures.append(f"the plots are empty: {plots}")
         if a.live:
             records = page.eval("Number(document.body.dataset.records || 0)")
+            level_events = page.eval("Number(document.body.dataset.levelEvents || 0)")
             page.pump(3)
+            level_events = page.eval("Number(document.body.dataset.levelEvents || 0)") - level_events
+            # ten a second; a loaded machine may deliver fewer
+            if level_events < 15:
+                failures.append(f"the meters moved {level_events} times in 3 s (expected ~30)")
             later = page.eval("[...document.querySelectorAll('canvas')].map(c => [Number(c.dataset.points || 0), Number(c.dataset.lastT || 0)])")
             records_later = page.eval("Number(document.body.dataset.records || 0)")
             advanced = [i for i, (p, q) in enumerate(zip(plots, later)) if q[1] > p[1]]
             if records_later <= records or not advanced:
                 failures.append(f"the plots did not advance in 3 s: records {records} -> {records_later}, last t {plots} -> {later}")
-            print(f"records {records} -> {records_later}; plots advanced: {len(advanced)} of {len(later)}")
+            print(f"records {records} -> {records_later}; plots advanced: {len(advanced)} of {len(later)}; meter updates in 3 s: {level_events}")
         shot = page.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
         os.makedirs(os.path.dirname(os.path.abspath(a.screenshot)), exist_ok=True)
         with open(a.screenshot, "wb") as f:

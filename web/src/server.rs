@@ -1,6 +1,7 @@
 //! The HTTP endpoint of `--http ADDR:PORT`: `/metrics` (Prometheus text), `/stats.json`
 //! (the latest record), `/history.json` (the last [`HISTORY`] records), `/events`
-//! (server-sent events: each new record as it is made) and `/`, the dashboard.
+//! (server-sent events: each new record as it is made, and between them, ten times a
+//! second, `levels` events for the meters) and `/`, the dashboard.
 //!
 //! Built on axum (hyper and tower underneath, the tokio team's own HTTP stack): the
 //! binaries already run on tokio, axum has server-sent events built in, and it is among
@@ -64,6 +65,8 @@ struct Latest {
 struct Shared {
     latest: Mutex<Latest>,
     changed: tokio::sync::watch::Sender<u64>,
+    /// The latest levels (JSON), for the meters between records.
+    levels: tokio::sync::watch::Sender<Arc<str>>,
     /// Event streams open now.
     clients: AtomicUsize,
 }
@@ -123,6 +126,13 @@ impl Publisher {
         self.count += 1;
         self.shared.changed.send_replace(self.count);
     }
+
+    /// Hand the meters their levels (sent to open dashboards only, not kept).
+    pub fn publish_levels<T: Serialize>(&self, levels: &T) {
+        if let Ok(json) = serde_json::to_string(levels) {
+            self.shared.levels.send_replace(json.into());
+        }
+    }
 }
 
 /// Start the endpoint if `--http` asks for it: bind now (so a bad address fails at
@@ -145,6 +155,7 @@ pub fn start(args: &HttpArgs, program: &str) -> Result<Option<Publisher>, String
     let shared = Arc::new(Shared {
         latest: Mutex::new(Latest::default()),
         changed: tokio::sync::watch::Sender::new(0),
+        levels: tokio::sync::watch::Sender::new(Arc::from("")),
         clients: AtomicUsize::new(0),
     });
     let app = Router::new()
@@ -217,12 +228,24 @@ async fn events(State(s): State<Arc<Shared>>) -> Response {
         return (StatusCode::SERVICE_UNAVAILABLE, "too many dashboards open\n").into_response();
     }
     let client = Client(s.clone());
-    let rx = s.changed.subscribe();
-    let stream = futures_util::stream::unfold((rx, client), |(mut rx, client)| async move {
-        rx.changed().await.ok()?;
-        let json = client.0.read(|l| l.json.clone());
-        Some((Ok::<_, Infallible>(Event::default().data(&*json)), (rx, client)))
-    });
+    let (records, levels) = (s.changed.subscribe(), s.levels.subscribe());
+    let stream = futures_util::stream::unfold(
+        (records, levels, client),
+        |(mut records, mut levels, client)| async move {
+            let event = tokio::select! {
+                r = records.changed() => {
+                    r.ok()?;
+                    Event::default().data(&*client.0.read(|l| l.json.clone()))
+                }
+                r = levels.changed() => {
+                    r.ok()?;
+                    let json = levels.borrow_and_update().clone();
+                    Event::default().event("levels").data(&*json)
+                }
+            };
+            Some((Ok::<_, Infallible>(event), (records, levels, client)))
+        },
+    );
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }
 
