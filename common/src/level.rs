@@ -2,7 +2,8 @@
 //! meters of both binaries (the sender's capture, the receiver's streams and mix).
 //!
 //! [`Levels::measure`] runs on the audio thread: one pass over the block it already has in
-//! hand, no allocation, no branch per sample (the clip count is a compare added in).
+//! hand, no allocation, no branch per sample (the clip count is a compare added in),
+//! vectorized: 0.25–0.4 ns a sample here (BENCHMARKS.md §8), under 0.01 % of a period.
 //! A block's [`Levels`] is a window: the reader merges windows
 //! ([`Levels::merge`]) up to a second and reads dBFS from the sum.
 //!
@@ -37,22 +38,34 @@ pub struct Levels {
 }
 
 impl Levels {
-    /// Add the samples of `block` (any channel layout) to the window.
+    /// Add the samples of `block` (any channel layout) to the window. Eight lanes of
+    /// accumulators, so that the compiler can keep them in one vector register each.
     #[inline]
     pub fn measure(&mut self, block: &[f32]) {
-        let mut peak = self.peak;
-        let mut sum = 0f32;
-        let mut clipped = 0u32;
-        for &x in block {
-            let a = x.abs();
-            peak = peak.max(a);
-            sum += x * x;
-            clipped += (a >= FULL_SCALE) as u32;
+        const LANES: usize = 8;
+        let mut peak = [0f32; LANES];
+        let mut sum = [0f32; LANES];
+        let mut clipped = [0u32; LANES];
+        let chunks = block.chunks_exact(LANES);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for i in 0..LANES {
+                let a = c[i].abs();
+                peak[i] = if a > peak[i] { a } else { peak[i] };
+                sum[i] += c[i] * c[i];
+                clipped[i] += (a >= FULL_SCALE) as u32;
+            }
         }
-        self.peak = peak;
-        self.sum_sq += sum as f64;
+        for (i, &x) in rest.iter().enumerate() {
+            let a = x.abs();
+            peak[i] = if a > peak[i] { a } else { peak[i] };
+            sum[i] += x * x;
+            clipped[i] += (a >= FULL_SCALE) as u32;
+        }
+        self.peak = peak.iter().fold(self.peak, |p, &x| p.max(x));
+        self.sum_sq += sum.iter().map(|&x| x as f64).sum::<f64>();
         self.samples += block.len() as u64;
-        self.clipped += clipped as u64;
+        self.clipped += clipped.iter().map(|&c| c as u64).sum::<u64>();
     }
 
     /// The window followed by `other`.
