@@ -8,8 +8,9 @@
 //! the most used and best kept Rust HTTP servers. It runs on a thread and a current-thread
 //! runtime of its own, started before any thread is given real-time priority, so a slow
 //! or hostile HTTP client costs the audio and network threads nothing: the control
-//! thread's only contact is [`Publisher::publish`] once a second, which renders the record
-//! and swaps it in under a mutex held for a pointer copy.
+//! thread's only contact is [`Publisher::publish`] once a second and
+//! [`Publisher::publish_levels`] ten times a second, each rendering its JSON first and
+//! then swapping it in under a lock held for a few pointer copies.
 //!
 //! Off by default; an address that is not loopback is refused unless `--http-public`
 //! says so, since anyone who reaches the port reads the stats (addresses, SSRCs) with no
