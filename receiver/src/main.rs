@@ -15,6 +15,7 @@ mod durations;
 mod feedback;
 mod latency;
 mod monitor;
+mod net_counters;
 mod output;
 mod payload;
 mod registry;
@@ -91,7 +92,8 @@ use patchcord_devices::{open_device, Direction};
 use tokio::net::UdpSocket;
 
 use feedback::{Feedback, Via};
-use monitor::{Context, Monitor, NetCounters};
+use monitor::{Context, Monitor};
+use net_counters::NetCounters;
 use output::{Control, OutputSide, PacketSlot, Retired, Snapshot, StreamReport, StreamSegment};
 use payload::PayloadTypes;
 use registry::{parse_source_gain, GainKey, Registry};

@@ -15,43 +15,17 @@ use patchcord_common::latency::CaptureClock;
 use patchcord_common::level::Levels;
 use patchcord_common::playout::{DelayMode, PlayoutConfig};
 use patchcord_common::rtp::DropReason;
-use patchcord_common::source::SourceCounters;
 use patchcord_common::stats::StreamCounters;
 use patchcord_common::time::frames_to_ns;
 
 use crate::durations::Durations;
 use crate::feedback::{Feedback, Reception};
 use crate::latency::LatencyLog;
+use crate::net_counters::NetCounters;
 use crate::output::{Retired, Snapshot, StreamReport};
 use crate::registry::Registry;
 use crate::stats::{unix_ms, LiveLevels, LiveStreamLevels, ReceiverStats, StreamStats, SCHEMA};
 use crate::timeline::Timeline;
-
-/// Counters of the network side.
-#[derive(Default)]
-pub struct NetCounters {
-    pub datagrams: u64,
-    pub rtcp: u64,
-    pub rtcp_malformed: u64,
-    pub sender_reports: u64,
-    pub byes: u64,
-    pub dropped: [u64; DropReason::ALL.len()],
-    /// Source validation: probation, binding, jumps (see `patchcord_common::source`).
-    pub source: SourceCounters,
-    /// Datagrams from addresses outside `--allow`.
-    pub not_allowed: u64,
-    /// Sender reports, SDES and BYEs not from the stream's own RTCP source (also those kept
-    /// aside for an SSRC before it passed probation from another source), and BYEs for an
-    /// SSRC that is neither playing nor on probation.
-    pub rtcp_wrong_source: u64,
-    /// Packets of new SSRCs waiting in probation now.
-    pub in_probation: usize,
-    pub queue_full: u64,
-    pub control_queue_full: u64,
-    /// Datagrams the kernel dropped for our socket (receive buffer full), if known.
-    pub socket_drops: Option<u64>,
-    pub socket_buffer_bytes: usize,
-}
 
 /// What the monitor knows of the stream in one slot.
 #[derive(Default, Clone, Copy)]
