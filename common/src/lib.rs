@@ -14,12 +14,14 @@
 //! - [`source`]: source validation: probation of new SSRCs, address binding, jumps held aside.
 //! - [`load`]: the load governor: admission and shedding of streams by render time.
 //! - [`latency`]: end-to-end latency from sender reports and playback instants.
+//! - [`level`]: peak / RMS dBFS and clip counts for the meters.
 //! - [`mem`]: allocation that is resident before the audio thread touches it.
 
 pub mod delay;
 pub mod drift;
 pub mod jitter;
 pub mod latency;
+pub mod level;
 pub mod load;
 pub mod mem;
 pub mod mixer;

@@ -126,19 +126,17 @@ impl StatsSink {
         }
     }
 
-    /// Write one JSON object as a line and flush it.
-    pub fn write(&mut self, value: &serde_json::Value) -> io::Result<()> {
+    /// Write one record as a line of JSON and flush it.
+    pub fn write<T: serde::Serialize>(&mut self, record: &T) -> io::Result<()> {
+        let line = |w: &mut dyn Write| -> io::Result<()> {
+            serde_json::to_writer(&mut *w, record)?;
+            writeln!(w)?;
+            w.flush()
+        };
         match self {
             StatsSink::None => Ok(()),
-            StatsSink::Stdout => {
-                let mut out = io::stdout().lock();
-                writeln!(out, "{value}")?;
-                out.flush()
-            }
-            StatsSink::File(f) => {
-                writeln!(f, "{value}")?;
-                f.flush()
-            }
+            StatsSink::Stdout => line(&mut io::stdout().lock()),
+            StatsSink::File(f) => line(f),
         }
     }
 }

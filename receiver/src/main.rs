@@ -1,4 +1,3 @@
-#![recursion_limit = "256"]
 //! `patchcord-recv`: receive Opus/RTP streams over UDP and play them.
 //!
 //! Threads: tokio (main thread) receives datagrams, stamps their arrival, checks them in
@@ -7,15 +6,22 @@
 //! packet slots to the cpal output callback, which owns the jitter buffer and decoder of
 //! the playing stream and pulls audio on the output device's clock. The same tokio thread
 //! takes RTCP about each stream only from that stream's own source and sends its receiver
-//! reports back there (`feedback.rs`), prints the status line once a second, writes JSON
-//! stats and handles signals.
+//! reports back there (`feedback.rs`), makes the stats record once a second
+//! (`monitor.rs`, `stats.rs`) for the status line, the JSON lines and the HTTP endpoint
+//! (`--http`, on a thread of its own), and handles signals.
 
 mod ahead;
+mod durations;
 mod feedback;
+mod latency;
 mod monitor;
+mod net_counters;
 mod output;
 mod payload;
 mod registry;
+mod stats;
+mod status;
+mod timeline;
 mod udp;
 
 /// Tests run the real callbacks under an allocator that counts allocations made inside
@@ -61,8 +67,6 @@ mod test_alloc {
 }
 
 use std::collections::{HashMap, VecDeque};
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -90,7 +94,8 @@ use patchcord_devices::{open_device, Direction};
 use tokio::net::UdpSocket;
 
 use feedback::{Feedback, Via};
-use monitor::{Monitor, NetCounters};
+use monitor::{Context, Monitor};
+use net_counters::NetCounters;
 use output::{Control, OutputSide, PacketSlot, Retired, Snapshot, StreamReport, StreamSegment};
 use payload::PayloadTypes;
 use registry::{parse_source_gain, GainKey, Registry};
@@ -200,6 +205,15 @@ struct Args {
     #[arg(long, short)]
     quiet: bool,
     #[command(flatten)]
+    http: patchcord_web::HttpArgs,
+    /// Write an HTML report of a finished run from its --stats-json file (the dashboard's
+    /// plots, self-contained) to --output, and exit.
+    #[arg(long, value_name = "STATS.jsonl", requires = "output")]
+    report: Option<String>,
+    /// Where --report writes the HTML.
+    #[arg(long, short, value_name = "FILE.html", requires = "report")]
+    output: Option<String>,
+    #[command(flatten)]
     setup: SetupArgs,
 }
 
@@ -268,9 +282,26 @@ fn main() -> ExitCode {
     if let Some(kind) = args.setup.generate {
         return patchcord_devices::generate::print(kind, command());
     }
+    if let (Some(input), Some(output)) = (&args.report, &args.output) {
+        return write_report(input, output);
+    }
     args.channels_given = matches.value_source("channels") == Some(clap::parser::ValueSource::CommandLine);
     let device = args.device.clone();
     run_main("patchcord-recv", &device, move || run(args))
+}
+
+/// `--report`: the HTML report of a `--stats-json` file.
+fn write_report(input: &str, output: &str) -> ExitCode {
+    match patchcord_web::report::write(input, output) {
+        Ok(n) => {
+            eprintln!("patchcord-recv: wrote {output} ({n} records)");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("patchcord-recv: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn bind_error(addr: &str, e: std::io::Error) -> String {
@@ -320,6 +351,14 @@ async fn bind_rtp(listen: SocketAddr, from_sdp: bool) -> std::io::Result<UdpSock
 }
 
 async fn run(mut args: Args) -> Result<(), String> {
+    // before any thread takes real-time priority: its thread inherits none
+    let mut publisher = patchcord_web::server::start(&args.http, "patchcord-recv")?;
+    if let Some(p) = publisher.as_ref().filter(|_| !args.quiet) {
+        patchcord_devices::say!(
+            "patchcord-recv: dashboard on http://{}/ (metrics at /metrics)",
+            p.local_addr()
+        );
+    }
     let sdp = args.sdp.as_deref().map(read_sdp).transpose()?;
     if let Some(d) = &sdp {
         args.listen = SocketAddr::new(d.destination, d.port).to_string();
@@ -554,16 +593,9 @@ async fn run(mut args: Args) -> Result<(), String> {
     }
 
     let mut stats_out = StatsSink::open(args.stats_json.as_deref()).map_err(|e| e.to_string())?;
-    let timeline_out = match &args.timeline {
-        Some(p) => {
-            let mut w = BufWriter::new(
-                File::create(p).map_err(|e| format!("cannot create timeline file '{p}': {e}"))?,
-            );
-            writeln!(w, "ssrc,out_frame,frames,rtp_ts,source,seq")
-                .map_err(|e| format!("timeline file: {e}"))?;
-            Some(w)
-        }
-        None => None,
+    let timeline = match (&args.timeline, seg_rx) {
+        (Some(p), Some(rx)) => Some(timeline::Timeline::create(p, rx)?),
+        _ => None,
     };
     if !args.quiet {
         patchcord_devices::say!(
@@ -585,8 +617,7 @@ async fn run(mut args: Args) -> Result<(), String> {
         snap_rx,
         report_rx,
         retired_rx,
-        seg_rx,
-        timeline_out,
+        timeline,
         max_streams,
         callback_durations,
     );
@@ -622,6 +653,8 @@ async fn run(mut args: Args) -> Result<(), String> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     let mut drain = tokio::time::interval(Duration::from_millis(20));
+    // every fifth drain (100 ms) the dashboard's meters get their levels
+    let mut drains = 0u64;
     let mut last_bytes = 0u64;
     // RTP rate received, the session bandwidth of the RTCP schedule (at least 16 kb/s)
     let mut session_bps = 16_000.0;
@@ -670,6 +703,10 @@ async fn run(mut args: Args) -> Result<(), String> {
                 monitor.drain(&side.clocks, &mut side.registry);
                 side.shed_overload(clock.now_unix_ns());
                 side.fade_out_silent(clock.now_unix_ns(), timeout_ns);
+                drains += 1;
+                if let Some(p) = publisher.as_ref().filter(|_| drains.is_multiple_of(5)) {
+                    p.publish_levels(&monitor.live_levels());
+                }
             }
             _ = tick.tick() => {
                 if render_thread.as_ref().is_some_and(|t| t.has_died()) {
@@ -683,20 +720,22 @@ async fn run(mut args: Args) -> Result<(), String> {
                 }
                 side.refresh_gauges();
                 side.payload.end_second();
-                let mut s = monitor.stats_json(&side.counters, &side.registry, &side.feedback, xrun_count(), &playout_cfg, false);
-                s["hint"] = side.payload.hint().into();
-                if let Some(w) = s["period_frames"].as_f64().and_then(|p| period_watch.observe(p)) {
+                let s = monitor.stats(&side.context(xrun_count(), &playout_cfg), false);
+                if let Some(w) = period_watch.observe(s.period_frames as f64) {
                     eprintln!("patchcord-recv: {w}");
                 }
-                let bytes = s["payload_bytes"].as_u64().unwrap_or(0);
+                let bytes = s.payload_bytes;
                 let bps = (bytes - last_bytes.min(bytes)) as f64 * 8.0;
                 last_bytes = bytes;
                 session_bps = bps.max(16_000.0);
                 if !args.quiet {
-                    print_status(&s, bps / 1000.0);
+                    status::print_status(&s, bps / 1000.0);
                 }
                 if let Err(e) = stats_out.write(&s) {
                     patchcord_devices::say!("patchcord-recv: stats output failed: {e}");
+                }
+                if let Some(p) = publisher.as_mut() {
+                    p.publish(&s);
                 }
             }
         }
@@ -714,16 +753,12 @@ async fn run(mut args: Args) -> Result<(), String> {
         patchcord_devices::say!("patchcord-recv: timeline file: {e}");
     }
     side.refresh_gauges();
-    let summary = monitor.stats_json(
-        &side.counters,
-        &side.registry,
-        &side.feedback,
-        xrun_count(),
-        &playout_cfg,
-        true,
-    );
+    let summary = monitor.stats(&side.context(xrun_count(), &playout_cfg), true);
     let _ = stats_out.write(&summary);
-    print_summary(&summary, reason);
+    if let Some(p) = publisher.as_mut() {
+        p.publish(&summary);
+    }
+    status::print_summary(&summary, reason);
     if render_failed {
         return Err("the render thread (--render-ahead) stopped unexpectedly; see the message above".into());
     }
@@ -836,6 +871,18 @@ impl NetSide {
         self.counters.socket_drops =
             udp::kernel_drops(self.local).map(|d| d.saturating_sub(self.drops_at_start));
         self.counters.socket_buffer_bytes = self.recv_buffer;
+    }
+
+    /// What the stats record reads of the network side.
+    fn context<'a>(&'a self, xruns: u64, cfg: &'a PlayoutConfig) -> Context<'a> {
+        Context {
+            net: &self.counters,
+            registry: &self.registry,
+            feedback: &self.feedback,
+            xruns,
+            cfg,
+            hint: self.payload.hint(),
+        }
     }
 
     /// `--allow`: whether datagrams from `from` are heard (counted when not).
@@ -1103,147 +1150,6 @@ fn hand_over(
     }
 }
 
-fn print_status(s: &serde_json::Value, kbps: f64) {
-    let f = |k: &str| s[k].as_f64().unwrap_or(0.0);
-    let dropped: u64 = s["dropped"]
-        .as_object()
-        .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
-        .unwrap_or(0);
-    // refused by source validation: not allowed, wrong source, never validated, jumps
-    let foreign: u64 = [
-        "not_allowed",
-        "wrong_source",
-        "rtcp_wrong_source",
-        "unvalidated",
-        "jumps_rejected",
-    ]
-    .iter()
-    .filter_map(|k| s[*k].as_u64())
-    .sum();
-    let hint = s["hint"]
-        .as_str()
-        .map(|h| format!(" | hint: {h}"))
-        .unwrap_or_default();
-    patchcord_devices::say!(
-        "recv {:>6.1}s | streams {} | packets {:>7} | lost {} | late {} | concealed {:.1} ms | delay {:.1}/{:.1} ms | underruns {} | xruns {} | {:.1} kb/s | latency {} | bad {} | foreign {} | cb p99 {:.0}%{hint}",
-        f("t"),
-        s["active_streams"],
-        s["packets_received"],
-        s["lost"],
-        s["late"],
-        f("concealed_ms"),
-        f("delay_ms"),
-        f("target_delay_ms"),
-        s["underruns"],
-        s["xruns"],
-        kbps,
-        match (s["latency_ms"].as_f64(), s["receiver_delay_ms"].as_f64()) {
-            (Some(l), _) => format!("{l:.2} ms"),
-            (None, Some(d)) => format!("? (receiver side {d:.1} ms)"),
-            (None, None) if s["active_streams"] == 0 => "- (no stream)".into(),
-            (None, None) => "?".into(),
-        },
-        dropped,
-        foreign,
-        f("callback_p99") * 100.0,
-    );
-}
-
-fn print_summary(s: &serde_json::Value, reason: StopReason) {
-    let f = |k: &str| s[k].as_f64().unwrap_or(0.0);
-    patchcord_devices::say!(
-        "patchcord-recv: stopped ({}) after {:.1} s",
-        match reason {
-            StopReason::Interrupted => "interrupted",
-            StopReason::Terminated => "terminated",
-            StopReason::DurationElapsed => "duration reached",
-        },
-        f("t")
-    );
-    patchcord_devices::say!(
-        "  streams: {} started, {} refused ({} of them for --load-limit), {} shed for --load-limit, {} timed out",
-        s["streams_started"],
-        s["streams_refused"],
-        s["refused_for_load"],
-        s["streams_shed"],
-        s["streams_timed_out"]
-    );
-    patchcord_devices::say!(
-        "  sources: {} datagrams not allowed (--allow), {} from the wrong source (RTCP {}), {} never validated (probation; {} candidates evicted), {} held aside as jumps ({} rejected), {} restarts",
-        s["not_allowed"],
-        s["wrong_source"],
-        s["rtcp_wrong_source"],
-        s["unvalidated"],
-        s["probation_evicted"],
-        s["held_aside"],
-        s["jumps_rejected"],
-        s["restarts"]
-    );
-    patchcord_devices::say!(
-        "  packets received {}, played {}, discarded {} (audio older than the chosen delay at a stream start, or a sender restart), late {}, duplicates {}",
-        s["packets_received"], s["played"], s["discarded"], s["late"], s["duplicates"]
-    );
-    patchcord_devices::say!(
-        "  lost {} (RFC 3550), missing at playout {}, recovered by FEC {} / redundancy {}",
-        s["lost"],
-        s["missing"],
-        s["recovered_fec"],
-        s["recovered_red"]
-    );
-    patchcord_devices::say!(
-        "  concealed {:.1} ms in {} events ({} interruptions >= 150 ms), underruns {}, streams ended {}, pitch-period splices {}, xruns {}, resyncs {}, bad datagrams {}, socket drops {}, jitter {:.2} ms",
-        f("concealed_ms"),
-        s["concealment_events"],
-        s["interruptions"],
-        s["underruns"],
-        s["ended"],
-        s["tsm_operations"],
-        s["xruns"],
-        s["resyncs"],
-        s["dropped"].as_object().map(|m| m.values().filter_map(|v| v.as_u64()).sum::<u64>()).unwrap_or(0),
-        s["socket_drops"],
-        f("jitter_ms")
-    );
-    match s["latency_ms"].as_f64() {
-        Some(l) => patchcord_devices::say!(
-            "  end-to-end latency (capture -> playback, from RTCP SR), per second while playing: min {:.2} / median {:.2} / max {:.2} ms, last {l:.2} ms ({} jitter buffer)",
-            f("latency_min_ms"),
-            f("latency_median_ms"),
-            f("latency_max_ms"),
-            s["mode"].as_str().unwrap_or("?")
-        ),
-        None => patchcord_devices::say!(
-            "  end-to-end latency: not measured ({}){}",
-            s["latency_note"].as_str().unwrap_or("no stream"),
-            s["receiver_delay_ms"]
-                .as_f64()
-                .map(|d| format!("; receiver side (arrival of the fastest packets -> playback): {d:.2} ms"))
-                .unwrap_or_default()
-        ),
-    }
-    patchcord_devices::say!(
-        "  RTCP: {} sender reports received, {} receiver reports sent",
-        s["sender_reports"],
-        s["receiver_reports_sent"]
-    );
-    patchcord_devices::say!(
-        "  audio callback: p50 {:.1}%, p99 {:.1}%, max {:.1}% of the {}-frame period",
-        f("callback_p50") * 100.0,
-        f("callback_p99") * 100.0,
-        f("callback_max") * 100.0,
-        s["period_frames"]
-    );
-    if s["render_ahead"].as_bool() == Some(true) {
-        patchcord_devices::say!(
-            "  render thread (--render-ahead): p50 {:.1}%, p99 {:.1}%, max {:.1}% of the period; {} frames played as silence because it was late",
-            f("render_p50") * 100.0,
-            f("render_p99") * 100.0,
-            f("render_max") * 100.0,
-            s["render_underrun_frames"]
-        );
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1296,6 +1202,7 @@ mod tests {
             timeline = "t.csv"
             render-ahead = 2
             quiet = true
+            http = "[::1]:9900"
         "#;
         let flags = [
             "--listen=127.0.0.1:6000",
@@ -1351,6 +1258,8 @@ mod tests {
             "--render-ahead",
             "2",
             "-q",
+            "--http",
+            "[::1]:9900",
         ];
         let from_file = parsed(Some(file), &[]);
         assert_eq!(from_file, parsed(None, &flags));

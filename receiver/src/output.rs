@@ -7,7 +7,9 @@
 //! that leave fade out over 10 ms and go back through another queue, to be freed by the
 //! control thread. Packets arrive in preallocated slots, addressed to a stream slot by the
 //! network side. Statistics leave through queues; when one is full the item is dropped
-//! *and counted*.
+//! *and counted*. The level meters (peak, energy, clips: `patchcord_common::level`) are
+//! measured here in the same pass, on each stream's decoded block and on the output, and
+//! leave with the stream reports and the period snapshots.
 //!
 //! # Decoding in the callback, or in a render thread
 //! By default each stream is decoded inside the callback, just in time, without a queue of
@@ -31,6 +33,7 @@
 use std::time::Instant;
 
 use cpal::OutputCallbackInfo;
+use patchcord_common::level::Levels;
 use patchcord_common::mixer::{Mixer, StreamGain};
 use patchcord_common::playout::{Segment, SegmentSink, StreamPlayout};
 use patchcord_common::red::RedInfo;
@@ -133,6 +136,8 @@ pub struct Snapshot {
     pub snapshots_dropped: u64,
     pub reports_dropped: u64,
     pub clipped_samples: u64,
+    /// Levels of this period's output (the mix after its soft clipper).
+    pub mix_levels: Levels,
 }
 
 /// One stream's state, reported round-robin (a few streams per period).
@@ -159,6 +164,8 @@ pub struct StreamReport {
     /// From this period's rendering to its playback, ns: with `delay_ns`, the receiver's
     /// own share of the latency (arrival of the fastest packets → playback).
     pub output_delay_ns: i64,
+    /// Levels of the stream's decoded audio (before its gain) since its previous report.
+    pub levels: Levels,
 }
 
 /// Streams reported per period: 256 streams at 375 periods/s are each refreshed ~6×/s.
@@ -195,6 +202,8 @@ impl SegmentSink for QueueSink<'_> {
 pub struct StreamSlot {
     pub stream: Option<Box<StreamPlayout>>,
     pub gain: StreamGain,
+    /// Levels of the stream's decoded audio since its last report.
+    pub levels: Levels,
 }
 
 pub struct OutputSide {
@@ -247,6 +256,7 @@ impl OutputSide {
                 .map(|_| StreamSlot {
                     stream: None,
                     gain: StreamGain::new(1.0),
+                    levels: Levels::default(),
                 })
                 .collect(),
             mixer: Mixer::new(channels, max_frames),
@@ -325,6 +335,7 @@ impl OutputSide {
                     Some(s) if s.stream.is_none() => {
                         s.stream = Some(stream);
                         s.gain = StreamGain::new(gain);
+                        s.levels = Levels::default();
                     }
                     // a slot still in use (the control thread never does this): hand it back
                     _ => {
@@ -391,6 +402,7 @@ impl OutputSide {
                 dropped: &mut self.segments_dropped,
             };
             s.pull(self.mixer.scratch(), self.out_frame, now, &mut sink);
+            slot.levels.measure(self.mixer.scratch());
             if s.has_finished() {
                 // said goodbye and played out: leave the mix
                 slot.gain.fade_out();
@@ -401,6 +413,8 @@ impl OutputSide {
             }
         }
         self.mixer.finish(out);
+        let mut mix_levels = Levels::default();
+        mix_levels.measure(out);
         // per-stream reports, round-robin
         let n = self.slots.len();
         let mut sent = 0;
@@ -430,6 +444,7 @@ impl OutputSide {
                 extended_max_seq: s.register().extended_max(),
                 jitter_rtp: s.register().jitter_rtp(),
                 output_delay_ns: playback - now,
+                levels: std::mem::take(&mut self.slots[i].levels),
             };
             if self.reports.push(report).is_err() {
                 self.reports_dropped += 1;
@@ -451,6 +466,7 @@ impl OutputSide {
             snapshots_dropped: self.snapshots_dropped,
             reports_dropped: self.reports_dropped,
             clipped_samples: self.mixer.clipped_samples,
+            mix_levels,
         };
         self.out_frame += frames as u64;
         if self.snapshots.push(snap).is_err() {
@@ -581,6 +597,8 @@ mod tests {
         let mut started = 0u32;
         // slot -> (ssrc, packetizer, packets sent)
         let mut live: [Option<(u32, Packetizer, u64)>; 8] = std::array::from_fn(|_| None);
+        // reports and snapshots whose levels measured sound (the meters run in the callback)
+        let (mut stream_metered, mut mix_metered) = (0u64, 0u64);
         let mut drain = |retired_rx: &mut rtrb::Consumer<Retired>,
                          live: &mut [Option<(u32, Packetizer, u64)>; 8]| {
             let mut n = 0;
@@ -589,8 +607,12 @@ mod tests {
                 drop(r);
                 n += 1;
             }
-            while snap_rx.pop().is_ok() {}
-            while report_rx.pop().is_ok() {}
+            while let Ok(s) = snap_rx.pop() {
+                mix_metered += (s.mix_levels.samples > 0 && s.mix_levels.peak > 0.0) as u64;
+            }
+            while let Ok(r) = report_rx.pop() {
+                stream_metered += (r.levels.samples > 0 && r.levels.peak > 0.0) as u64;
+            }
             while seg_rx.pop().is_ok() {}
             n
         };
@@ -697,6 +719,10 @@ mod tests {
             );
         }
         assert_eq!(violation_count(), 0, "the output callback allocated or freed");
+        assert!(
+            stream_metered > 1000 && mix_metered > 1000,
+            "{stream_metered} {mix_metered}"
+        );
         assert_eq!(freed, 1000, "every stream was handed back to be freed");
         assert_eq!(side.side().retire_queue_full, 0);
         assert!(

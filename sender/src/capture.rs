@@ -1,12 +1,14 @@
 //! The capture side: the cpal input callback. It only copies frames into the sample ring,
-//! notes when they were captured, and wakes the encoder thread. No allocation, no lock, no
-//! logging, bounded time.
+//! measures their level on the way (peak, energy, clips: the capture meter), notes when
+//! they were captured, and wakes the encoder thread. No allocation, no lock, no logging,
+//! bounded time.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::Thread;
 
 use cpal::InputCallbackInfo;
+use patchcord_common::level::{Levels, SharedLevels};
 use patchcord_devices::clock::HostClock;
 
 /// When capture frame `frame_index` was captured, by the host clock (Unix ns).
@@ -24,6 +26,8 @@ pub struct CaptureCounters {
     pub ring_overruns: AtomicU64,
     pub callbacks: AtomicU64,
     pub xruns: AtomicU64,
+    /// Levels of what was captured (all of it, also what did not fit in the ring).
+    pub levels: SharedLevels,
 }
 
 pub struct CaptureSide {
@@ -63,6 +67,16 @@ impl CaptureSide {
             // SAFETY: all `room` slots were initialised just above.
             unsafe { chunk.commit_all() };
         }
+        // the level of every captured sample, also of those the ring had no room for
+        let mut levels = Levels::default();
+        let mut block = [0f32; 256];
+        for piece in data[..want].chunks(block.len()) {
+            for (b, x) in block.iter_mut().zip(piece) {
+                *b = to_f32(*x);
+            }
+            levels.measure(&block[..piece.len()]);
+        }
+        self.counters.levels.add(&levels);
         if room < want {
             self.counters
                 .ring_overruns
@@ -121,6 +135,13 @@ mod tests {
             }
         }
         assert_eq!(violation_count(), 0, "the capture callback allocated");
+        // every captured sample was metered, also those that did not fit
+        let levels = counters.levels.take();
+        assert_eq!(levels.samples, 2000 * 64 * 2);
+        assert_eq!(levels.peak, 0.25);
+        assert_eq!(levels.clipped, 0);
+        let mean_sq = (0.25f64.powi(2) + (1000.0f64 / 32768.0).powi(2)) / 2.0;
+        assert!((levels.rms_dbfs() - 10.0 * mean_sq.log10()).abs() < 0.01);
         assert_eq!(counters.frames_captured.load(Ordering::Relaxed), 2000 * 64);
         // 1000 callbacks of 64 frames into a 24000-frame ring: 40000 frames did not fit
         assert_eq!(counters.ring_overruns.load(Ordering::Relaxed), 1000 * 64 - 24_000);

@@ -3,12 +3,14 @@
 //!
 //! Threads: the cpal input callback (copy only) → rtrb sample ring → encoder thread
 //! (Opus + RTP + UDP send + RTCP SR) ; the main thread runs a small tokio runtime for
-//! name resolution, the once-a-second status line, stats output and signals.
+//! name resolution, the once-a-second stats record (`stats.rs`: status line, JSON lines,
+//! the `--http` endpoint on a thread of its own) and signals.
 
 mod capture;
 mod encoder;
 mod preset;
 mod reports;
+mod stats;
 
 /// Tests run the real callbacks under an allocator that counts allocations made inside
 /// `assert_no_alloc` scopes.
@@ -20,11 +22,11 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 use cpal::traits::{DeviceTrait, StreamTrait};
 use cpal::SampleFormat;
+use patchcord_common::level::meter_text;
 use patchcord_common::red::{RedEncoder, MAX_RED_BLOCK_LEN, MAX_RED_PAYLOAD_LEN};
 use patchcord_common::rtp::Packetizer;
 use patchcord_common::sdp::{Redundancy, RtcpPort, StreamDescription};
@@ -39,11 +41,11 @@ use patchcord_devices::net::{configure_sender, parse_interface, Interface};
 use patchcord_devices::server::PeriodWatch;
 use patchcord_devices::virtual_host::wav_input_note;
 use patchcord_devices::{open_device, Direction};
-use serde_json::json;
 
 use capture::{CaptureCounters, CaptureMark, CaptureSide};
 use encoder::{EncoderConfig, EncoderStats, EncoderThread, SentReport};
 use reports::{ReceiverView, ReportReader, Reports};
+use stats::{Identity, StatsReader};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -130,6 +132,8 @@ struct Args {
     #[arg(long)]
     low_latency: bool,
     #[command(flatten)]
+    http: patchcord_web::HttpArgs,
+    #[command(flatten)]
     setup: SetupArgs,
 }
 
@@ -203,6 +207,13 @@ fn write_sdp(path: &str, text: &str) -> Result<(), String> {
 }
 
 async fn run(args: Args) -> Result<(), String> {
+    let mut publisher = patchcord_web::server::start(&args.http, "patchcord-send")?;
+    if let Some(p) = publisher.as_ref().filter(|_| !args.quiet) {
+        patchcord_devices::say!(
+            "patchcord-send: dashboard on http://{}/ (metrics at /metrics)",
+            p.local_addr()
+        );
+    }
     if args.sdp.as_deref() == Some("-") && args.stats_json.as_deref() == Some("-") {
         return Err("--sdp - and --stats-json - both want standard output; give one a file".into());
     }
@@ -496,78 +507,66 @@ async fn run(args: Args) -> Result<(), String> {
         );
     }
 
-    let started = Instant::now();
-    let snapshot = |final_: bool| {
-        let packets = enc_stats.packets_sent.load(Ordering::Relaxed);
-        let frames = capture_counters.frames_captured.load(Ordering::Relaxed);
-        json!({
-            "t": started.elapsed().as_secs_f64(),
-            "final": final_,
-            "ssrc": ssrc,
-            "initial_timestamp": ts0,
-            "initial_sequence": seq0,
-            "lookahead_samples": lookahead,
-            "frame_samples": frame_samples,
-            "redundancy": redundancy,
-            "red_payload_type": if redundancy > 0 { Some(args.red_payload_type) } else { None },
-            "red_blocks_sent": enc_stats.red_blocks_sent.load(Ordering::Relaxed),
-            "red_blocks_skipped": enc_stats.red_blocks_skipped.load(Ordering::Relaxed),
-            "packets_sent": packets,
-            "bytes_sent": enc_stats.bytes_sent.load(Ordering::Relaxed),
-            "payload_bytes": enc_stats.payload_bytes.load(Ordering::Relaxed),
-            "send_errors": enc_stats.send_errors.load(Ordering::Relaxed),
-            "encode_errors": enc_stats.encode_errors.load(Ordering::Relaxed),
-            "sender_reports": enc_stats.sender_reports.load(Ordering::Relaxed),
-            "frames_captured": frames,
-            "ring_overruns": capture_counters.ring_overruns.load(Ordering::Relaxed),
-            "xruns": capture_counters.xruns.load(Ordering::Relaxed),
-            "capture_start_unix_ns": enc_stats.capture_start_unix_ns.load(Ordering::Relaxed),
-            "encode_us_max": enc_stats.encode_ns_max.load(Ordering::Relaxed) as f64 / 1000.0,
-            "encode_us_mean": if packets > 0 { enc_stats.encode_ns_total.load(Ordering::Relaxed) as f64 / 1000.0 / packets as f64 } else { 0.0 },
-            "receiver_reports": reports.receiver_reports.load(Ordering::Relaxed),
-            "rtcp_malformed": reports.rtcp_malformed.load(Ordering::Relaxed),
-            "rtcp_not_allowed": reports.not_allowed.load(Ordering::Relaxed),
-            "not_rtcp": reports.not_rtcp.load(Ordering::Relaxed),
-            "receivers": reports.snapshot(),
-        })
-    };
+    let mut reader = StatsReader::new(
+        Identity {
+            ssrc,
+            initial_timestamp: ts0,
+            initial_sequence: seq0,
+            lookahead_samples: lookahead,
+            frame_samples,
+            redundancy,
+            red_payload_type: (redundancy > 0).then_some(args.red_payload_type),
+        },
+        enc_stats.clone(),
+        capture_counters.clone(),
+        reports.clone(),
+    );
 
     let stop_fut = wait_for_stop(args.duration);
     tokio::pin!(stop_fut);
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     tick.tick().await;
-    let mut last_bytes = 0u64;
+    let mut clipped_before = 0;
+    // the dashboard's meters get the capture levels ten times a second
+    let mut meters = tokio::time::interval(std::time::Duration::from_millis(100));
     let reason = loop {
         tokio::select! {
             r = &mut stop_fut => break r,
+            _ = meters.tick(), if publisher.is_some() => {
+                if let Some(p) = publisher.as_ref() {
+                    p.publish_levels(&reader.live_levels());
+                }
+            }
             _ = tick.tick() => {
                 while let Ok(e) = err_rx.pop() {
                     patchcord_devices::say!("patchcord-send: device error: {e}");
                 }
-                let s = snapshot(false);
+                let s = reader.record(false);
                 let callbacks = capture_counters.callbacks.load(Ordering::Relaxed).max(1);
-                let frames = capture_counters.frames_captured.load(Ordering::Relaxed);
-                if let Some(w) = period_watch.observe(frames as f64 / callbacks as f64) {
+                if let Some(w) = period_watch.observe(s.frames_captured as f64 / callbacks as f64) {
                     eprintln!("patchcord-send: {w}");
                 }
-                let bytes = enc_stats.bytes_sent.load(Ordering::Relaxed);
                 if !args.quiet {
                     patchcord_devices::say!(
-                        "send {:>6.1}s | packets {:>7} | {:>6.1} kb/s | overruns {} | xruns {} | send errors {} | encode mean {:.0} us max {:.0} us | {}",
-                        s["t"].as_f64().unwrap_or(0.0),
-                        s["packets_sent"],
-                        (bytes - last_bytes) as f64 * 8.0 / 1000.0,
-                        s["ring_overruns"],
-                        s["xruns"],
-                        s["send_errors"],
-                        s["encode_us_mean"].as_f64().unwrap_or(0.0),
-                        s["encode_us_max"].as_f64().unwrap_or(0.0),
-                        receivers_text(&reports.snapshot()),
+                        "send {:>6.1}s | packets {:>7} | {:>6.1} kb/s | overruns {} | xruns {} | send errors {} | encode mean {:.0} us max {:.0} us | in {} | {}",
+                        s.t,
+                        s.packets_sent,
+                        s.send_kbps,
+                        s.ring_overruns,
+                        s.xruns,
+                        s.send_errors,
+                        s.encode_us_mean,
+                        s.encode_us_max,
+                        meter_text(s.rms_dbfs, s.peak_dbfs, s.clipped_samples > clipped_before),
+                        receivers_text(&s.receivers),
                     );
                 }
-                last_bytes = bytes;
+                clipped_before = s.clipped_samples;
                 if let Err(e) = stats_out.write(&s) {
                     patchcord_devices::say!("patchcord-send: stats output failed: {e}");
+                }
+                if let Some(p) = publisher.as_mut() {
+                    p.publish(&s);
                 }
             }
         }
@@ -582,8 +581,11 @@ async fn run(args: Args) -> Result<(), String> {
     if let Some(h) = report_reader {
         let _ = h.join();
     }
-    let summary = snapshot(true);
+    let summary = reader.record(true);
     let _ = stats_out.write(&summary);
+    if let Some(p) = publisher.as_mut() {
+        p.publish(&summary);
+    }
     patchcord_devices::say!(
         "patchcord-send: stopped ({}) after {:.1} s: {} packets, {} bytes, {} frames captured, {} ring overruns, {} xruns, {} send errors",
         match reason {
@@ -591,13 +593,13 @@ async fn run(args: Args) -> Result<(), String> {
             StopReason::Terminated => "terminated",
             StopReason::DurationElapsed => "duration reached",
         },
-        summary["t"].as_f64().unwrap_or(0.0),
-        summary["packets_sent"],
-        summary["bytes_sent"],
-        summary["frames_captured"],
-        summary["ring_overruns"],
-        summary["xruns"],
-        summary["send_errors"],
+        summary.t,
+        summary.packets_sent,
+        summary.bytes_sent,
+        summary.frames_captured,
+        summary.ring_overruns,
+        summary.xruns,
+        summary.send_errors,
     );
     Ok(())
 }
@@ -675,6 +677,8 @@ mod tests {
             stats-json = "-"
             quiet = true
             low-latency = true
+            http = "127.0.0.1:9901"
+            http-public = true
         "#;
         let flags = [
             "--to",
@@ -721,6 +725,9 @@ mod tests {
             "-",
             "--quiet",
             "--low-latency",
+            "--http",
+            "127.0.0.1:9901",
+            "--http-public",
         ];
         let from_file = parsed(Some(file), &[]);
         assert_eq!(from_file, parsed(None, &flags));

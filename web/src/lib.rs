@@ -1,0 +1,17 @@
+//! What a person or a monitoring system sees of a running patchcord, over HTTP
+//! (`--http ADDR:PORT` on both binaries), and of a finished run, as a file:
+//!
+//! - [`metrics`]: the Prometheus text format, written from a binary's typed stats record
+//!   through its [`Metrics`] implementation;
+//! - [`server`]: the endpoint itself (axum): `/metrics`, `/stats.json`, `/history.json`,
+//!   server-sent `/events`, and `/`, the dashboard (`assets/dashboard.html`: live level
+//!   meters and plots, hand-written JS and canvas, served from the binary);
+//! - [`report`]: a `--stats-json` file written into that same page, as a self-contained
+//!   HTML report of the run.
+
+pub mod metrics;
+pub mod report;
+pub mod server;
+
+pub use metrics::{Metrics, MetricsWriter, PerItem, Sample};
+pub use server::{HttpArgs, Publisher};
