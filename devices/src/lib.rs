@@ -14,7 +14,8 @@
 //! ```
 //!
 //! [`net`] holds the multicast socket options both binaries share; [`config_file`] and
-//! [`generate`] their `--config FILE` and `--generate KIND`.
+//! [`generate`] their `--config FILE` and `--generate KIND`; [`srtp_args`] their SRTP key
+//! flags.
 
 mod alsa_quiet;
 pub mod app;
@@ -27,6 +28,7 @@ pub mod matcher;
 pub mod net;
 pub mod realtime;
 pub mod server;
+pub mod srtp_args;
 pub mod virtual_host;
 
 use std::{fmt, str::FromStr};

@@ -2,12 +2,13 @@
 //! `patchcord-recv`: receive Opus/RTP streams over UDP and play them.
 //!
 //! Threads: tokio (main thread) receives datagrams, stamps their arrival, checks them in
-//! order (`--allow`, RTCP demux, payload type, then source validation: probation, binding,
-//! jumps; [`NetSide::datagram`]) and passes them through an rtrb queue of preallocated
+//! order (`--allow`, SRTP/SRTCP authentication and decryption with `--srtp-key`, RTCP
+//! demux, payload type, then source validation: probation, binding, jumps;
+//! [`NetSide::datagram`]) and passes them through an rtrb queue of preallocated
 //! packet slots to the cpal output callback, which owns the jitter buffer and decoder of
 //! the playing stream and pulls audio on the output device's clock. The same tokio thread
 //! takes RTCP about each stream only from that stream's own source and sends its receiver
-//! reports back there (`feedback.rs`), prints the status line once a second, writes JSON
+//! reports back there (`feedback.rs`, as SRTCP with a key), prints the status line once a second, writes JSON
 //! stats and handles signals.
 
 mod ahead;
@@ -76,6 +77,7 @@ use patchcord_common::rtcp::{is_rtcp, parse_compound, RtcpPacket, SenderReport};
 use patchcord_common::rtp::{DropReason, MAX_DATAGRAM_LEN, RTP_HEADER_LEN};
 use patchcord_common::sdp::{RtcpPort, StreamDescription};
 use patchcord_common::source::{is_rtcp_source, PacketMeta, Probation};
+use patchcord_common::srtp::{Opened, Protector, Unprotector};
 use patchcord_devices::app::{
     choose_config, parse_seconds, rtcp_cname, run_main, wait_for_stop, DeviceArgs, SetupArgs, StatsSink,
     StopReason,
@@ -84,6 +86,7 @@ use patchcord_devices::clock::HostClock;
 use patchcord_devices::jack_ports::{rewire, JackArgs};
 use patchcord_devices::net::{bind_group, parse_interface, Interface, Membership};
 use patchcord_devices::server::PeriodWatch;
+use patchcord_devices::srtp_args::SrtpArgs;
 use patchcord_devices::{open_device, Direction};
 use tokio::net::UdpSocket;
 
@@ -191,6 +194,8 @@ struct Args {
     /// No status line on stderr.
     #[arg(long, short)]
     quiet: bool,
+    #[command(flatten)]
+    srtp: SrtpArgs,
     #[command(flatten)]
     setup: SetupArgs,
 }
@@ -313,6 +318,11 @@ async fn bind_rtp(listen: SocketAddr, from_sdp: bool) -> std::io::Result<UdpSock
 
 async fn run(mut args: Args) -> Result<(), String> {
     let sdp = args.sdp.as_deref().map(read_sdp).transpose()?;
+    // a key on the command line wins over the SDP's a=crypto
+    let srtp_key = match args.srtp.master_key()? {
+        Some(k) => Some(k),
+        None => sdp.as_ref().and_then(|d| d.crypto.clone()),
+    };
     if let Some(d) = &sdp {
         args.listen = SocketAddr::new(d.destination, d.port).to_string();
         args.payload_type = Some(d.opus_payload_type);
@@ -585,11 +595,17 @@ async fn run(mut args: Args) -> Result<(), String> {
     let mut side = NetSide {
         payload,
         playout: playout_cfg,
-        counters: NetCounters::default(),
+        counters: NetCounters {
+            srtp_suite: srtp_key.as_ref().map(|k| k.suite().name()),
+            ..NetCounters::default()
+        },
         registry: Registry::new(max_streams, args.gain_db, args.source_gain.clone()),
         probation: Probation::new(64 + 2 * max_streams),
         allow: args.allow.clone(),
         feedback: Feedback::new(rand::random(), rtcp_cname()),
+        srtp: srtp_key
+            .as_ref()
+            .map(|k| Unprotector::new(k, 2 * max_streams + 16)),
         clocks: HashMap::new(),
         early_rtcp: VecDeque::with_capacity(EARLY_RTCP),
         packets: packet_tx,
@@ -601,6 +617,10 @@ async fn run(mut args: Args) -> Result<(), String> {
     };
     let mut buf = vec![0u8; 65_536];
     let mut rtcp_buf = vec![0u8; 65_536];
+    // what SRTP opens, and the SRTCP our reports become
+    let mut plain = vec![0u8; 65_536];
+    let mut report_protect = srtp_key.as_ref().map(Protector::new);
+    let mut sealed = vec![0u8; 2048];
     let timeout_ns = (args.stream_timeout * 1e9) as i64;
     let xrun_count = || xruns.load(std::sync::atomic::Ordering::Relaxed);
 
@@ -623,7 +643,7 @@ async fn run(mut args: Args) -> Result<(), String> {
             r = &mut stop_fut => break r,
             res = socket.recv_from(&mut buf) => {
                 let Ok((len, from)) = res else { continue };
-                side.datagram(&buf[..len], clock.now_unix_ns(), from);
+                side.datagram(&buf[..len], clock.now_unix_ns(), from, &mut plain);
             }
             _ = tokio::time::sleep_until(next_report) => {
                 let receptions = monitor.receptions();
@@ -634,7 +654,17 @@ async fn run(mut args: Args) -> Result<(), String> {
                         (None, Via::Rtcp, Some(s)) => s,
                         _ => &socket,
                     };
-                    match from_socket.send_to(&o.packet, o.to).await {
+                    let datagram = match report_protect.as_mut() {
+                        None => &o.packet[..],
+                        Some(p) => match p.protect_rtcp(&o.packet, &mut sealed) {
+                            Ok(n) => &sealed[..n],
+                            Err(_) => {
+                                side.feedback.report_send_errors += 1;
+                                continue;
+                            }
+                        },
+                    };
+                    match from_socket.send_to(datagram, o.to).await {
                         Ok(_) => side.feedback.reports_sent += 1,
                         Err(_) => side.feedback.report_send_errors += 1,
                     }
@@ -649,8 +679,15 @@ async fn run(mut args: Args) -> Result<(), String> {
             } => {
                 let Ok((len, from)) = res else { continue };
                 side.counters.datagrams += 1;
-                if side.allowed(from) {
-                    side.rtcp(&rtcp_buf[..len], clock.now_unix_ns(), from, Via::Rtcp);
+                if !side.allowed(from) {
+                    continue;
+                }
+                let arrival = clock.now_unix_ns();
+                match side.open(&rtcp_buf[..len], &mut plain) {
+                    Some(Opened::Rtcp(n)) => side.rtcp(&plain[..n], arrival, from, Via::Rtcp),
+                    // (S)RTP on the RTCP port: not ours to play
+                    Some(Opened::Rtp(_)) => side.counters.rtcp_malformed += 1,
+                    None => {}
                 }
             }
             _ = drain.tick() => {
@@ -773,6 +810,8 @@ struct NetSide {
     /// RTCP kept about each stream's sender (from its own RTCP source only), and the
     /// receiver reports sent back.
     feedback: Feedback,
+    /// `--srtp-key`: opens SRTP and SRTCP; what fails is counted here and goes no further.
+    srtp: Option<Unprotector>,
     /// Latest sender report of each patchcord SSRC: RTP timestamp → capture instant.
     clocks: HashMap<u32, CaptureClock>,
     /// RTCP about SSRCs that have no stream yet (the last [`EARLY_RTCP`]): a sender report
@@ -820,14 +859,44 @@ impl NetSide {
         false
     }
 
-    /// A datagram on the RTP socket, in this order: `--allow`; RTCP (multiplexed) to
-    /// [`NetSide::rtcp`]; the payload type; then source validation (a playing stream's
-    /// binding and continuity, or probation for a new SSRC).
-    fn datagram(&mut self, d: &[u8], arrival: i64, from: SocketAddr) {
+    /// With SRTP: authenticate and decrypt `d` into `plain`, or count why not and say
+    /// `None`. Without: `d` as it is, copied.
+    fn open(&mut self, d: &[u8], plain: &mut [u8]) -> Option<Opened> {
+        let Some(srtp) = self.srtp.as_mut() else {
+            plain.get_mut(..d.len())?.copy_from_slice(d);
+            return Some(if is_rtcp(d) {
+                Opened::Rtcp(d.len())
+            } else {
+                Opened::Rtp(d.len())
+            });
+        };
+        match srtp.unprotect(d, plain) {
+            Ok(o) => Some(o),
+            Err(r) => {
+                self.counters.srtp.count(r);
+                None
+            }
+        }
+    }
+
+    /// A datagram on the RTP socket, in this order: `--allow`; SRTP (`--srtp-key`:
+    /// authentication, replay, decryption; plain packets are refused); RTCP (multiplexed)
+    /// to [`NetSide::rtcp`]; the payload type; then source validation (a playing stream's
+    /// binding and continuity, or probation for a new SSRC). `plain` is scratch space
+    /// for what SRTP opens.
+    fn datagram(&mut self, d: &[u8], arrival: i64, from: SocketAddr, plain: &mut [u8]) {
         self.counters.datagrams += 1;
         if !self.allowed(from) {
             return;
         }
+        let d = if self.srtp.is_some() {
+            match self.open(d, plain) {
+                Some(Opened::Rtp(n) | Opened::Rtcp(n)) => &plain[..n],
+                None => return,
+            }
+        } else {
+            d
+        };
         if is_rtcp(d) {
             self.rtcp(d, arrival, from, Via::Rtp);
             return;
@@ -1086,6 +1155,8 @@ fn print_status(s: &serde_json::Value, kbps: f64) {
         "rtcp_wrong_source",
         "unvalidated",
         "jumps_rejected",
+        "srtp_auth_failed",
+        "srtp_replayed",
     ]
     .iter()
     .filter_map(|k| s[*k].as_u64())
@@ -1147,6 +1218,14 @@ fn print_summary(s: &serde_json::Value, reason: StopReason) {
         s["jumps_rejected"],
         s["restarts"]
     );
+    if let Some(suite) = s["srtp"].as_str() {
+        patchcord_devices::say!(
+            "  SRTP {suite}: {} failed authentication (forged, another key, or plain RTP), {} replayed, {} malformed",
+            s["srtp_auth_failed"],
+            s["srtp_replayed"],
+            s["srtp_malformed"]
+        );
+    }
     patchcord_devices::say!(
         "  packets received {}, played {}, discarded {} (audio older than the chosen delay at a stream start, or a sender restart), late {}, duplicates {}",
         s["packets_received"], s["played"], s["discarded"], s["late"], s["duplicates"]

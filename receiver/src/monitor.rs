@@ -11,6 +11,7 @@ use patchcord_common::latency::CaptureClock;
 use patchcord_common::playout::{DelayMode, PlayoutConfig, SampleSource};
 use patchcord_common::rtp::DropReason;
 use patchcord_common::source::SourceCounters;
+use patchcord_common::srtp::SrtpCounters;
 use patchcord_common::stats::StreamCounters;
 use patchcord_common::time::frames_to_ns;
 use serde_json::json;
@@ -35,6 +36,9 @@ pub struct NetCounters {
     pub source: SourceCounters,
     /// Datagrams from addresses outside `--allow`.
     pub not_allowed: u64,
+    /// `--srtp-key`: the suite, and the datagrams SRTP refused.
+    pub srtp_suite: Option<&'static str>,
+    pub srtp: SrtpCounters,
     /// Sender reports, SDES and BYEs not from the stream's own RTCP source (also those kept
     /// aside for an SSRC before it passed probation from another source), and BYEs for an
     /// SSRC that is neither playing nor on probation.
@@ -524,6 +528,13 @@ impl Monitor {
             (out.as_object_mut(), serde_json::to_value(net.source))
         {
             o.extend(source);
+        }
+        // SRTP's: the suite (null without), srtp_auth_failed, srtp_replayed, srtp_malformed
+        if let (Some(o), Ok(serde_json::Value::Object(srtp))) =
+            (out.as_object_mut(), serde_json::to_value(net.srtp))
+        {
+            o.insert("srtp".into(), net.srtp_suite.into());
+            o.extend(srtp);
         }
         out
     }

@@ -36,13 +36,15 @@ use patchcord_devices::clock::HostClock;
 use patchcord_devices::jack_ports::{rewire, JackArgs};
 use patchcord_devices::net::{configure_sender, parse_interface, Interface};
 use patchcord_devices::server::PeriodWatch;
+use patchcord_devices::srtp_args::SrtpArgs;
 use patchcord_devices::virtual_host::wav_input_note;
 use patchcord_devices::{open_device, Direction};
 use serde_json::json;
 
 use capture::{CaptureCounters, CaptureMark, CaptureSide};
 use encoder::{EncoderConfig, EncoderStats, EncoderThread, SentReport};
-use reports::{ReceiverView, ReportReader, Reports};
+use patchcord_common::srtp::{Protector, Unprotector};
+use reports::{ReceiverView, ReportReader, Reports, MAX_RECEIVERS};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -123,6 +125,8 @@ struct Args {
     /// by its own flag when given).
     #[arg(long)]
     low_latency: bool,
+    #[command(flatten)]
+    srtp: SrtpArgs,
     #[command(flatten)]
     setup: SetupArgs,
 }
@@ -299,6 +303,7 @@ async fn run(args: Args) -> Result<(), String> {
     configure_sender(socket2::SockRef::from(&socket), dest, args.ttl, args.multicast_if)
         .map_err(|e| format!("cannot send to {dest}: {e}"))?;
 
+    let srtp_key = args.srtp.master_key()?;
     // RTP identity: random SSRC, sequence and timestamp start (RFC 3550 §5.1).
     let ssrc: u32 = rand::random();
     let seq0: u16 = rand::random();
@@ -325,6 +330,7 @@ async fn run(args: Args) -> Result<(), String> {
             ptime_ms: Some(args.frame_ms),
             max_average_bitrate: Some(args.bitrate as u32),
             inband_fec: args.fec && app != opus::Application::LowDelay,
+            crypto: srtp_key.clone(),
         };
         let text = description.to_sdp(u64::from(ssrc), TOOL);
         write_sdp(path, &text)?;
@@ -367,6 +373,7 @@ async fn run(args: Args) -> Result<(), String> {
                 sent: sent_rx,
                 reports: reports.clone(),
                 stop: stop.clone(),
+                srtp: srtp_key.as_ref().map(|k| Unprotector::new(k, MAX_RECEIVERS)),
             };
             let handle = std::thread::Builder::new()
                 .name("patchcord-rtcp".into())
@@ -392,6 +399,7 @@ async fn run(args: Args) -> Result<(), String> {
             cname: rtcp_cname(),
             tool: TOOL,
             reports_sent: sent_tx,
+            srtp: srtp_key.as_ref().map(Protector::new),
         },
         samples: sample_rx,
         marks: mark_rx,
@@ -519,6 +527,8 @@ async fn run(args: Args) -> Result<(), String> {
             "encode_us_mean": if packets > 0 { enc_stats.encode_ns_total.load(Ordering::Relaxed) as f64 / 1000.0 / packets as f64 } else { 0.0 },
             "receiver_reports": reports.receiver_reports.load(Ordering::Relaxed),
             "rtcp_malformed": reports.rtcp_malformed.load(Ordering::Relaxed),
+            "srtp": srtp_key.as_ref().map(|k| k.suite().name()),
+            "srtcp_refused": reports.srtp.lock().map(|c| *c).unwrap_or_default(),
             "receivers": reports.snapshot(),
         })
     };

@@ -9,6 +9,9 @@
 //! LSR is looked up in the encoder thread's list of reports as they left
 //! ([`SentReport`]) instead of being read as a time: the round trip is then exact to the
 //! 15 µs unit of DLSR.
+//!
+//! With `--srtp-key` the receivers' RTCP arrives as SRTCP: it is opened here, on this
+//! thread, and what does not authenticate (or is replayed) is counted and ignored.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use patchcord_common::rtcp::{is_rtcp, ntp_short_to_ns, parse_compound, ReportBlock, RtcpPacket};
+use patchcord_common::srtp::{Opened, SrtpCounters, Unprotector};
 use patchcord_devices::clock::HostClock;
 use serde::Serialize;
 
@@ -48,6 +52,8 @@ pub struct Reports {
     pub receivers: Mutex<Vec<ReceiverView>>,
     pub receiver_reports: AtomicU64,
     pub rtcp_malformed: AtomicU64,
+    /// SRTCP refused (forged, wrongly keyed, plain, replayed, malformed).
+    pub srtp: Mutex<SrtpCounters>,
 }
 
 impl Reports {
@@ -63,6 +69,8 @@ pub struct ReportReader {
     pub sent: rtrb::Consumer<SentReport>,
     pub reports: Arc<Reports>,
     pub stop: Arc<AtomicBool>,
+    /// Opens SRTCP; `None` reads plain RTCP.
+    pub srtp: Option<Unprotector>,
 }
 
 impl ReportReader {
@@ -70,6 +78,7 @@ impl ReportReader {
         // the clone shares the socket: the timeout bounds how long a stop waits
         let _ = self.socket.set_read_timeout(Some(Duration::from_millis(100)));
         let mut buf = [0u8; 2048];
+        let mut plain = [0u8; 2048];
         let mut sent = [SentReport::default(); SENT_REMEMBERED];
         let mut next = 0usize;
         while !self.stop.load(Ordering::Acquire) {
@@ -81,8 +90,20 @@ impl ReportReader {
                 sent[next % SENT_REMEMBERED] = s;
                 next += 1;
             }
-            if is_rtcp(&buf[..len]) {
-                self.read(&buf[..len], from, arrival, &sent);
+            let d = match self.srtp.as_mut().map(|s| s.unprotect(&buf[..len], &mut plain)) {
+                None => &buf[..len],
+                Some(Ok(Opened::Rtcp(n))) => &plain[..n],
+                // SRTP (not SRTCP) on the report socket: nothing for us
+                Some(Ok(Opened::Rtp(_))) => continue,
+                Some(Err(r)) => {
+                    if let Ok(mut c) = self.reports.srtp.lock() {
+                        c.count(r);
+                    }
+                    continue;
+                }
+            };
+            if is_rtcp(d) {
+                self.read(d, from, arrival, &sent);
             }
         }
     }
