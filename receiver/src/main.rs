@@ -569,11 +569,12 @@ async fn run(mut args: Args) -> Result<(), String> {
     };
     if !args.quiet {
         patchcord_devices::say!(
-            "patchcord-recv: listening on {local} (RTCP also on {}) -> {} on {} | {channels} ch, {latency_text}, {}",
+            "patchcord-recv: listening on {local} (RTCP also on {}) -> {} on {} | {channels} ch, {latency_text}, {} | SRTP {}",
             rtcp_socket.as_ref().and_then(|s| s.local_addr().ok()).map(|a| a.to_string()).unwrap_or("-".into()),
             opened.device_name,
             opened.host_name,
-            payload.describe()
+            payload.describe(),
+            srtp_key.as_ref().map_or("off", |k| k.suite().name())
         );
     }
 

@@ -477,7 +477,7 @@ async fn run(args: Args) -> Result<(), String> {
     let mut stats_out = StatsSink::open(args.stats_json.as_deref()).map_err(|e| e.to_string())?;
     if !args.quiet {
         patchcord_devices::say!(
-            "patchcord-send: {} on {} -> {dest} | {channels} ch, {} ms frames, {} kb/s, {}{} | SSRC {ssrc:08x}, PT {}, {} | RTCP {}",
+            "patchcord-send: {} on {} -> {dest} | {channels} ch, {} ms frames, {} kb/s, {}{} | SSRC {ssrc:08x}, PT {}, {} | RTCP {} | SRTP {}",
             opened.device_name,
             opened.host_name,
             args.frame_ms,
@@ -493,7 +493,8 @@ async fn run(args: Args) -> Result<(), String> {
             match rtcp_dest {
                 None => "off".to_string(),
                 Some(d) => d.to_string(),
-            }
+            },
+            srtp_key.as_ref().map_or("off", |k| k.suite().name())
         );
     }
 

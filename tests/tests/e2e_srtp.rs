@@ -4,7 +4,8 @@
 //!   through patchcord's SDP (`RTP/SAVP`, `a=crypto`);
 //! - GStreamer `srtpenc` into `patchcord-recv`, and `patchcord-send` into `srtpdec`, for
 //!   both suites (AES_CM_128_HMAC_SHA1_80, AEAD_AES_128_GCM);
-//! - patchcord to patchcord with RTCP both ways (SR one way, RR the other, all SRTCP);
+//! - patchcord to patchcord with RTCP both ways (SR one way, RR the other, all SRTCP),
+//!   and with the key taken from the sender's SDP by `patchcord-recv --sdp`;
 //! - a wrong key and plain RTP: refused, counted, nothing played;
 //! - forged and replayed packets from the sender's own address while a tone plays: each
 //!   one counted, and the tone unchanged in every 10 ms window.
@@ -326,6 +327,47 @@ fn patchcord_to_patchcord_with_srtcp_both_ways() {
         assert_eq!(u(&sr["srtcp_refused"], k), 0, "{k}: {sr}");
     }
     assert_tone(&dir.join("out.wav"), 1000.0, 0.5, 4.0);
+}
+
+/// patchcord-recv takes the key from patchcord-send's SDP (`a=crypto`, GCM): no key flag
+/// on the receiver.
+#[test]
+fn patchcord_recv_takes_the_key_from_the_sdp() {
+    let _serial = serial();
+    let dir = scratch("srtp_sdp_to_recv");
+    let port = free_port_pair();
+    let key = new_key(Suite::AeadAes128Gcm);
+    let sdp = dir.join("stream.sdp");
+    let mut extra = key_args(&key);
+    extra.extend([s("--sdp"), sdp.display().to_string()]);
+    let mut send = sender(&dir, &format!("127.0.0.1:{port}"), 4.0, &extra);
+    wait_for_file(&sdp);
+    let mut recv = Proc::spawn(
+        &dir,
+        "recv",
+        &bin("patchcord-recv"),
+        &[
+            s("--sdp"),
+            sdp.display().to_string(),
+            s("--device"),
+            format!("wav:{}", dir.join("out.wav").display()),
+            s("--duration"),
+            s("6"),
+            s("--stats-json"),
+            dir.join("recv.json").display().to_string(),
+            s("-q"),
+        ],
+    );
+    finish(&mut send);
+    finish(&mut recv);
+    let r = final_stats(&dir.join("recv.json"));
+    assert_clean_srtp(&r, Suite::AeadAes128Gcm);
+    assert!(u(&r, "sender_reports") >= 2, "{r}");
+    // the receiver starts after the SDP appears: it may miss the tone's first moments
+    let (_, samples) = read_wav(&dir.join("out.wav"));
+    let heard = seconds_of_tone(&samples, 1000.0);
+    assert!(heard > 3.4, "{heard:.2} s of the 4 s tone; {r}");
+    assert_tone(&dir.join("out.wav"), 1000.0, 0.5, heard);
 }
 
 /// A sender with another key, and one with none: every packet refused and counted as
