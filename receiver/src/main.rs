@@ -683,12 +683,8 @@ async fn run(mut args: Args) -> Result<(), String> {
                 if !side.allowed(from) {
                     continue;
                 }
-                let arrival = clock.now_unix_ns();
-                match side.open(&rtcp_buf[..len], &mut plain) {
-                    Some(Opened::Rtcp(n)) => side.rtcp(&plain[..n], arrival, from, Via::Rtcp),
-                    // (S)RTP on the RTCP port: not ours to play
-                    Some(Opened::Rtp(_)) => side.counters.rtcp_malformed += 1,
-                    None => {}
+                if let Some(d) = side.open(&rtcp_buf[..len], &mut plain) {
+                    side.rtcp(d, clock.now_unix_ns(), from, Via::Rtcp);
                 }
             }
             _ = drain.tick() => {
@@ -860,19 +856,14 @@ impl NetSide {
         false
     }
 
-    /// With SRTP: authenticate and decrypt `d` into `plain`, or count why not and say
-    /// `None`. Without: `d` as it is, copied.
-    fn open(&mut self, d: &[u8], plain: &mut [u8]) -> Option<Opened> {
+    /// With `--srtp-key`: `d` authenticated and decrypted into `plain`, or `None` when it
+    /// is refused (counted). Without: `d` itself.
+    fn open<'a>(&mut self, d: &'a [u8], plain: &'a mut [u8]) -> Option<&'a [u8]> {
         let Some(srtp) = self.srtp.as_mut() else {
-            plain.get_mut(..d.len())?.copy_from_slice(d);
-            return Some(if is_rtcp(d) {
-                Opened::Rtcp(d.len())
-            } else {
-                Opened::Rtp(d.len())
-            });
+            return Some(d);
         };
         match srtp.unprotect(d, plain) {
-            Ok(o) => Some(o),
+            Ok(Opened::Rtp(n) | Opened::Rtcp(n)) => Some(&plain[..n]),
             Err(r) => {
                 self.counters.srtp.count(r);
                 None
@@ -890,13 +881,8 @@ impl NetSide {
         if !self.allowed(from) {
             return;
         }
-        let d = if self.srtp.is_some() {
-            match self.open(d, plain) {
-                Some(Opened::Rtp(n) | Opened::Rtcp(n)) => &plain[..n],
-                None => return,
-            }
-        } else {
-            d
+        let Some(d) = self.open(d, plain) else {
+            return;
         };
         if is_rtcp(d) {
             self.rtcp(d, arrival, from, Via::Rtp);
