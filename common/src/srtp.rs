@@ -40,6 +40,20 @@
 //!
 //! Plain RTP and RTCP sent to a receiver that expects SRTP fail authentication like a
 //! forgery: on the wire the two cannot be told apart, and both are refused and counted.
+//!
+//! # Fuzzing
+//!
+//! [`Unprotector::unprotect`] is the entry point for hostile bytes; any input gives an
+//! answer, never a panic (a proptest here checks that much):
+//!
+//! ```
+//! use patchcord_common::srtp::{MasterKey, Suite, Unprotector};
+//! let key = MasterKey::new(Suite::AesCm128HmacSha1_80, &[7; 30]).unwrap();
+//! let mut open = Unprotector::new(&key, 4);
+//! let mut out = [0u8; 2048];
+//! let data: &[u8] = &[0x80, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3];
+//! assert!(open.unprotect(data, &mut out).is_err());
+//! ```
 
 use webrtc_srtp::context::Context;
 use webrtc_srtp::option::{srtcp_replay_protection, srtp_replay_protection};

@@ -449,4 +449,40 @@ mod tests {
         }
         assert_eq!(t.stats.red_blocks_sent.load(Ordering::Relaxed), 0);
     }
+
+    /// With a key every packet leaves protected (not plain Opus RTP), opens with the same
+    /// key to the packet that would have been sent, and the Opus budget leaves room for
+    /// the tag in one datagram.
+    #[test]
+    fn srtp_packets_are_protected_and_open() {
+        use patchcord_common::srtp::{MasterKey, Opened, Protector, Suite, Unprotector};
+        for suite in Suite::ALL {
+            let key =
+                MasterKey::new(suite, &vec![9; suite.master_key_len() + suite.master_salt_len()]).unwrap();
+            let (mut t, rx) = thread(0);
+            t.cfg.srtp = Some(Protector::new(&key));
+            let mut bufs = SendBuffers::new(false, suite.rtp_overhead());
+            assert_eq!(
+                bufs.opus.len() + RTP_HEADER_LEN + suite.rtp_overhead(),
+                MAX_DATAGRAM_LEN
+            );
+            let mut open = Unprotector::new(&key, 1);
+            let mut plain = [0u8; 2048];
+            for k in 0..5u64 {
+                t.encode_and_send(&tone(k * FRAME as u64), k * FRAME as u64, &mut bufs);
+                let dg = receive(&rx);
+                let n = match open.unprotect(&dg, &mut plain) {
+                    Ok(Opened::Rtp(n)) => n,
+                    other => panic!("{suite}: {other:?}"),
+                };
+                assert_eq!(n + suite.rtp_overhead(), dg.len());
+                let h = validate_opus_rtp(&plain[..n], OPUS_PT).unwrap();
+                assert_eq!(h.sequence, 65534u16.wrapping_add(k as u16));
+                assert_eq!(h.duration_samples, FRAME as u32);
+            }
+            let sent = t.stats.bytes_sent.load(Ordering::Relaxed);
+            let payload = t.stats.payload_bytes.load(Ordering::Relaxed);
+            assert_eq!(sent, payload + 5 * (RTP_HEADER_LEN + suite.rtp_overhead()) as u64);
+        }
+    }
 }
