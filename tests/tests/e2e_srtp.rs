@@ -3,7 +3,7 @@
 //! - ffmpeg's `srtp://` output into `patchcord-recv`, and `patchcord-send` into ffmpeg
 //!   through patchcord's SDP (`RTP/SAVP`, `a=crypto`);
 //! - GStreamer `srtpenc` into `patchcord-recv`, and `patchcord-send` into `srtpdec`, for
-//!   both suites (AES_CM_128_HMAC_SHA1_80, AEAD_AES_128_GCM);
+//!   both suites (AES_CM_128_HMAC_SHA1_80, AEAD_AES_128_GCM), its SRTCP included;
 //! - patchcord to patchcord with RTCP both ways (SR one way, RR the other, all SRTCP),
 //!   and with the key taken from the sender's SDP by `patchcord-recv --sdp`;
 //! - a wrong key and plain RTP: refused, counted, nothing played;
@@ -296,6 +296,91 @@ fn patchcord_sends_srtp_to_gstreamer_srtpdec() {
             "{suite}: GStreamer decoded {heard:.2} s of 4 s"
         );
         assert_tone(&out, 1000.0, 0.5, heard);
+    }
+}
+
+/// GStreamer `srtpdec` (libsrtp2) authenticates and decrypts patchcord's SRTCP, both
+/// suites: its RTCP output (`fakesink dump=true`) holds the sender reports in clear, their
+/// NTP timestamps those of now.
+#[test]
+fn gstreamer_srtpdec_opens_patchcords_srtcp() {
+    let _serial = serial();
+    for suite in Suite::ALL {
+        let dir = scratch(&format!("srtcp_send_to_gst_{suite}"));
+        let port = free_port_pair();
+        let key = new_key(suite);
+        let sdp = dir.join("stream.sdp");
+        let mut extra = key_args(&key);
+        extra.extend([s("--sdp"), sdp.display().to_string()]);
+        let mut send = sender(&dir, &format!("127.0.0.1:{port}"), 3.5, &extra);
+        wait_for_file(&sdp);
+        let text = std::fs::read_to_string(&sdp).unwrap();
+        let ssrc: u32 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("o=- "))
+            .and_then(|l| l.split(' ').next())
+            .and_then(|id| id.parse().ok())
+            .unwrap_or_else(|| panic!("no session id in\n{text}"));
+        let keys = format!(
+            "ssrc=(uint){ssrc},roc=(uint)0,srtp-key=(buffer){},{}",
+            key.to_hex(),
+            gst_ciphers(
+                suite,
+                "srtp-cipher",
+                "srtp-auth",
+                "srtcp-cipher",
+                "srtcp-auth",
+                "=(string)"
+            ),
+        );
+        // two reports through srtpdec's RTCP pads (RTP into its RTP pads), then EOS
+        let pipeline = format!(
+            "srtpdec name=d \
+             udpsrc port={port} num-buffers=100 caps=application/x-srtp,media=audio,clock-rate=48000,\
+             encoding-name=OPUS,payload=96,{keys} ! d.rtp_sink d.rtp_src ! fakesink \
+             udpsrc port={} num-buffers=2 caps=application/x-srtcp,{keys} ! d.rtcp_sink \
+             d.rtcp_src ! fakesink dump=true",
+            port + 1
+        );
+        let out = Command::new("timeout")
+            .arg("10")
+            .arg(tool("gst-launch-1.0"))
+            .args(pipeline.split_whitespace())
+            .output()
+            .expect("gst-launch-1.0");
+        finish(&mut send);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        // dump lines: "00000000 (0x…): 80 c8 00 06 SS SS SS SS NN NN NN NN …"
+        let reports: Vec<Vec<u8>> = stdout
+            .lines()
+            .filter(|l| l.starts_with("00000000 "))
+            .filter_map(|l| l.split("): ").nth(1))
+            .map(|hex| {
+                hex.split_whitespace()
+                    .take(16)
+                    .filter_map(|b| u8::from_str_radix(b, 16).ok())
+                    .collect::<Vec<u8>>()
+            })
+            .filter(|b| b.len() >= 12 && b[1] == 200)
+            .collect();
+        assert!(
+            reports.len() >= 2,
+            "{suite}: srtpdec let {} sender reports through\n{stdout}",
+            reports.len()
+        );
+        let ntp_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 2_208_988_800;
+        for r in &reports {
+            assert_eq!(u32::from_be_bytes([r[4], r[5], r[6], r[7]]), ssrc);
+            let ntp_secs = u32::from_be_bytes([r[8], r[9], r[10], r[11]]) as u64;
+            assert!(
+                ntp_now.abs_diff(ntp_secs) < 30,
+                "{suite}: NTP {ntp_secs} against {ntp_now}: not decrypted"
+            );
+        }
     }
 }
 
