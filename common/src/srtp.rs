@@ -55,6 +55,8 @@
 //! assert!(open.unprotect(data, &mut out).is_err());
 //! ```
 
+use std::collections::HashMap;
+
 use webrtc_srtp::context::Context;
 use webrtc_srtp::option::{srtcp_replay_protection, srtp_replay_protection};
 use webrtc_srtp::protection_profile::ProtectionProfile;
@@ -178,7 +180,6 @@ impl Protector {
 
 /// One authenticated SSRC's receive context.
 struct Source {
-    ssrc: u32,
     ctx: Context,
     /// [`Unprotector::uses`] at its last authenticated packet.
     last_used: u64,
@@ -187,7 +188,8 @@ struct Source {
 /// Opens the SRTP and SRTCP one side receives, from any number of senders (bounded).
 pub struct Unprotector {
     key: MasterKey,
-    sources: Vec<Source>,
+    /// By SSRC, at most `max_sources`.
+    sources: HashMap<u32, Source>,
     max_sources: usize,
     uses: u64,
 }
@@ -198,7 +200,7 @@ impl Unprotector {
         let max_sources = max_sources.max(1);
         Unprotector {
             key: key.clone(),
-            sources: Vec::with_capacity(max_sources),
+            sources: HashMap::with_capacity(max_sources),
             max_sources,
             uses: 0,
         }
@@ -240,7 +242,7 @@ impl Unprotector {
             }
         };
         self.uses += 1;
-        let plain = match self.sources.iter_mut().find(|s| s.ssrc == ssrc) {
+        let plain = match self.sources.get_mut(&ssrc) {
             Some(s) => {
                 let plain = open(&mut s.ctx).map_err(rejected)?;
                 s.last_used = self.uses;
@@ -249,16 +251,21 @@ impl Unprotector {
             None => {
                 let mut ctx = context(&self.key, true).map_err(|_| Rejected::Malformed)?;
                 let plain = open(&mut ctx).map_err(rejected)?;
+                if self.sources.len() >= self.max_sources {
+                    let oldest = self
+                        .sources
+                        .iter()
+                        .min_by_key(|(_, s)| s.last_used)
+                        .map(|(&k, _)| k);
+                    if let Some(k) = oldest {
+                        self.sources.remove(&k);
+                    }
+                }
                 let source = Source {
-                    ssrc,
                     ctx,
                     last_used: self.uses,
                 };
-                if self.sources.len() < self.max_sources {
-                    self.sources.push(source);
-                } else if let Some(oldest) = self.sources.iter_mut().min_by_key(|s| s.last_used) {
-                    *oldest = source;
-                }
+                self.sources.insert(ssrc, source);
                 plain
             }
         };
