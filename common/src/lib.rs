@@ -9,6 +9,7 @@
 //! - [`jitter`]: fixed-capacity packet store of the jitter buffer.
 //! - [`playout`]: one received stream: jitter buffer + decoder + sample-accurate timeline.
 //! - [`sdp`]: SDP descriptions of a stream, written and read.
+//! - [`srtp`], [`srtp_key`]: SRTP/SRTCP protect and unprotect with a pre-shared key.
 //! - [`time`]: the 48 kHz sample rate and ns/frame conversions.
 //! - [`stats`]: RFC 3550 reception statistics and playout counters.
 //! - [`source`]: source validation: probation of new SSRCs, address binding, jumps held aside.
@@ -33,6 +34,8 @@ pub mod rtcp_interval;
 pub mod rtp;
 pub mod sdp;
 pub mod source;
+pub mod srtp;
+pub mod srtp_key;
 pub mod stats;
 pub mod stretch;
 pub mod time;

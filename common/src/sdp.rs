@@ -22,6 +22,17 @@
 //! a=source-filter:incl IN IP4 239.1.2.3 192.168.1.10   multicast: the one source (RFC 4570)
 //! ```
 //!
+//! With SRTP the profile is `RTP/SAVP` and the media has the key (RFC 4568; ffmpeg reads
+//! it, with `-protocol_whitelist file,udp,rtp,srtp`):
+//!
+//! ```text
+//! m=audio 5004 RTP/SAVP 96
+//! a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz
+//! ```
+//!
+//! Such a file holds the key: whoever reads it can listen and send. Keep it as private
+//! as the key itself.
+//!
 //! `stereo` / `sprop-stereo` say 1 for a stereo stream and 0 for mono (RFC 7587 §6.1);
 //! a reader takes the channel count from `sprop-stereo` (what the sender sends), else
 //! from `stereo`, else mono. `useinbandfec=1` is written when the encoder adds FEC.
@@ -31,7 +42,9 @@
 //! RED payload types, the channels, the RTCP port or mux and a source filter. Anything
 //! else in the description (other media, other formats, bandwidth lines) is ignored;
 //! a description without an Opus stream, without a connection address, or with a secure
-//! profile (`RTP/SAVP`: patchcord has no SRTP) is an error that says so.
+//! profile (`RTP/SAVP`) but no `a=crypto` line of a suite patchcord speaks is an error
+//! that says so. A usable `a=crypto` is taken under `RTP/AVP` too: ffmpeg writes its SRTP
+//! key that way.
 //!
 //! # Crate
 //!
@@ -50,6 +63,7 @@ use sdp_types::{
     SourceFilterAddress, SourceFilterDestination, SourceFilterMode,
 };
 
+use crate::srtp_key::MasterKey;
 use crate::time::SAMPLE_RATE;
 
 /// Where the stream's RTCP goes.
@@ -93,6 +107,8 @@ pub struct StreamDescription {
     pub ptime_ms: Option<f64>,
     pub max_average_bitrate: Option<u32>,
     pub inband_fec: bool,
+    /// SRTP (`RTP/SAVP` with `a=crypto`); `None` for plain RTP (`RTP/AVP`).
+    pub crypto: Option<MasterKey>,
 }
 
 /// A description patchcord cannot receive from.
@@ -102,8 +118,11 @@ pub enum SdpError {
     Syntax(String),
     #[error("no Opus stream in the SDP (an m=audio line with a=rtpmap:PT opus/48000/2)")]
     NoOpus,
-    #[error("the Opus stream uses the secure profile {0}; patchcord has no SRTP")]
-    Secure(String),
+    #[error(
+        "the Opus stream uses the secure profile {0} without a usable a=crypto line \
+         (patchcord speaks AES_CM_128_HMAC_SHA1_80 and AEAD_AES_128_GCM with an inline key){1}"
+    )]
+    Secure(String, String),
     #[error("no connection address (c=) for the Opus stream")]
     NoConnection,
     #[error("bad connection address in the SDP: {0}")]
@@ -130,9 +149,16 @@ impl StreamDescription {
         let mut m = Media::new(
             sdp_types::MediaType::Audio,
             self.port,
-            sdp_types::TransportProto::RtpAvp,
+            if self.crypto.is_some() {
+                sdp_types::TransportProto::RtpSavp
+            } else {
+                sdp_types::TransportProto::RtpAvp
+            },
             formats,
         );
+        if let Some(key) = &self.crypto {
+            m.add_attribute_with_value("crypto", key.crypto_attribute());
+        }
         m.add_attribute(RtpMap::with_encoding_params(opus, "opus", SAMPLE_RATE, "2"));
         let stereo = if self.channels == 2 { "1" } else { "0" };
         let mut fmtp = Fmtp::new(opus);
@@ -203,8 +229,16 @@ impl StreamDescription {
                 Some((m, opus.payload_type))
             })
             .ok_or(SdpError::NoOpus)?;
-        if media.proto.contains("SAVP") {
-            return Err(SdpError::Secure(media.proto.clone()));
+        // the first a=crypto of a suite we speak; else why the last one was refused. ffmpeg
+        // writes its key under RTP/AVP: a key is taken whatever the profile says
+        let mut why = String::new();
+        let crypto = media.get_attribute_values("crypto").flatten().find_map(|v| {
+            MasterKey::from_crypto_attribute(v)
+                .map_err(|e| why = format!(": {e}"))
+                .ok()
+        });
+        if crypto.is_none() && media.proto.contains("SAVP") {
+            return Err(SdpError::Secure(media.proto.clone(), why));
         }
         let connection = media
             .connections
@@ -292,6 +326,7 @@ impl StreamDescription {
                 .and_then(|v| v.trim().parse().ok()),
             max_average_bitrate: param("maxaveragebitrate").and_then(|v| v.parse().ok()),
             inband_fec: param("useinbandfec") == Some("1"),
+            crypto,
         })
     }
 }
@@ -323,6 +358,7 @@ mod tests {
             ptime_ms: Some(10.0),
             max_average_bitrate: Some(128_000),
             inband_fec: false,
+            crypto: None,
         }
     }
 
@@ -417,7 +453,16 @@ mod tests {
             ),
             (
                 "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=x\r\nt=0 0\r\nm=audio 5 RTP/SAVP 96\r\nc=IN IP4 1.2.3.4\r\na=rtpmap:96 opus/48000/2\r\n",
-                Some(SdpError::Secure("RTP/SAVP".into())),
+                Some(SdpError::Secure("RTP/SAVP".into(), String::new())),
+            ),
+            (
+                "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=x\r\nt=0 0\r\nm=audio 5 RTP/SAVP 96\r\nc=IN IP4 1.2.3.4\r\na=rtpmap:96 opus/48000/2\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:c2hvcnQ=\r\n",
+                Some(SdpError::Secure(
+                    "RTP/SAVP".into(),
+                    ": the SRTP key is 5 bytes; AES_CM_128_HMAC_SHA1_80 takes 30 (master key 16 + salt 14): \
+                     make one with `head -c 30 /dev/urandom | base64`"
+                        .into(),
+                )),
             ),
         ] {
             let e = StreamDescription::parse(bad.as_bytes()).unwrap_err();
@@ -425,5 +470,47 @@ mod tests {
                 assert_eq!(e, w);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod srtp_tests {
+    use super::*;
+    use crate::srtp_key::Suite;
+
+    /// `RTP/SAVP` and `a=crypto` written, read back, and read from ffmpeg's form.
+    #[test]
+    fn secure_profile_carries_the_key() {
+        for suite in Suite::ALL {
+            let len = suite.master_key_len() + suite.master_salt_len();
+            let key = MasterKey::new(suite, &vec![0x42; len]).unwrap();
+            let d = StreamDescription {
+                destination: "127.0.0.1".parse().unwrap(),
+                port: 5004,
+                ttl: None,
+                source: None,
+                source_filter: false,
+                rtcp: RtcpPort::Port(5005),
+                opus_payload_type: 96,
+                red: None,
+                channels: 1,
+                ptime_ms: None,
+                max_average_bitrate: None,
+                inband_fec: false,
+                crypto: Some(key.clone()),
+            };
+            let text = d.to_sdp(1, "t");
+            assert!(text.contains("m=audio 5004 RTP/SAVP 96\r\n"), "{text}");
+            let line = format!("a=crypto:1 {suite} inline:{}\r\n", key.to_base64());
+            assert!(text.contains(&line), "{line} missing from\n{text}");
+            assert_eq!(StreamDescription::parse(text.as_bytes()).unwrap(), d);
+        }
+        // what ffmpeg 5.1's RTP muxer prints with -srtp_out_suite/-srtp_out_params: its
+        // key under RTP/AVP
+        let ffmpeg = "v=0\no=- 0 0 IN IP4 127.0.0.1\ns=No Name\nc=IN IP4 127.0.0.1\nt=0 0\n\
+                      m=audio 6000 RTP/AVP 97\nb=AS:64\na=rtpmap:97 opus/48000/2\n\
+                      a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:QkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJC\n";
+        let d = StreamDescription::parse(ffmpeg.as_bytes()).unwrap();
+        assert_eq!(d.crypto.map(|k| k.master_key().to_vec()), Some(vec![0x42; 16]));
     }
 }

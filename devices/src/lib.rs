@@ -15,7 +15,7 @@
 //!
 //! [`net`] holds the multicast socket options both binaries share, [`allow`] their
 //! `--allow CIDR` list; [`config_file`] and [`generate`] their `--config FILE` and
-//! `--generate KIND`.
+//! `--generate KIND`; [`srtp_args`] their SRTP key flags.
 
 pub mod allow;
 mod alsa_quiet;
@@ -29,6 +29,7 @@ pub mod matcher;
 pub mod net;
 pub mod realtime;
 pub mod server;
+pub mod srtp_args;
 pub mod virtual_host;
 
 use std::{fmt, str::FromStr};

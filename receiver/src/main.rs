@@ -1,12 +1,13 @@
 //! `patchcord-recv`: receive Opus/RTP streams over UDP and play them.
 //!
 //! Threads: tokio (main thread) receives datagrams, stamps their arrival, checks them in
-//! order (`--allow`, RTCP demux, payload type, then source validation: probation, binding,
-//! jumps; [`NetSide::datagram`]) and passes them through an rtrb queue of preallocated
+//! order (`--allow`, SRTP/SRTCP authentication and decryption with `--srtp-key`, RTCP
+//! demux, payload type, then source validation: probation, binding, jumps;
+//! [`NetSide::datagram`]) and passes them through an rtrb queue of preallocated
 //! packet slots to the cpal output callback, which owns the jitter buffer and decoder of
 //! the playing stream and pulls audio on the output device's clock. The same tokio thread
 //! takes RTCP about each stream only from that stream's own source and sends its receiver
-//! reports back there (`feedback.rs`), makes the stats record once a second
+//! reports back there (`feedback.rs`, as SRTCP with a key), makes the stats record once a second
 //! (`monitor.rs`, `stats.rs`) for the status line, the JSON lines and the HTTP endpoint
 //! (`--http`, on a thread of its own), and handles signals.
 
@@ -81,6 +82,7 @@ use patchcord_common::rtcp::{is_rtcp, parse_compound, RtcpPacket, SenderReport};
 use patchcord_common::rtp::{DropReason, MAX_DATAGRAM_LEN, RTP_HEADER_LEN};
 use patchcord_common::sdp::{RtcpPort, StreamDescription};
 use patchcord_common::source::{is_rtcp_source, PacketMeta, Probation};
+use patchcord_common::srtp::{Opened, Protector, Unprotector};
 use patchcord_devices::allow::{parse_allow, Allow, IpNet};
 use patchcord_devices::app::{
     choose_config, parse_seconds, rtcp_cname, run_main, wait_for_stop, DeviceArgs, SetupArgs, StatsSink,
@@ -90,6 +92,7 @@ use patchcord_devices::clock::HostClock;
 use patchcord_devices::jack_ports::{rewire, JackArgs};
 use patchcord_devices::net::{bind_group, parse_interface, Interface, Membership};
 use patchcord_devices::server::PeriodWatch;
+use patchcord_devices::srtp_args::SrtpArgs;
 use patchcord_devices::{open_device, Direction};
 use tokio::net::UdpSocket;
 
@@ -213,6 +216,8 @@ struct Args {
     /// Where --report writes the HTML.
     #[arg(long, short, value_name = "FILE.html", requires = "report")]
     output: Option<String>,
+    #[command(flatten)]
+    srtp: SrtpArgs,
     #[command(flatten)]
     setup: SetupArgs,
 }
@@ -360,6 +365,11 @@ async fn run(mut args: Args) -> Result<(), String> {
         );
     }
     let sdp = args.sdp.as_deref().map(read_sdp).transpose()?;
+    // a key on the command line wins over the SDP's a=crypto
+    let srtp_key = match args.srtp.master_key()? {
+        Some(k) => Some(k),
+        None => sdp.as_ref().and_then(|d| d.crypto.clone()),
+    };
     if let Some(d) = &sdp {
         args.listen = SocketAddr::new(d.destination, d.port).to_string();
         args.payload_type = Some(d.opus_payload_type);
@@ -599,11 +609,12 @@ async fn run(mut args: Args) -> Result<(), String> {
     };
     if !args.quiet {
         patchcord_devices::say!(
-            "patchcord-recv: listening on {local} (RTCP also on {}) -> {} on {} | {channels} ch, {latency_text}, {}",
+            "patchcord-recv: listening on {local} (RTCP also on {}) -> {} on {} | {channels} ch, {latency_text}, {} | SRTP {}",
             rtcp_socket.as_ref().and_then(|s| s.local_addr().ok()).map(|a| a.to_string()).unwrap_or("-".into()),
             opened.device_name,
             opened.host_name,
-            payload.describe()
+            payload.describe(),
+            srtp_key.as_ref().map_or("off", |k| k.suite().name())
         );
     }
 
@@ -624,7 +635,10 @@ async fn run(mut args: Args) -> Result<(), String> {
     let mut side = NetSide {
         payload,
         playout: playout_cfg,
-        counters: NetCounters::default(),
+        counters: NetCounters {
+            srtp_suite: srtp_key.as_ref().map(|k| k.suite().name()),
+            ..NetCounters::default()
+        },
         registry: Registry::new(
             max_streams,
             args.gain_db,
@@ -634,6 +648,9 @@ async fn run(mut args: Args) -> Result<(), String> {
         probation: Probation::new(64 + 2 * max_streams),
         allow: Allow::new(args.allow.clone()),
         feedback: Feedback::new(rand::random(), rtcp_cname()),
+        srtp: srtp_key
+            .as_ref()
+            .map(|k| Unprotector::new(k, 2 * max_streams + 16)),
         clocks: HashMap::new(),
         early_rtcp: VecDeque::with_capacity(EARLY_RTCP),
         packets: packet_tx,
@@ -645,6 +662,10 @@ async fn run(mut args: Args) -> Result<(), String> {
     };
     let mut buf = vec![0u8; 65_536];
     let mut rtcp_buf = vec![0u8; 65_536];
+    // what SRTP opens, and the SRTCP our reports become
+    let mut plain = vec![0u8; 65_536];
+    let mut report_protect = srtp_key.as_ref().map(Protector::new);
+    let mut sealed = vec![0u8; 2048];
     let timeout_ns = (args.stream_timeout * 1e9) as i64;
     let xrun_count = || xruns.load(std::sync::atomic::Ordering::Relaxed);
 
@@ -669,7 +690,7 @@ async fn run(mut args: Args) -> Result<(), String> {
             r = &mut stop_fut => break r,
             res = socket.recv_from(&mut buf) => {
                 let Ok((len, from)) = res else { continue };
-                side.datagram(&buf[..len], clock.now_unix_ns(), from);
+                side.datagram(&buf[..len], clock.now_unix_ns(), from, &mut plain);
             }
             _ = tokio::time::sleep_until(next_report) => {
                 let receptions = monitor.receptions();
@@ -680,7 +701,17 @@ async fn run(mut args: Args) -> Result<(), String> {
                         (None, Via::Rtcp, Some(s)) => s,
                         _ => &socket,
                     };
-                    match from_socket.send_to(&o.packet, o.to).await {
+                    let datagram = match report_protect.as_mut() {
+                        None => &o.packet[..],
+                        Some(p) => match p.protect_rtcp(&o.packet, &mut sealed) {
+                            Ok(n) => &sealed[..n],
+                            Err(_) => {
+                                side.feedback.report_send_errors += 1;
+                                continue;
+                            }
+                        },
+                    };
+                    match from_socket.send_to(datagram, o.to).await {
                         Ok(_) => side.feedback.reports_sent += 1,
                         Err(_) => side.feedback.report_send_errors += 1,
                     }
@@ -695,8 +726,11 @@ async fn run(mut args: Args) -> Result<(), String> {
             } => {
                 let Ok((len, from)) = res else { continue };
                 side.counters.datagrams += 1;
-                if side.allowed(from) {
-                    side.rtcp(&rtcp_buf[..len], clock.now_unix_ns(), from, Via::Rtcp);
+                if !side.allowed(from) {
+                    continue;
+                }
+                if let Some(d) = side.open(&rtcp_buf[..len], &mut plain) {
+                    side.rtcp(d, clock.now_unix_ns(), from, Via::Rtcp);
                 }
             }
             _ = drain.tick() => {
@@ -822,6 +856,8 @@ struct NetSide {
     /// RTCP kept about each stream's sender (from its own RTCP source only), and the
     /// receiver reports sent back.
     feedback: Feedback,
+    /// `--srtp-key`: opens SRTP and SRTCP; what fails is counted here and goes no further.
+    srtp: Option<Unprotector>,
     /// Latest sender report of each patchcord SSRC: RTP timestamp → capture instant.
     clocks: HashMap<u32, CaptureClock>,
     /// RTCP about SSRCs that have no stream yet (the last [`EARLY_RTCP`]): a sender report
@@ -894,14 +930,34 @@ impl NetSide {
         false
     }
 
-    /// A datagram on the RTP socket, in this order: `--allow`; RTCP (multiplexed) to
-    /// [`NetSide::rtcp`]; the payload type; then source validation (a playing stream's
-    /// binding and continuity, or probation for a new SSRC).
-    fn datagram(&mut self, d: &[u8], arrival: i64, from: SocketAddr) {
+    /// With `--srtp-key`: `d` authenticated and decrypted into `plain`, or `None` when it
+    /// is refused (counted). Without: `d` itself.
+    fn open<'a>(&mut self, d: &'a [u8], plain: &'a mut [u8]) -> Option<&'a [u8]> {
+        let Some(srtp) = self.srtp.as_mut() else {
+            return Some(d);
+        };
+        match srtp.unprotect(d, plain) {
+            Ok(Opened::Rtp(n) | Opened::Rtcp(n)) => Some(&plain[..n]),
+            Err(r) => {
+                self.counters.srtp.count(r);
+                None
+            }
+        }
+    }
+
+    /// A datagram on the RTP socket, in this order: `--allow`; SRTP (`--srtp-key`:
+    /// authentication, replay, decryption; plain packets are refused); RTCP (multiplexed)
+    /// to [`NetSide::rtcp`]; the payload type; then source validation (a playing stream's
+    /// binding and continuity, or probation for a new SSRC). `plain` is scratch space
+    /// for what SRTP opens.
+    fn datagram(&mut self, d: &[u8], arrival: i64, from: SocketAddr, plain: &mut [u8]) {
         self.counters.datagrams += 1;
         if !self.allowed(from) {
             return;
         }
+        let Some(d) = self.open(d, plain) else {
+            return;
+        };
         if is_rtcp(d) {
             self.rtcp(d, arrival, from, Via::Rtp);
             return;

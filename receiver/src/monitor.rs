@@ -401,6 +401,8 @@ impl Monitor {
             snapshots_dropped: s.snapshots_dropped,
             reports_dropped: s.reports_dropped,
             source: net.source,
+            srtp: net.srtp_suite,
+            srtp_refused: net.srtp,
             hint: cx.hint.map(str::to_string),
         }
     }

@@ -1,10 +1,11 @@
 //! What the network side (the tokio thread in `main.rs`) counts of the datagrams it
 //! receives before any reaches a stream: RTCP, validation drops by reason, source
-//! validation, `--allow`, the queues to the audio thread, and the socket's kernel drops.
+//! validation, `--allow`, SRTP's refusals, the queues to the audio thread, and the socket's kernel drops.
 //! The monitor reads them into the stats record once a second.
 
 use patchcord_common::rtp::DropReason;
 use patchcord_common::source::SourceCounters;
+use patchcord_common::srtp::SrtpCounters;
 
 /// Counters of the network side.
 #[derive(Default)]
@@ -19,6 +20,9 @@ pub struct NetCounters {
     pub source: SourceCounters,
     /// Datagrams from addresses outside `--allow`.
     pub not_allowed: u64,
+    /// `--srtp-key`: the suite, and the datagrams SRTP refused.
+    pub srtp_suite: Option<&'static str>,
+    pub srtp: SrtpCounters,
     /// Sender reports, SDES and BYEs not from the stream's own RTCP source (also those kept
     /// aside for an SSRC before it passed probation from another source), and BYEs for an
     /// SSRC that is neither playing nor on probation.

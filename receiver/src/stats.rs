@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 
 use patchcord_common::source::SourceCounters;
+use patchcord_common::srtp::SrtpCounters;
 use patchcord_web::{Metrics, MetricsWriter, PerItem};
 use serde::Serialize;
 
@@ -193,6 +194,11 @@ pub struct ReceiverStats {
     /// jumps_rejected, restarts.
     #[serde(flatten)]
     pub source: SourceCounters,
+    /// `--srtp-key`: the suite (null without), and what SRTP refused: srtp_auth_failed
+    /// (forged, another key, or plain RTP), srtp_replayed, srtp_malformed.
+    pub srtp: Option<&'static str>,
+    #[serde(flatten)]
+    pub srtp_refused: SrtpCounters,
     /// Advice about the senders' payload types, when there is some.
     pub hint: Option<String>,
 }
@@ -203,14 +209,16 @@ impl ReceiverStats {
         self.dropped.values().sum()
     }
 
-    /// Datagrams refused by source validation: not allowed, from the wrong source, never
-    /// validated, jumps rejected.
+    /// Datagrams refused by source validation or SRTP: not allowed, from the wrong source,
+    /// never validated, jumps rejected, failed authentication, replayed.
     pub fn foreign(&self) -> u64 {
         self.not_allowed
             + self.source.wrong_source
             + self.rtcp_wrong_source
             + self.source.unvalidated
             + self.source.jumps_rejected
+            + self.srtp_refused.srtp_auth_failed
+            + self.srtp_refused.srtp_replayed
     }
 }
 

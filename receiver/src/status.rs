@@ -69,6 +69,15 @@ pub fn print_summary(s: &ReceiverStats, reason: StopReason) {
         v.jumps_rejected,
         v.restarts
     );
+    if let Some(suite) = s.srtp {
+        let r = &s.srtp_refused;
+        patchcord_devices::say!(
+            "  SRTP {suite}: {} failed authentication (forged, another key, or plain RTP), {} replayed, {} malformed",
+            r.srtp_auth_failed,
+            r.srtp_replayed,
+            r.srtp_malformed
+        );
+    }
     patchcord_devices::say!(
         "  packets received {}, played {}, discarded {} (audio older than the chosen delay at a stream start, or a sender restart), late {}, duplicates {}",
         s.packets_received, s.played, s.discarded, s.late, s.duplicates

@@ -10,6 +10,11 @@
 //! With `--redundancy N` each Opus packet is wrapped in an RFC 2198 RED payload that also
 //! carries the previous N Opus packets ([`patchcord_common::red`]); all buffers for that
 //! are allocated before the loop, so sending stays allocation-free.
+//!
+//! With `--srtp-key` every RTP and RTCP packet is protected here, on this thread, just
+//! before it is sent ([`patchcord_common::srtp::Protector`]); the Opus budget is smaller
+//! by the tag so that the protected datagram still fits. The SRTP library allocates its
+//! output per packet (this thread may; the audio callback never protects anything).
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -19,6 +24,7 @@ use std::time::Duration;
 use patchcord_common::red::{RedEncoder, MAX_RED_PAYLOAD_LEN};
 use patchcord_common::rtcp::{ntp_short, unix_ns_to_ntp, CompoundWriter, SenderReport};
 use patchcord_common::rtp::{Packetizer, MAX_DATAGRAM_LEN, RTP_HEADER_LEN};
+use patchcord_common::srtp::Protector;
 use patchcord_common::time::frames_to_ns;
 use patchcord_devices::clock::HostClock;
 
@@ -66,6 +72,8 @@ pub struct EncoderConfig {
     pub tool: &'static str,
     /// (LSR, send instant in Unix ns) of every sender report sent, for the round trip.
     pub reports_sent: rtrb::Producer<SentReport>,
+    /// SRTP/SRTCP protection of everything sent; `None` sends plain RTP.
+    pub srtp: Option<Protector>,
 }
 
 /// A sender report as it left: the middle 32 bits of its NTP timestamp (what a receiver
@@ -82,23 +90,52 @@ pub struct SendBuffers {
     opus: Vec<u8>,
     red: Vec<u8>,
     packet: Vec<u8>,
+    /// The protected packet (SRTP).
+    sealed: Vec<u8>,
 }
 
 impl SendBuffers {
     /// The Opus buffer is sized so that the encoder itself keeps every packet within one
-    /// datagram (libopus lowers the bitrate of a frame rather than exceed it).
-    pub fn new(red: bool) -> Self {
+    /// datagram (libopus lowers the bitrate of a frame rather than exceed it), after the
+    /// `srtp_overhead` bytes SRTP adds.
+    pub fn new(red: bool, srtp_overhead: usize) -> Self {
+        let red_max = MAX_RED_PAYLOAD_LEN - srtp_overhead;
         let opus_max = if red {
-            MAX_RED_PAYLOAD_LEN - 1
+            red_max - 1
         } else {
-            MAX_DATAGRAM_LEN - RTP_HEADER_LEN
+            MAX_DATAGRAM_LEN - RTP_HEADER_LEN - srtp_overhead
         };
         SendBuffers {
             opus: vec![0; opus_max],
-            red: vec![0; if red { MAX_RED_PAYLOAD_LEN } else { 0 }],
+            red: vec![0; if red { red_max } else { 0 }],
             packet: vec![0; MAX_DATAGRAM_LEN],
+            sealed: vec![
+                0;
+                if srtp_overhead > 0 {
+                    MAX_DATAGRAM_LEN + 64
+                } else {
+                    0
+                }
+            ],
         }
     }
+}
+
+/// What goes on the wire: `plain`, or its SRTP/SRTCP protection written into `sealed`.
+/// `None` when it cannot be protected (counted by the caller).
+fn seal<'a>(
+    srtp: &mut Option<Protector>,
+    plain: &'a [u8],
+    sealed: &'a mut [u8],
+    rtcp: bool,
+) -> Option<&'a [u8]> {
+    let Some(p) = srtp else { return Some(plain) };
+    let n = if rtcp {
+        p.protect_rtcp(plain, sealed)
+    } else {
+        p.protect_rtp(plain, sealed)
+    };
+    n.ok().map(|n| &sealed[..n])
 }
 
 pub struct EncoderThread {
@@ -115,7 +152,8 @@ impl EncoderThread {
         let ch = self.cfg.channels;
         let n = self.cfg.frame_samples;
         let mut pcm = vec![0f32; n * ch];
-        let mut bufs = SendBuffers::new(self.cfg.red.is_some());
+        let overhead = self.cfg.srtp.as_ref().map_or(0, |p| p.suite().rtp_overhead());
+        let mut bufs = SendBuffers::new(self.cfg.red.is_some(), overhead);
         let mut frame_index: u64 = 0;
         let mut skipped_seen: u64 = 0;
         // Min-filter of (capture instant − frame/rate): the callback reads the clock a
@@ -159,7 +197,7 @@ impl EncoderThread {
                         }
                         if let Some(start) = report_estimate {
                             last_sr_unix_ns = Some(now);
-                            self.send_sender_report(start, frame_index - n as u64, dest, &mut bufs.packet);
+                            self.send_sender_report(start, frame_index - n as u64, dest, &mut bufs);
                         }
                     }
                 }
@@ -178,7 +216,9 @@ impl EncoderThread {
                 .and_then(|_| w.sdes(ssrc, &self.cfg.cname, Some(self.cfg.tool)))
                 .and_then(|_| w.bye(ssrc));
             if bye.is_some() {
-                let _ = self.cfg.socket.send_to(w.packet(), dest);
+                if let Some(d) = seal(&mut self.cfg.srtp, w.packet(), &mut bufs.sealed, true) {
+                    let _ = self.cfg.socket.send_to(d, dest);
+                }
             }
         }
     }
@@ -188,6 +228,7 @@ impl EncoderThread {
             opus: opus_buf,
             red: red_buf,
             packet,
+            sealed,
         } = bufs;
         let t0 = std::time::Instant::now();
         let encoded = self.cfg.encoder.encode_float(pcm, opus_buf);
@@ -227,10 +268,16 @@ impl EncoderThread {
             self.stats.encode_errors.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        match self.cfg.socket.send_to(&packet[..plen], self.cfg.rtp_dest) {
+        let Some(datagram) = seal(&mut self.cfg.srtp, &packet[..plen], sealed, false) else {
+            self.stats.encode_errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        match self.cfg.socket.send_to(datagram, self.cfg.rtp_dest) {
             Ok(_) => {
                 self.stats.packets_sent.fetch_add(1, Ordering::Relaxed);
-                self.stats.bytes_sent.fetch_add(plen as u64, Ordering::Relaxed);
+                self.stats
+                    .bytes_sent
+                    .fetch_add(datagram.len() as u64, Ordering::Relaxed);
                 self.stats
                     .payload_bytes
                     .fetch_add(payload.len() as u64, Ordering::Relaxed);
@@ -244,7 +291,7 @@ impl EncoderThread {
 
     /// The report pairs the RTP timestamp of the *decoded* sample (frame + look-ahead) with
     /// the capture instant of the input sample it reproduces.
-    fn send_sender_report(&mut self, start: i64, frame_index: u64, dest: SocketAddr, packet: &mut [u8]) {
+    fn send_sender_report(&mut self, start: i64, frame_index: u64, dest: SocketAddr, bufs: &mut SendBuffers) {
         let capture = start + frames_to_ns(frame_index as i64);
         let rtp = self
             .cfg
@@ -257,14 +304,17 @@ impl EncoderThread {
             packet_count: self.cfg.packetizer.packets_sent() as u32,
             octet_count: self.cfg.packetizer.payload_octets_sent() as u32,
         };
-        let mut w = CompoundWriter::new(packet);
+        let mut w = CompoundWriter::new(&mut bufs.packet);
         if w.sender_report(&sr, &[])
             .and_then(|_| w.sdes(sr.ssrc, &self.cfg.cname, Some(self.cfg.tool)))
             .is_none()
         {
             return;
         }
-        if self.cfg.socket.send_to(w.packet(), dest).is_ok() {
+        let Some(datagram) = seal(&mut self.cfg.srtp, w.packet(), &mut bufs.sealed, true) else {
+            return;
+        };
+        if self.cfg.socket.send_to(datagram, dest).is_ok() {
             let sent = SentReport {
                 lsr: ntp_short(sr.ntp),
                 sent_unix_ns: self.cfg.clock.now_unix_ns(),
@@ -315,6 +365,7 @@ mod tests {
                 cname: "test@host".into(),
                 tool: "patchcord-send test",
                 reports_sent: rtrb::RingBuffer::new(4).0,
+                srtp: None,
             },
             samples,
             marks,
@@ -344,7 +395,7 @@ mod tests {
     fn red_packets_carry_previous_frames_without_allocating() {
         for n in 1..=3usize {
             let (mut t, rx) = thread(n);
-            let mut bufs = SendBuffers::new(true);
+            let mut bufs = SendBuffers::new(true, 0);
             // frames 0..20, then a gap of 3 frames (ring overrun), then 20 more
             let indices: Vec<u64> = (0..20).chain(23..43).map(|k| k * FRAME as u64).collect();
             let pcm: Vec<Vec<f32>> = indices.iter().map(|&i| tone(i)).collect();
@@ -387,7 +438,7 @@ mod tests {
     #[test]
     fn no_redundancy_sends_plain_opus() {
         let (mut t, rx) = thread(0);
-        let mut bufs = SendBuffers::new(false);
+        let mut bufs = SendBuffers::new(false, 0);
         for k in 0..5u64 {
             t.encode_and_send(&tone(k * FRAME as u64), k * FRAME as u64, &mut bufs);
         }
@@ -397,5 +448,41 @@ mod tests {
             assert_eq!(h.duration_samples, FRAME as u32);
         }
         assert_eq!(t.stats.red_blocks_sent.load(Ordering::Relaxed), 0);
+    }
+
+    /// With a key every packet leaves protected (not plain Opus RTP), opens with the same
+    /// key to the packet that would have been sent, and the Opus budget leaves room for
+    /// the tag in one datagram.
+    #[test]
+    fn srtp_packets_are_protected_and_open() {
+        use patchcord_common::srtp::{MasterKey, Opened, Protector, Suite, Unprotector};
+        for suite in Suite::ALL {
+            let key =
+                MasterKey::new(suite, &vec![9; suite.master_key_len() + suite.master_salt_len()]).unwrap();
+            let (mut t, rx) = thread(0);
+            t.cfg.srtp = Some(Protector::new(&key));
+            let mut bufs = SendBuffers::new(false, suite.rtp_overhead());
+            assert_eq!(
+                bufs.opus.len() + RTP_HEADER_LEN + suite.rtp_overhead(),
+                MAX_DATAGRAM_LEN
+            );
+            let mut open = Unprotector::new(&key, 1);
+            let mut plain = [0u8; 2048];
+            for k in 0..5u64 {
+                t.encode_and_send(&tone(k * FRAME as u64), k * FRAME as u64, &mut bufs);
+                let dg = receive(&rx);
+                let n = match open.unprotect(&dg, &mut plain) {
+                    Ok(Opened::Rtp(n)) => n,
+                    other => panic!("{suite}: {other:?}"),
+                };
+                assert_eq!(n + suite.rtp_overhead(), dg.len());
+                let h = validate_opus_rtp(&plain[..n], OPUS_PT).unwrap();
+                assert_eq!(h.sequence, 65534u16.wrapping_add(k as u16));
+                assert_eq!(h.duration_samples, FRAME as u32);
+            }
+            let sent = t.stats.bytes_sent.load(Ordering::Relaxed);
+            let payload = t.stats.payload_bytes.load(Ordering::Relaxed);
+            assert_eq!(sent, payload + 5 * (RTP_HEADER_LEN + suite.rtp_overhead()) as u64);
+        }
     }
 }

@@ -39,12 +39,14 @@ use patchcord_devices::clock::HostClock;
 use patchcord_devices::jack_ports::{rewire, JackArgs};
 use patchcord_devices::net::{configure_sender, parse_interface, Interface};
 use patchcord_devices::server::PeriodWatch;
+use patchcord_devices::srtp_args::SrtpArgs;
 use patchcord_devices::virtual_host::wav_input_note;
 use patchcord_devices::{open_device, Direction};
 
 use capture::{CaptureCounters, CaptureMark, CaptureSide};
 use encoder::{EncoderConfig, EncoderStats, EncoderThread, SentReport};
-use reports::{ReceiverView, ReportReader, Reports};
+use patchcord_common::srtp::{Protector, Unprotector};
+use reports::{ReceiverView, ReportReader, Reports, MAX_RECEIVERS};
 use stats::{Identity, StatsReader};
 
 #[derive(Parser, Debug)]
@@ -133,6 +135,8 @@ struct Args {
     low_latency: bool,
     #[command(flatten)]
     http: patchcord_web::HttpArgs,
+    #[command(flatten)]
+    srtp: SrtpArgs,
     #[command(flatten)]
     setup: SetupArgs,
 }
@@ -316,6 +320,7 @@ async fn run(args: Args) -> Result<(), String> {
     configure_sender(socket2::SockRef::from(&socket), dest, args.ttl, args.multicast_if)
         .map_err(|e| format!("cannot send to {dest}: {e}"))?;
 
+    let srtp_key = args.srtp.master_key()?;
     // RTP identity: random SSRC, sequence and timestamp start (RFC 3550 §5.1).
     let ssrc: u32 = rand::random();
     let seq0: u16 = rand::random();
@@ -342,6 +347,7 @@ async fn run(args: Args) -> Result<(), String> {
             ptime_ms: Some(args.frame_ms),
             max_average_bitrate: Some(args.bitrate as u32),
             inband_fec: args.fec && app != opus::Application::LowDelay,
+            crypto: srtp_key.clone(),
         };
         let text = description.to_sdp(u64::from(ssrc), TOOL);
         write_sdp(path, &text)?;
@@ -385,6 +391,7 @@ async fn run(args: Args) -> Result<(), String> {
                 sent: sent_rx,
                 reports: reports.clone(),
                 stop: stop.clone(),
+                srtp: srtp_key.as_ref().map(|k| Unprotector::new(k, MAX_RECEIVERS)),
             };
             let handle = std::thread::Builder::new()
                 .name("patchcord-rtcp".into())
@@ -410,6 +417,7 @@ async fn run(args: Args) -> Result<(), String> {
             cname: rtcp_cname(),
             tool: TOOL,
             reports_sent: sent_tx,
+            srtp: srtp_key.as_ref().map(Protector::new),
         },
         samples: sample_rx,
         marks: mark_rx,
@@ -487,7 +495,7 @@ async fn run(args: Args) -> Result<(), String> {
     let mut stats_out = StatsSink::open(args.stats_json.as_deref()).map_err(|e| e.to_string())?;
     if !args.quiet {
         patchcord_devices::say!(
-            "patchcord-send: {} on {} -> {dest} | {channels} ch, {} ms frames, {} kb/s, {}{} | SSRC {ssrc:08x}, PT {}, {} | RTCP {}",
+            "patchcord-send: {} on {} -> {dest} | {channels} ch, {} ms frames, {} kb/s, {}{} | SSRC {ssrc:08x}, PT {}, {} | RTCP {} | SRTP {}",
             opened.device_name,
             opened.host_name,
             args.frame_ms,
@@ -503,7 +511,8 @@ async fn run(args: Args) -> Result<(), String> {
             match rtcp_dest {
                 None => "off".to_string(),
                 Some(d) => d.to_string(),
-            }
+            },
+            srtp_key.as_ref().map_or("off", |k| k.suite().name())
         );
     }
 
@@ -516,6 +525,7 @@ async fn run(args: Args) -> Result<(), String> {
             frame_samples,
             redundancy,
             red_payload_type: (redundancy > 0).then_some(args.red_payload_type),
+            srtp: srtp_key.as_ref().map(|k| k.suite().name()),
         },
         enc_stats.clone(),
         capture_counters.clone(),

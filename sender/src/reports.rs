@@ -10,6 +10,9 @@
 //! LSR is looked up in the encoder thread's list of reports as they left
 //! ([`SentReport`]) instead of being read as a time: the round trip is then exact to the
 //! 15 µs unit of DLSR.
+//!
+//! With `--srtp-key` the receivers' RTCP arrives as SRTCP: it is opened here, on this
+//! thread, and what does not authenticate (or is replayed) is counted and ignored.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use patchcord_common::rtcp::{is_rtcp, ntp_short_to_ns, parse_compound, ReportBlock, RtcpPacket};
+use patchcord_common::srtp::{Opened, SrtpCounters, Unprotector};
 use patchcord_devices::allow::Allow;
 use patchcord_devices::clock::HostClock;
 use serde::Serialize;
@@ -54,6 +58,8 @@ pub struct Reports {
     pub not_allowed: AtomicU64,
     /// Datagrams on the socket that are not RTCP.
     pub not_rtcp: AtomicU64,
+    /// SRTCP refused (forged, wrongly keyed, plain, replayed, malformed).
+    pub srtp: Mutex<SrtpCounters>,
 }
 
 impl Reports {
@@ -70,6 +76,8 @@ pub struct ReportReader {
     pub sent: rtrb::Consumer<SentReport>,
     pub reports: Arc<Reports>,
     pub stop: Arc<AtomicBool>,
+    /// Opens SRTCP; `None` reads plain RTCP.
+    pub srtp: Option<Unprotector>,
 }
 
 impl ReportReader {
@@ -77,6 +85,7 @@ impl ReportReader {
         // the clone shares the socket: the timeout bounds how long a stop waits
         let _ = self.socket.set_read_timeout(Some(Duration::from_millis(100)));
         let mut buf = [0u8; 2048];
+        let mut plain = [0u8; 2048];
         let mut sent = [SentReport::default(); SENT_REMEMBERED];
         let mut next = 0usize;
         while !self.stop.load(Ordering::Acquire) {
@@ -90,8 +99,22 @@ impl ReportReader {
             }
             if !self.allow.hears(from.ip()) {
                 self.reports.not_allowed.fetch_add(1, Ordering::Relaxed);
-            } else if is_rtcp(&buf[..len]) {
-                self.read(&buf[..len], from, arrival, &sent);
+                continue;
+            }
+            let d = match self.srtp.as_mut().map(|s| s.unprotect(&buf[..len], &mut plain)) {
+                None => &buf[..len],
+                Some(Ok(Opened::Rtcp(n))) => &plain[..n],
+                // SRTP (not SRTCP) on the report socket: nothing for us
+                Some(Ok(Opened::Rtp(_))) => continue,
+                Some(Err(r)) => {
+                    if let Ok(mut c) = self.reports.srtp.lock() {
+                        c.count(r);
+                    }
+                    continue;
+                }
+            };
+            if is_rtcp(d) {
+                self.read(d, from, arrival, &sent);
             } else {
                 self.reports.not_rtcp.fetch_add(1, Ordering::Relaxed);
             }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use patchcord_common::level::Levels;
+use patchcord_common::srtp::SrtpCounters;
 use patchcord_web::{Metrics, MetricsWriter, PerItem};
 use serde::Serialize;
 
@@ -33,6 +34,8 @@ pub struct Identity {
     pub frame_samples: usize,
     pub redundancy: usize,
     pub red_payload_type: Option<u8>,
+    /// `--srtp-key`: the suite.
+    pub srtp: Option<&'static str>,
 }
 
 /// Everything the sender reports once a second, and once more at the end (`final`).
@@ -76,6 +79,10 @@ pub struct SenderStats {
     pub clipped_samples: u64,
     pub receiver_reports: u64,
     pub rtcp_malformed: u64,
+    /// `--srtp-key`: the suite (null without), and the SRTCP refused (forged, wrongly
+    /// keyed, plain, replayed, malformed).
+    pub srtp: Option<&'static str>,
+    pub srtcp_refused: SrtpCounters,
     /// Datagrams from outside `--allow`.
     pub rtcp_not_allowed: u64,
     /// Datagrams on the socket that are not RTCP.
@@ -191,6 +198,8 @@ impl StatsReader {
             clipped_samples: self.clipped,
             receiver_reports: load(&self.reports.receiver_reports),
             rtcp_malformed: load(&self.reports.rtcp_malformed),
+            srtp: id.srtp,
+            srtcp_refused: self.reports.srtp.lock().map(|c| *c).unwrap_or_default(),
             rtcp_not_allowed: load(&self.reports.not_allowed),
             not_rtcp: load(&self.reports.not_rtcp),
             receivers: self.reports.snapshot(),
