@@ -330,6 +330,7 @@ fn run_jack(args: &Args, dir: &Path, listen: &str, to: &str, signal: Vec<f32>) -
         rate,
         "round trip, port to port",
         ports_ms,
+        "the JACK latencies of the binaries' ports",
         &reported,
         &send,
         &recv,
@@ -443,6 +444,7 @@ fn run_virtual(args: &Args, dir: &Path, listen: &str, to: &str, signal: Vec<f32>
         rate,
         "lag of the recording behind the signal file",
         starts_ms,
+        "the receiver's start less the sender's, less the file's lead-in",
         &reported,
         &send,
         &recv,
@@ -471,7 +473,7 @@ fn settle(recv: &Peer, deadline: Duration) {
 }
 
 /// Judge a run: `lag_label` says what the lag between signal and recording is, and
-/// `offset_ms` is what turns it into an end-to-end latency
+/// `offset_ms` (what `offset_label` says) is what turns it into an end-to-end latency
 /// comparable with the receiver's report (JACK: the binaries' port latencies; virtual: the
 /// streams' start instants).
 #[allow(clippy::too_many_arguments)]
@@ -481,6 +483,7 @@ fn verdict(
     rate_per_ms: f64,
     lag_label: &str,
     offset_ms: f64,
+    offset_label: &str,
     reported: &[f64],
     send: &Peer,
     recv: &Peer,
@@ -546,7 +549,7 @@ fn verdict(
             hi as f64 / rate_per_ms
         ));
         report.push(format!(
-            "end to end: {measured:.3} ms measured ({offset_ms:+.3} ms to the devices' edges)"
+            "end to end: {measured:.3} ms measured ({offset_ms:+.3} ms: {offset_label})"
         ));
         json["round_trip_ms"] = json!(round_trip);
         json["measured_latency_ms"] = json!(measured);
