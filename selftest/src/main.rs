@@ -116,19 +116,16 @@ fn parse_signal_seconds(s: &str) -> Result<f64, String> {
     }
 }
 
-/// The flags the self-test gives the binaries on every path: mono, 2.5 ms low-delay
-/// frames at a bit rate that keeps the waveform, a fixed 6 ms receive buffer.
-const SEND_FLAGS: &[&str] = &[
-    "--channels",
-    "1",
-    "--frame-ms",
-    "2.5",
-    "--application",
-    "lowdelay",
-    "--bitrate",
-    "256000",
+/// The flags the self-test gives the binaries on every path, as (flag, value): mono, 2.5 ms
+/// low-delay frames at a bit rate that keeps the waveform, a fixed 6 ms receive buffer.
+/// A flag the user gives (`--send-arg`, `--recv-arg`) replaces the one here.
+const SEND_FLAGS: &[(&str, &str)] = &[
+    ("--channels", "1"),
+    ("--frame-ms", "2.5"),
+    ("--application", "lowdelay"),
+    ("--bitrate", "256000"),
 ];
-const RECV_FLAGS: &[&str] = &["--channels", "1", "--latency", "6"];
+const RECV_FLAGS: &[(&str, &str)] = &[("--channels", "1"), ("--latency", "6")];
 
 /// What a run measured, and what it went wrong with.
 struct Outcome {
@@ -212,10 +209,16 @@ fn run(args: &Args, dir: &Path) -> Result<Outcome, String> {
     }
 }
 
-/// Base flags, a `--duration` backstop, the path's own, then the user's.
-fn flags(base: &[&str], seconds: f64, own: &[String], user: &[String]) -> Vec<String> {
+/// The base flags the user does not give, a `--duration` backstop, the path's own, then
+/// the user's.
+fn flags(base: &[(&str, &str)], seconds: f64, own: &[String], user: &[String]) -> Vec<String> {
+    let given = |flag: &str| {
+        user.iter()
+            .any(|u| u == flag || u.strip_prefix(flag).is_some_and(|rest| rest.starts_with('=')))
+    };
     base.iter()
-        .map(|s| s.to_string())
+        .filter(|(flag, _)| !given(flag))
+        .flat_map(|(flag, value)| [flag.to_string(), value.to_string()])
         .chain(["--duration".into(), format!("{}", seconds + BACKSTOP_S)])
         .chain(own.iter().cloned())
         .chain(user.iter().cloned())
@@ -651,6 +654,26 @@ mod tests {
             let missing = missing_flags(kind, Args::command());
             assert!(missing.is_empty(), "{kind:?} misses {missing:?}");
         }
+    }
+
+    #[test]
+    fn the_users_flags_replace_the_self_tests() {
+        let user = ["--latency".to_string(), "20".into(), "--channels=2".into()];
+        let f = flags(RECV_FLAGS, 5.0, &["--host".into(), "jack".into()], &user);
+        assert_eq!(
+            f,
+            [
+                "--duration",
+                "65",
+                "--host",
+                "jack",
+                "--latency",
+                "20",
+                "--channels=2"
+            ]
+        );
+        let f = flags(RECV_FLAGS, 5.0, &[], &[]);
+        assert_eq!(f, ["--channels", "1", "--latency", "6", "--duration", "65"]);
     }
 
     #[test]
