@@ -1,6 +1,6 @@
 //! `patchcord-selftest`: check patchcord on this machine, through a real audio path.
 //!
-//! It starts patchcord-receive and patchcord-send on one host, plays a test signal
+//! It starts patchcord-recv and patchcord-send on one host, plays a test signal
 //! ([`sequence`]) into the sender's input, records the receiver's output, finds the signal in
 //! the recording ([`analysis`]) and prints the round trip it measured next to the end-to-end
 //! latency the receiver reported, the glitches it heard, and PASS or FAIL (exit 0 or 1; 2
