@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
-# What goes onto a second machine: the man pages and bash / zsh / fish completions of both
-# binaries, written by the release binaries themselves from their clap definitions
-# (`--generate KIND`) into target/release/generated/, so they list exactly the flags that
-# were built; and, in target/dist/ when cargo-deb is installed (`cargo install
-# cargo-deb`), the Debian package `patchcord` carrying both binaries, those files, the
-# systemd units and the example configs (packaging/; the package's metadata is in
-# receiver/Cargo.toml). scripts/test.sh runs it.
+# What goes onto a second machine: the man pages and bash / zsh / fish completions of the
+# three binaries (patchcord-send, patchcord-recv, patchcord-selftest), written by the
+# release binaries themselves from their clap definitions (`--generate KIND`) into
+# target/release/generated/, so they list exactly the flags that were built; and, in
+# target/dist/ when cargo-deb is installed (`cargo install cargo-deb`), the Debian package
+# `patchcord` carrying the binaries, those files, the systemd units and the example configs
+# (packaging/; the package's metadata is in receiver/Cargo.toml). scripts/test.sh runs it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release --bins -q -p patchcord-sender -p patchcord-receiver
+cargo build --release --bins -q -p patchcord-sender -p patchcord-receiver -p patchcord-selftest
 gen=target/release/generated
 out=target/dist
 rm -rf "$gen" "$out"
 mkdir -p "$gen/man" "$gen/completions" "$out"
-for bin in patchcord-send patchcord-recv; do
+for bin in patchcord-send patchcord-recv patchcord-selftest; do
     exe=target/release/$bin
     "$exe" --generate man >"$gen/man/$bin.1"
     gzip -9nk "$gen/man/$bin.1"

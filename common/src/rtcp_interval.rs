@@ -8,7 +8,18 @@
 //! interval is at least a minimum (RFC 3550's "reduced minimum" 360 s / session kb/s,
 //! capped at 5 s: 2.8 s for one 128 kb/s stream), halved before the first report; it is
 //! then spread over [0.5, 1.5] times itself and divided by e − 3/2 (the compensation for
-//! timer reconsideration, which a unicast session with a stable membership never needs).
+//! the timer reconsideration below).
+//!
+//! **Forward reconsideration** (§6.3.3, A.7 `OnExpire`): when the timer fires, the interval
+//! is computed again from the last report's time with the membership as it is *now* and a
+//! fresh random draw; only if that instant has passed is the report sent, else the timer
+//! is set to it ([`RtcpTimer::on_expiry`]). When many senders appear at once (a
+//! conference starting, a flood of new SSRCs) the interval grows before anything is sent,
+//! instead of every participant sending one round at the old, short interval.
+//!
+//! BYE reconsideration (§6.3.7) is for sessions of more than 50 members; a patchcord
+//! receiver sends no BYE, and a sender with at most 50 receivers may send its BYE at once,
+//! as it does.
 
 /// Fraction of the session bandwidth for RTCP.
 pub const RTCP_BANDWIDTH_FRACTION: f64 = 0.05;
@@ -39,6 +50,17 @@ pub struct RtcpTimer {
     /// Average compound packet size, bytes with UDP/IP headers (A.7 `avg_rtcp_size`).
     avg_size: f64,
     initial: bool,
+    /// When the last report went out, or the schedule started (A.7 `tp`).
+    last_ns: Option<i64>,
+}
+
+/// What to do when the report timer fires ([`RtcpTimer::on_expiry`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// Send the report now.
+    Send,
+    /// Not yet: the membership grew; set the timer to this instant (ns) and ask again.
+    WaitUntil(i64),
 }
 
 impl RtcpTimer {
@@ -48,13 +70,32 @@ impl RtcpTimer {
         RtcpTimer {
             avg_size: (expected_size + UDP_IP_OVERHEAD) as f64,
             initial: true,
+            last_ns: None,
         }
     }
 
-    /// A compound packet of `size` bytes (without UDP/IP headers) was sent.
-    pub fn sent(&mut self, size: usize) {
+    /// A compound packet of `size` bytes (without UDP/IP headers) was sent at `now_ns`.
+    pub fn sent(&mut self, size: usize, now_ns: i64) {
         self.avg_size += ((size + UDP_IP_OVERHEAD) as f64 - self.avg_size) / 16.0;
         self.initial = false;
+        self.last_ns = Some(now_ns);
+    }
+
+    /// The timer fired at `now_ns`: forward reconsideration (§6.3.3). The interval is
+    /// drawn again (`random` uniform in [0, 1), a fresh draw) for the membership `p` as it
+    /// is now, from the last report (or the first expiry, which starts the schedule and
+    /// sends).
+    pub fn on_expiry(&mut self, now_ns: i64, p: &Participants, random: f64) -> Expiry {
+        let Some(last) = self.last_ns else {
+            self.last_ns = Some(now_ns);
+            return Expiry::Send;
+        };
+        let due = last.saturating_add(self.interval_ns(p, random));
+        if due <= now_ns {
+            Expiry::Send
+        } else {
+            Expiry::WaitUntil(due)
+        }
     }
 
     /// Average compound packet size so far, bytes with UDP/IP headers.
@@ -113,7 +154,7 @@ mod tests {
         assert!((first[1] - half_min / COMPENSATION).abs() < 1e-6, "{first:?}");
         assert!((first[0] - 0.5 * half_min / COMPENSATION).abs() < 1e-6);
         assert!(first[2] < 1.5 * half_min / COMPENSATION);
-        t.sent(80);
+        t.sent(80, 0);
         let later = t.interval_ns(&p, 0.5) as f64 / 1e9;
         assert!((later - 2.0 * half_min / COMPENSATION).abs() < 1e-6, "{later}");
         // low bandwidth: the fixed 5 s minimum
@@ -131,7 +172,7 @@ mod tests {
             let size = 56 * senders;
             let mut t = RtcpTimer::new(size);
             for _ in 0..64 {
-                t.sent(size);
+                t.sent(size, 0);
             }
             let p = receiver_of(senders, session_bps);
             let mean_s = t.interval_ns(&p, 0.5) as f64 / 1e9 * COMPENSATION;
@@ -151,5 +192,69 @@ mod tests {
             session_bps: 128_000.0,
         };
         assert!(t.interval_ns(&sender, 0.5) > 0);
+    }
+
+    /// §6.3.3: a timer set for one sender fires after a hundred more have appeared. The
+    /// interval drawn again for 101 senders lies beyond now: wait until then, and then
+    /// send; with the membership unchanged the report goes when due.
+    #[test]
+    fn a_grown_membership_postpones_the_report() {
+        let mut t = RtcpTimer::new(80);
+        let one = receiver_of(1, 128_000.0);
+        assert_eq!(
+            t.on_expiry(0, &one, 0.5),
+            Expiry::Send,
+            "the first expiry starts and sends"
+        );
+        t.sent(80, 0);
+        let due = t.interval_ns(&one, 0.5);
+        assert_eq!(t.on_expiry(due, &one, 0.5), Expiry::Send);
+        // the same draw a little early: not yet
+        assert_eq!(t.on_expiry(due - 1, &one, 0.5), Expiry::WaitUntil(due));
+        // a hundred more senders, each report block making the round bigger
+        let many = receiver_of(101, 101.0 * 128_000.0);
+        let mut big = t.clone();
+        for _ in 0..64 {
+            big.sent(56 * 101, 0);
+        }
+        let later = big.interval_ns(&many, 0.5);
+        assert!(later > due, "{later} vs {due}");
+        match big.on_expiry(due, &many, 0.5) {
+            Expiry::WaitUntil(at) => {
+                assert_eq!(at, later);
+                assert_eq!(big.on_expiry(at, &many, 0.5), Expiry::Send);
+            }
+            Expiry::Send => panic!("sent at the old interval"),
+        }
+    }
+
+    /// Over many rounds with fresh draws and a steady membership, reconsideration plus the
+    /// e − 3/2 compensation keeps the mean interval near the deterministic one: above it,
+    /// and below 1.5 times it.
+    #[test]
+    fn reconsidered_rounds_keep_the_mean_interval() {
+        let mut t = RtcpTimer::new(80);
+        let p = receiver_of(1, 128_000.0);
+        let mut now = 0i64;
+        let mut draws = (1..).map(|k: u64| (k as f64 * 0.618_033_988_75).fract());
+        let mut next = || draws.next().unwrap_or(0.5);
+        assert_eq!(t.on_expiry(now, &p, next()), Expiry::Send);
+        t.sent(80, now);
+        let rounds = 2000;
+        let start = now;
+        for _ in 0..rounds {
+            let mut at = now + t.interval_ns(&p, next());
+            while let Expiry::WaitUntil(later) = t.on_expiry(at, &p, next()) {
+                at = later;
+            }
+            now = at;
+            t.sent(80, now);
+        }
+        let mean_s = (now - start) as f64 / rounds as f64 / 1e9;
+        let deterministic = 360.0 / 128.0;
+        assert!(
+            mean_s > deterministic && mean_s < 1.5 * deterministic,
+            "mean {mean_s} s against {deterministic} s"
+        );
     }
 }

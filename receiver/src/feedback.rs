@@ -12,7 +12,9 @@
 //!
 //! When: on the RFC 3550 schedule ([`RtcpTimer`]), with this receiver and every sender as
 //! members and the received RTP rate as the session bandwidth, so a round of reports to
-//! many senders spaces the rounds out. The work per round is bounded by the number of
+//! many senders spaces the rounds out; with forward reconsideration (RFC 3550 §6.3.3), so
+//! a crowd of senders arriving while the timer runs postpones the round instead of being
+//! answered at the old, short interval. The work per round is bounded by the number of
 //! streams (`--max-streams`), and the table of senders by [`MAX_SENDERS`].
 //!
 //! It also remembers which senders are patchcord (SDES TOOL `patchcord-send …`): only
@@ -29,7 +31,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
 use patchcord_common::rtcp::{ns_to_ntp_short, ntp_short, CompoundWriter, ReportBlock, MAX_REPORT_BLOCKS};
-use patchcord_common::rtcp_interval::{Participants, RtcpTimer};
+use patchcord_common::rtcp_interval::{Expiry, Participants, RtcpTimer};
 
 /// Senders remembered at once; RTCP from further SSRCs is not kept.
 pub const MAX_SENDERS: usize = 4096;
@@ -158,15 +160,17 @@ impl Feedback {
         }
     }
 
-    /// This round's reports, one compound packet per sender address, for the streams
-    /// in `receptions`; and when the next round is due (ns from `now_ns`). `random` is
-    /// uniform in [0, 1).
+    /// The report timer fired at `now_ns`: this round's reports, one compound packet per
+    /// sender address, for the streams in `receptions`; and when the next round is due (ns
+    /// from `now_ns`). When the membership grew since the timer was set, forward
+    /// reconsideration (RFC 3550 §6.3.3) may send nothing yet and name a later instant.
+    /// `random` holds two independent draws, uniform in [0, 1).
     pub fn reports(
         &mut self,
         now_ns: i64,
         receptions: &[Reception],
         session_bps: f64,
-        random: f64,
+        random: [f64; 2],
     ) -> (Vec<Outgoing>, i64) {
         let playing: HashSet<u32> = receptions.iter().map(|r| r.ssrc).collect();
         self.senders
@@ -175,6 +179,15 @@ impl Feedback {
             if let Some(s) = self.senders.get_mut(&r.ssrc) {
                 s.heard_ns = s.heard_ns.max(r.at_ns);
             }
+        }
+        let members = Participants {
+            members: self.senders.len().max(receptions.len()) + 1,
+            senders: receptions.len(),
+            we_sent: false,
+            session_bps,
+        };
+        if let Expiry::WaitUntil(at) = self.timer.on_expiry(now_ns, &members, random[0]) {
+            return (Vec::new(), at - now_ns);
         }
         // group the streams by where their sender's RTCP comes from
         let mut by_address: HashMap<(SocketAddr, Via), Vec<ReportBlock>> = HashMap::new();
@@ -231,15 +244,9 @@ impl Feedback {
             out.push(Outgoing { via, to, packet: buf });
         }
         if bytes > 0 {
-            self.timer.sent(bytes);
+            self.timer.sent(bytes, now_ns);
         }
-        let members = Participants {
-            members: self.senders.len().max(receptions.len()) + 1,
-            senders: receptions.len(),
-            we_sent: false,
-            session_bps,
-        };
-        (out, self.timer.interval_ns(&members, random))
+        (out, self.timer.interval_ns(&members, random[1]))
     }
 }
 
@@ -291,7 +298,7 @@ mod tests {
             now,
             &[reception(1, 100, 5), reception(2, 50, 0), reception(3, 10, 0)],
             128_000.0,
-            0.5,
+            [0.5; 2],
         );
         assert!(next > 0);
         assert_eq!(out.len(), 2, "stream 3's sender sent no RTCP");
@@ -321,7 +328,7 @@ mod tests {
         let to2 = out.iter().find(|o| o.to == addr("10.0.0.2:9000")).unwrap();
         assert_eq!(to2.via, Via::Rtp);
         // the next round: 10 more expected, none lost -> fraction 0, total still 5
-        let (out, _) = f.reports(now + 1_000_000_000, &[reception(1, 110, 5)], 128_000.0, 0.5);
+        let (out, _) = f.reports(now + next, &[reception(1, 110, 5)], 128_000.0, [0.5; 2]);
         let Some(Ok(RtcpPacket::ReceiverReport { reports, .. })) = parse_compound(&out[0].packet).next()
         else {
             panic!()
@@ -350,8 +357,10 @@ mod tests {
         }
         let mut seen = std::collections::HashSet::new();
         let mut last_next = 0;
-        for round in 0..4 {
-            let (out, next) = f.reports(round, &receptions, 100.0 * 128_000.0, 0.5);
+        let mut at = 0;
+        for _ in 0..4 {
+            let (out, next) = f.reports(at, &receptions, 100.0 * 128_000.0, [0.5; 2]);
+            at += next;
             assert_eq!(out.len(), 1);
             let Some(Ok(RtcpPacket::ReceiverReport { reports, .. })) = parse_compound(&out[0].packet).next()
             else {
@@ -363,5 +372,27 @@ mod tests {
         }
         assert_eq!(seen.len(), 100);
         assert!(last_next > 0);
+    }
+
+    /// RFC 3550 §6.3.3: the timer was set for one sender; when it fires, a hundred more
+    /// are heard (before the measured rate has grown with them). The round waits for the
+    /// interval of 101 senders, then goes.
+    #[test]
+    fn a_crowd_arriving_postpones_the_round() {
+        let mut f = Feedback::new(1, "c".into());
+        let from = addr("10.0.0.9:5000");
+        let crowd: Vec<Reception> = (0..101).map(|i| reception(i, 10, 0)).collect();
+        f.sdes(crowd[0].ssrc, false, 0, from, Via::Rtcp);
+        let (out, next) = f.reports(0, &crowd[..1], 128_000.0, [0.5; 2]);
+        assert_eq!(out.len(), 1);
+        for r in &crowd[1..] {
+            f.sdes(r.ssrc, false, 0, from, Via::Rtcp);
+        }
+        // the measured RTP rate has not caught up with the crowd yet
+        let (out, wait) = f.reports(next, &crowd, 128_000.0, [0.5; 2]);
+        assert!(out.is_empty(), "sent at the old interval");
+        assert!(wait > 0);
+        let (out, _) = f.reports(next + wait, &crowd, 128_000.0, [0.5; 2]);
+        assert_eq!(out.len(), 1);
     }
 }

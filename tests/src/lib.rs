@@ -509,3 +509,42 @@ pub fn assert_counters_match_proxy(run: &ImpairedRun) {
     );
     assert!(missing + 3 >= lost, "missing {missing} lost {lost}");
 }
+
+/// What one `patchcord-selftest` run printed and wrote.
+pub struct SelfTest {
+    pub success: bool,
+    pub stdout: String,
+    /// Its `--stats-json` object.
+    pub result: serde_json::Value,
+}
+
+/// Run `patchcord-selftest` with `args` (plus `--stats-json`, `--keep` in `dir` and
+/// `--bin-dir`), with `env` set.
+pub fn run_selftest(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> SelfTest {
+    let json = dir.join("selftest.json");
+    let _ = std::fs::remove_file(&json);
+    let out = Command::new(bin("patchcord-selftest"))
+        .args(args)
+        .arg("--stats-json")
+        .arg(&json)
+        .arg("--keep")
+        .arg(dir)
+        .arg("--bin-dir")
+        .arg(bin_dir())
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("cannot run patchcord-selftest");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("patchcord-selftest {args:?}:\n{stdout}");
+    let result = std::fs::read_to_string(&json)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(serde_json::Value::Null);
+    SelfTest {
+        success: out.status.success(),
+        stdout,
+        result,
+    }
+}

@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use patchcord_tests::*;
 
+/// The binaries that run as services (a unit and a config each).
 const BINARIES: [&str; 2] = ["patchcord-send", "patchcord-recv"];
+/// Every binary the package ships, with a man page and completions.
+const SHIPPED: [&str; 3] = ["patchcord-send", "patchcord-recv", "patchcord-selftest"];
 
 fn packaging() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging")
@@ -32,10 +35,10 @@ fn has(tool: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// `dir/man1/NAME.1` for both binaries, from `--generate man`.
+/// `dir/man1/NAME.1` for every shipped binary, from `--generate man`.
 fn man_pages(dir: &Path) {
     std::fs::create_dir_all(dir.join("man1")).unwrap();
-    for name in BINARIES {
+    for name in SHIPPED {
         let out = run(&bin(name), &["--generate", "man"]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         std::fs::write(dir.join(format!("man1/{name}.1")), out.stdout).unwrap();
@@ -104,7 +107,7 @@ fn shell(shell: &str, script: &str) -> (String, String) {
 #[test]
 fn shells_complete_flags_and_man_pages_render() {
     let dir = scratch("packaging-generated");
-    for name in BINARIES {
+    for name in SHIPPED {
         let script = |kind: &str| {
             let out = run(&bin(name), &["--generate", kind]);
             let path = dir.join(format!("{name}.{kind}"));
@@ -147,7 +150,7 @@ fn shells_complete_flags_and_man_pages_render() {
         return;
     }
     man_pages(&dir.join("man"));
-    for name in BINARIES {
+    for name in SHIPPED {
         let page = dir.join(format!("man/man1/{name}.1"));
         let out = Command::new("man")
             .args(["--warnings", "-l"])
@@ -158,7 +161,11 @@ fn shells_complete_flags_and_man_pages_render() {
         let text = String::from_utf8_lossy(&out.stdout);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success() && err.trim().is_empty(), "man {name}: {err}");
-        for flag in ["--config", "--generate", "--device", "--stats-json"] {
+        let services: &[&str] = match name {
+            "patchcord-selftest" => &[],
+            _ => &["--config", "--device"],
+        };
+        for flag in ["--generate", "--host", "--stats-json"].iter().chain(services) {
             assert!(text.contains(flag), "man {name} lacks {flag}");
         }
     }

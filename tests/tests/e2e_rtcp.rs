@@ -1,5 +1,6 @@
 //! RTCP both ways (RFC 3550): GStreamer's `rtpbin` takes patchcord-send's sender reports
-//! and their SDES CNAME; patchcord-recv's receiver reports reach patchcord-send, which
+//! and their SDES CNAME, and its receiver reports come back to patchcord-send, which shows
+//! them (count, loss, jitter, round trip); patchcord-recv's receiver reports reach patchcord-send, which
 //! shows the round trip (loopback: well under a millisecond) and the loss that
 //! `patchcord-impair` applied, to the packet; a sender that is not patchcord gets no
 //! "capture → playback" latency, only the receiver's own share, and the reason.
@@ -68,6 +69,93 @@ fn gstreamer_rtpbin_takes_patchcords_sender_reports_and_cname() {
         "rtpbin read no CNAME {cname}"
     );
     assert!(text.contains(&format!("SDES changed for SSRC {ssrc:08x}")));
+}
+
+/// GStreamer's `rtpbin` as the receiver, sending its receiver reports to where
+/// patchcord-send's RTCP comes from (its one socket): patchcord-send shows them, with no
+/// loss, a small jitter, rtpbin's CNAME, and the round trip from rtpbin's LSR/DLSR.
+#[test]
+fn gstreamer_rtpbins_receiver_reports_reach_patchcord_send() {
+    let _serial = serial();
+    let dir = scratch("rtcp_rtpbin_reports");
+    let port = free_port_pair();
+    let mut send = Proc::spawn(
+        &dir,
+        "send",
+        &bin("patchcord-send"),
+        &[
+            "--to".into(),
+            format!("127.0.0.1:{port}"),
+            "--device".into(),
+            "tone:440".into(),
+            "--duration".into(),
+            "9".into(),
+            "--stats-json".into(),
+            dir.join("send.json").display().to_string(),
+            "-q".into(),
+        ],
+    );
+    // the sender's socket: the one UDP port its process holds
+    let pid = send.child.as_ref().map(|c| c.id()).unwrap();
+    let mut source_port = None;
+    for _ in 0..100 {
+        let out = Command::new("ss")
+            .args(["-Hunap"])
+            .output()
+            .expect("ss (iproute2)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        source_port = text
+            .lines()
+            .find(|l| l.contains(&format!("pid={pid},")))
+            .and_then(|l| l.split_whitespace().nth(3))
+            .and_then(|local| local.rsplit(':').next())
+            .and_then(|p| p.parse::<u16>().ok());
+        if source_port.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let source_port = source_port.expect("the sender's UDP port (ss -unap)");
+    let pipeline = format!(
+        "rtpbin name=b udpsrc port={port} caps=application/x-rtp,media=audio,clock-rate=48000,encoding-name=OPUS,payload=96 ! \
+         b.recv_rtp_sink_0 udpsrc port={} ! b.recv_rtcp_sink_0 \
+         b.send_rtcp_src_0 ! udpsink host=127.0.0.1 port={source_port} sync=false async=false \
+         b. ! rtpopusdepay ! opusdec ! fakesink",
+        port + 1
+    );
+    let mut gst = Command::new(tool("gst-launch-1.0"))
+        .args(pipeline.split_whitespace())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("gst.log")).unwrap())
+        .spawn()
+        .expect("gst-launch-1.0");
+    let (ok, err) = send.wait(Duration::from_secs(30));
+    let _ = gst.kill();
+    let _ = gst.wait();
+    assert!(ok, "{err}");
+    let s = final_stats(&dir.join("send.json"));
+    let receivers = s["receivers"].as_array().unwrap();
+    assert_eq!(receivers.len(), 1, "{s}");
+    let v = &receivers[0];
+    eprintln!("rtpbin as seen by patchcord-send: {v}");
+    assert!(v["reports"].as_u64().unwrap_or(0) >= 2, "{v}");
+    // nothing lost on loopback; rtpbin, joining a running stream, reports −1 (RFC 3550
+    // lets the count go negative: it is expected − received, from its own base)
+    assert!(v["cumulative_lost"].as_i64().is_some_and(|l| l <= 0), "{v}");
+    assert_eq!(v["fraction_lost_pct"].as_f64(), Some(0.0), "{v}");
+    let jitter = v["jitter_ms"].as_f64().unwrap();
+    assert!((0.0..5.0).contains(&jitter), "{v}");
+    assert!(v["cname"].as_str().is_some_and(|c| !c.is_empty()), "{v}");
+    // rtpbin echoes our last SR (LSR) and its hold time (DLSR): a loopback round trip
+    let rtt = v["rtt_ms"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no round trip: {v}"));
+    assert!((0.0..5.0).contains(&rtt), "{v}");
+    // from udpsink's own socket
+    assert!(
+        v["address"].as_str().is_some_and(|a| a.starts_with("127.0.0.1:")),
+        "{v}"
+    );
 }
 
 /// Sender and receiver on loopback: the receiver's reports come back, the sender shows

@@ -547,3 +547,60 @@ fn a_closed_standard_error_stops_nothing() {
     assert_eq!(r["byes"].as_u64(), Some(1), "{r}");
     assert!(r["packets_received"].as_u64().unwrap() > 200, "{r}");
 }
+
+/// The product's self-test on the virtual devices: the signal comes back intact, and the
+/// latency the receiver reports is the one measured between the two files.
+#[test]
+fn self_test_passes_on_the_virtual_devices() {
+    let _serial = serial();
+    let dir = scratch("selftest_virtual");
+    let mut last = String::new();
+    // a second run if the first was disturbed by the shared machine (each is printed)
+    for _ in 0..2 {
+        let run = run_selftest(&dir, &["--host", "virtual", "--seconds", "3"], &[]);
+        if run.success {
+            let r = &run.result;
+            let n = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("no {k} in {r}"));
+            assert_eq!(r["pass"], true);
+            assert!(n("difference_ms").abs() <= 0.5, "{r}");
+            assert_eq!(n("glitches"), 0.0, "{r}");
+            assert_eq!(n("matched_windows"), 300.0, "{r}");
+            assert!(n("correlation") > 0.98, "{r}");
+            assert!(
+                n("measured_latency_ms") > 5.0 && n("measured_latency_ms") < 40.0,
+                "{r}"
+            );
+            return;
+        }
+        last = run.stdout;
+    }
+    panic!("the self-test failed twice on the virtual devices; last:\n{last}");
+}
+
+/// Sent to a port where no receiver listens: FAIL, exit 1, and the message names the
+/// network path.
+#[test]
+fn self_test_fails_on_the_virtual_devices_when_the_receiver_is_unreachable() {
+    let _serial = serial();
+    let dir = scratch("selftest_virtual_unreachable");
+    let nobody = free_port_pair();
+    let run = run_selftest(
+        &dir,
+        &[
+            "--host",
+            "virtual",
+            "--seconds",
+            "2",
+            "--to",
+            &format!("127.0.0.1:{nobody}"),
+        ],
+        &[],
+    );
+    assert!(!run.success, "{}", run.stdout);
+    assert_eq!(run.result["pass"], false);
+    assert!(
+        run.stdout.contains("FAIL: patchcord-recv received no packets"),
+        "{}",
+        run.stdout
+    );
+}
