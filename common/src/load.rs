@@ -65,10 +65,10 @@ pub struct LoadGovernor {
 }
 
 impl LoadGovernor {
-    /// `limit`: share of real time the renderer may use, in (0, 1].
+    /// `limit`: share of real time the renderer may use, in [0.001, 1].
     pub fn new(limit: f64) -> Self {
         LoadGovernor {
-            limit: limit.clamp(0.01, 1.0),
+            limit: limit.clamp(0.001, 1.0),
             frames: 0,
             render_ns: 0,
             stream_frames: 0,

@@ -236,11 +236,11 @@ fn parse_latency(s: &str) -> Result<Latency, String> {
     }
 }
 
-/// `--load-limit`: a percentage in 1..=100.
+/// `--load-limit`: a percentage in 0.1..=100.
 fn parse_load_limit(s: &str) -> Result<f64, String> {
     match s.trim().trim_end_matches('%').parse::<f64>() {
-        Ok(p) if (1.0..=100.0).contains(&p) => Ok(p),
-        _ => Err(format!("'{s}': expected a percentage of real time, 1 to 100")),
+        Ok(p) if (0.1..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("'{s}': expected a percentage of real time, 0.1 to 100")),
     }
 }
 

@@ -726,13 +726,16 @@ fn validated_streams_beyond_max_streams_are_refused_and_counted_exactly() {
 }
 
 /// `--load-limit`: well-formed streams that would take more render time than the limit
-/// allows (60 from patchcord-loadgen while the sender plays, with a limit of 1 % of real
-/// time, which the tone alone nearly fills) are refused and counted; the tone plays on.
+/// allows (60 from patchcord-loadgen while the sender plays) are refused and counted; the
+/// tone plays on. The limit, 0.3 % of real time, is below what two streams cost on any
+/// machine where one costs more than 0.14 % (0.45-0.8 % here): the tone gets in because
+/// it comes first (an idle receiver measures ~0.05 %) and is never shed, being the last;
+/// at 1 %, a quiet moment of this machine once let a loadgen stream in.
 #[test]
 fn valid_streams_beyond_the_load_limit_are_refused_and_the_tone_plays_on() {
     let r = run(
         "attack_load",
-        &["--load-limit", "1", "--max-streams", "64"],
+        &["--load-limit", "0.3", "--max-streams", "64"],
         |_| None,
         |relay, port, start| {
             sender_header(relay);

@@ -337,9 +337,13 @@ fn pulseaudio_default_flags_play_at_low_latency() {
         "PulseAudio, default flags: measured through the sink {measured:.2} ms (bursts {lags:?}); receiver reported {reported:?}; period {period} frames"
     );
     // 10 ms frames + 6.5 ms look-ahead + the adaptive buffer's start-up margin + ~10 ms of
-    // server buffering: ~41-50 ms here (BENCHMARKS.md §7); with the server's defaults it was
-    // 1855 ms
-    assert!(measured <= 60.0, "end-to-end {measured:.2} ms through PulseAudio");
+    // server buffering: ~41-50 ms on a quiet machine (the figure is BENCHMARKS.md §7's;
+    // a capture hiccup on a busy one lifts the adaptive delay: 64 ms seen in a CI run).
+    // The bound is for the server's own buffering, 1855 ms with its defaults.
+    assert!(
+        measured <= 120.0,
+        "end-to-end {measured:.2} ms through PulseAudio"
+    );
     assert!(
         (closest - measured).abs() <= 3.0,
         "the receiver reports {reported:?}, the sink shows {measured:.2} ms"
@@ -526,7 +530,8 @@ fn pipewire_default_flags_play_at_low_latency() {
         readings.len()
     );
     assert_eq!(period, 256, "the receiver asked for 256-frame periods");
-    assert!(measured <= 60.0, "end-to-end {measured:.2} ms through PipeWire");
+    // the figure is BENCHMARKS.md §7's (47 ms); the bound is for the graph's own buffering
+    assert!(measured <= 120.0, "end-to-end {measured:.2} ms through PipeWire");
     // cpal 0.18.2's PipeWire timestamps leave out the quantum a pw_stream keeps queued: the
     // receiver reports one quantum (5.33 ms) less than the round trip (BENCHMARKS.md §7)
     let quantum_ms = 256.0 / 48.0;
