@@ -82,8 +82,9 @@ pub struct StreamDescription {
     /// The sender's address (the `o=` line). `None` when not known. Read from the source
     /// filter, else from `o=` when that is not `0.0.0.0`.
     pub source: Option<IpAddr>,
-    /// A source filter names `source` as the group's only sender (RFC 4570): what a
-    /// source-specific join (SSM) needs. Written for a group only.
+    /// A source filter names `source` as the stream's only sender (RFC 4570): what a
+    /// source-specific join (SSM) needs, and for a unicast stream what the receiver
+    /// allows. patchcord-send writes one for a group only.
     pub source_filter: bool,
     pub rtcp: RtcpPort,
     pub opus_payload_type: u8,
@@ -168,7 +169,7 @@ impl StreamDescription {
             RtcpPort::Mux => m.add_attribute_from_str("rtcp-mux"),
             RtcpPort::None => {}
         }
-        if let (Some(src), true) = (self.source, self.source_filter && self.destination.is_multicast()) {
+        if let (Some(src), true) = (self.source, self.source_filter) {
             m.add_attribute(SourceFilter {
                 mode: SourceFilterMode::Incl,
                 nettype: sdp_types::NetType::In,
@@ -343,6 +344,23 @@ mod tests {
             assert!(text.contains(line), "{line:?} missing from\n{text}");
         }
         assert!(!text.contains("source-filter"), "{text}");
+        assert_eq!(StreamDescription::parse(text.as_bytes()).unwrap(), d);
+    }
+
+    /// Found by the `sdp` fuzz target: a unicast description with a source filter was read
+    /// with its filter (the receiver allows only that source) but written without it.
+    #[test]
+    fn unicast_source_filter_round_trip() {
+        let d = StreamDescription {
+            source: Some("192.168.1.10".parse().unwrap()),
+            source_filter: true,
+            ..unicast_stereo()
+        };
+        let text = d.to_sdp(42, "patchcord-send 0.1.0");
+        assert!(
+            text.contains("a=source-filter:incl IN IP4 127.0.0.1 192.168.1.10\r\n"),
+            "{text}"
+        );
         assert_eq!(StreamDescription::parse(text.as_bytes()).unwrap(), d);
     }
 
