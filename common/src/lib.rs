@@ -14,9 +14,11 @@
 //! - [`source`]: source validation: probation of new SSRCs, address binding, jumps held aside.
 //! - [`latency`]: end-to-end latency from sender reports and playback instants.
 //! - [`mem`]: allocation that is resident before the audio thread touches it.
+//! - [`fuzz`]: the bodies of the fuzz targets (`fuzz/`), also replayed on stable.
 
 pub mod delay;
 pub mod drift;
+pub mod fuzz;
 pub mod jitter;
 pub mod latency;
 pub mod mem;

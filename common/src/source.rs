@@ -234,6 +234,12 @@ impl StreamSource {
         is_rtcp_source(self.address, from)
     }
 
+    /// Packets held aside now (in runs, or of the sequence before a restart): at most
+    /// `(3 + 1) × 8`.
+    pub fn held_packets(&self) -> usize {
+        self.runs.iter().map(Vec::len).sum::<usize>() + self.comeback.len()
+    }
+
     /// Arrival of the last packet delivered: held or foreign packets do not keep a stream
     /// alive.
     pub fn last_delivered_ns(&self) -> i64 {
