@@ -280,7 +280,11 @@ impl StreamDescription {
         Ok(StreamDescription {
             destination: address.ip,
             port: media.port,
-            ttl: address.ttl,
+            // only an IPv4 group has a TTL (RFC 8866 §5.7); after an IPv6 address "/N"
+            // is a count of addresses, and after a unicast one it means nothing
+            ttl: address
+                .ttl
+                .filter(|_| address.ip.is_ipv4() && address.ip.is_multicast()),
             source,
             source_filter: filtered.is_some(),
             rtcp,
@@ -345,6 +349,25 @@ mod tests {
         }
         assert!(!text.contains("source-filter"), "{text}");
         assert_eq!(StreamDescription::parse(text.as_bytes()).unwrap(), d);
+    }
+
+    /// Found by the `sdp` fuzz target: a TTL after an address that is not an IPv4 group was
+    /// read as one (and not written again).
+    #[test]
+    fn only_an_ipv4_group_has_a_ttl() {
+        for (c, ttl) in [
+            ("IN IP6 ::100/2", None),
+            ("IN IP4 ::100/2", None),
+            ("IN IP6 ff15::1/3", None),
+            ("IN IP4 192.0.2.1/16", None),
+            ("IN IP4 239.1.2.3/16", Some(16)),
+        ] {
+            let text = format!("v=0\r\no=- 1 1 IN IP4 192.0.2.9\r\ns=x\r\nc={c}\r\nt=0 0\r\nm=audio 6000 RTP/AVP 96\r\na=rtpmap:96 opus/48000/2\r\n");
+            let d = StreamDescription::parse(text.as_bytes()).unwrap();
+            assert_eq!(d.ttl, ttl, "{c}");
+            let again = StreamDescription::parse(d.to_sdp(1, "t").as_bytes()).unwrap();
+            assert_eq!(again, d, "{c}");
+        }
     }
 
     /// Found by the `sdp` fuzz target: a unicast description with a source filter was read
