@@ -218,7 +218,8 @@ impl StreamDescription {
         let red = media
             .attributes_typed::<RtpMap>()
             .filter_map(Result::ok)
-            .find(|r| r.encoding_name.eq_ignore_ascii_case("red"))
+            // RED on the Opus stream's own payload type cannot be told from it: not RED
+            .find(|r| r.encoding_name.eq_ignore_ascii_case("red") && r.payload_type != opus)
             .map(|r| {
                 let depth = media
                     .attributes_typed::<Fmtp>()
@@ -349,6 +350,17 @@ mod tests {
         }
         assert!(!text.contains("source-filter"), "{text}");
         assert_eq!(StreamDescription::parse(text.as_bytes()).unwrap(), d);
+    }
+
+    /// Found by the `sdp` fuzz target: RED mapped to the Opus payload type was read as
+    /// redundancy on that type (which the receiver refuses: "--red-payload-type equals
+    /// --payload-type").
+    #[test]
+    fn red_on_the_opus_payload_type_is_not_red() {
+        let text = "v=0\r\no=- 1 1 IN IP4 192.0.2.9\r\ns=x\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 96\r\na=rtpmap:96 opus/48000/2\r\na=rtpmap:96 red/48000/2\r\na=fmtp:96 96/96\r\n";
+        let d = StreamDescription::parse(text.as_bytes()).unwrap();
+        assert_eq!((d.opus_payload_type, d.red), (96, None));
+        assert_eq!(StreamDescription::parse(d.to_sdp(1, "t").as_bytes()).unwrap(), d);
     }
 
     /// Found by the `sdp` fuzz target: a TTL after an address that is not an IPv4 group was
