@@ -9,6 +9,9 @@
 #   scripts/fuzz.sh [SECONDS] [TARGET...]      targets: rtp_validation red rtcp_compound sdp playout
 #   scripts/fuzz.sh --cmin [TARGET...]         merge fuzz/work into a minimized fuzz/corpus
 #
+# The minimized corpus keeps one input per new edge (-use_counters=0: not per hit count),
+# which keeps it small enough to check in, and every regression-* input (a crash, fixed).
+#
 # Builds with optimizations, debug assertions and overflow checks (-O -a) and no sanitizer
 # (-s none): the code under test is safe Rust, and libopus, reached through FFI, is not
 # instrumented either way.
@@ -24,11 +27,13 @@ if [ "${1:-}" = "--cmin" ]; then
     targets=("$@")
     ((${#targets[@]})) || mapfile -t targets < <(cargo +nightly fuzz list)
     for t in "${targets[@]}"; do
-        mkdir -p "work/$t"
+        mkdir -p "work/$t" "work/$t.regressions"
         cp -n "corpus/$t"/* "work/$t/" 2>/dev/null || true
+        cp "corpus/$t"/regression-* "work/$t.regressions/" 2>/dev/null || true
         rm -rf "corpus/$t"
         mkdir -p "corpus/$t"
-        nice -n 19 cargo +nightly fuzz run "${FLAGS[@]}" "$t" "corpus/$t" "work/$t" -- -merge=1
+        nice -n 19 cargo +nightly fuzz run "${FLAGS[@]}" "$t" "corpus/$t" "work/$t" -- -merge=1 -use_counters=0
+        cp "work/$t.regressions"/* "corpus/$t/" 2>/dev/null || true
     done
     exit 0
 fi
