@@ -155,8 +155,10 @@ impl DelayEstimator {
     /// Returns its relative delay in ns.
     pub fn observe(&mut self, arrival_ns: i64, media_ns: i64, transit_slope: Option<f64>) -> i64 {
         let transit = arrival_ns - media_ns;
+        // A packet that arrived before the window began (the arrival clock stepped back)
+        // starts a new window, so that the window's minimum is never older than the window.
         let (start, t_min, min) = match self.min_window {
-            Some((start, t, m)) if arrival_ns - start < BASELINE_WINDOW_NS => {
+            Some((start, t, m)) if (0..BASELINE_WINDOW_NS).contains(&(arrival_ns - start)) => {
                 if transit < m {
                     (start, arrival_ns, transit)
                 } else {
@@ -490,6 +492,21 @@ impl StretchPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `playout` fuzz target: an arrival before the current window began (a
+    /// wall clock stepped back) became the window's minimum; a packet two windows after
+    /// it found no minimum young enough, the baseline was `i64::MAX` and the relative
+    /// delay overflowed (a panic in debug builds, a delay of ~292 years in release).
+    #[test]
+    fn arrivals_going_back_keep_a_finite_baseline() {
+        const W: i64 = BASELINE_WINDOW_NS;
+        let mut e = DelayEstimator::new(0.99);
+        e.observe(10 * W, 0, None);
+        e.observe(7 * W, 100 * W, None);
+        let relative = e.observe(10 * W + 1, 50 * W, None);
+        assert_eq!(relative, 0);
+        assert_eq!(e.min_transit_ns(), Some(-40 * W + 1));
+    }
 
     /// Packets every 10 ms; relative delay uniform-ish in [0, jitter).
     fn feed(est: &mut DelayEstimator, from_s: f64, to_s: f64, jitter_ms: f64, seed: &mut u64) {

@@ -17,9 +17,11 @@
 //! - [`latency`]: end-to-end latency from sender reports and playback instants.
 //! - [`level`]: peak / RMS dBFS and clip counts for the meters.
 //! - [`mem`]: allocation that is resident before the audio thread touches it.
+//! - [`fuzz`]: the bodies of the fuzz targets (`fuzz/`), also replayed on stable.
 
 pub mod delay;
 pub mod drift;
+pub mod fuzz;
 pub mod jitter;
 pub mod latency;
 pub mod level;

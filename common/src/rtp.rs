@@ -1,14 +1,14 @@
 //! RTP (RFC 3550) packets carrying Opus (RFC 7587): building, validating, and
 //! extending sequence numbers and timestamps to 64 bits.
 //!
-//! Parsing goes through `rtp-rs`'s zero-copy [`RtpReader`]; [`validate_opus_rtp`] checks
-//! each header field itself first so that every malformed datagram is put in exactly one
-//! [`DropReason`] bucket (rtp-rs folds several of them into "headers truncated").
+//! Parsing is `rtp-rs`'s zero-copy [`RtpReader`], the receiver's one RTP header parser
+//! ([`read_rtp_header`]); its errors are sorted so that every malformed datagram is put in
+//! exactly one [`DropReason`] bucket (rtp-rs folds three of them into "headers truncated").
 //!
 //! Building uses `RtpPacketBuilder::build_into`, which writes into a caller buffer and does
 //! not allocate.
 
-use rtp_rs::{RtpPacketBuilder, RtpReader, Seq};
+use rtp_rs::{RtpPacketBuilder, RtpReader, RtpReaderError, Seq};
 
 /// The RTP clock rate of Opus is always 48 kHz (RFC 7587 §4.1), whatever the audio rate.
 pub const OPUS_RTP_CLOCK_HZ: u32 = 48_000;
@@ -96,75 +96,80 @@ pub struct RtpOpusHeader {
 }
 
 impl RtpOpusHeader {
+    /// The header fields of `reader`'s packet, with the Opus payload at `payload_offset`
+    /// (`payload_len` bytes, `duration_samples` long) in its datagram.
+    pub fn of(
+        reader: &RtpReader<'_>,
+        payload_offset: usize,
+        payload_len: usize,
+        duration_samples: u32,
+    ) -> Self {
+        RtpOpusHeader {
+            marker: reader.mark(),
+            payload_type: reader.payload_type(),
+            sequence: u16::from(reader.sequence_number()),
+            timestamp: reader.timestamp(),
+            ssrc: reader.ssrc(),
+            payload_offset,
+            payload_len,
+            duration_samples,
+        }
+    }
+
     /// The Opus payload inside `datagram` (the same slice this header was parsed from).
     pub fn payload<'a>(&self, datagram: &'a [u8]) -> &'a [u8] {
         &datagram[self.payload_offset..self.payload_offset + self.payload_len]
     }
 }
 
-/// Validate one datagram as RTP version 2 carrying an Opus packet with payload type
-/// `expected_pt`. Never panics, whatever the bytes.
-pub fn validate_opus_rtp(datagram: &[u8], expected_pt: u8) -> Result<RtpOpusHeader, DropReason> {
+/// Read the RTP header of `datagram` with rtp-rs and put every structural fault in its
+/// own [`DropReason`]: oversized, truncated, version, CSRC list, extension, padding. The
+/// one RTP header parser of the receiver: Opus ([`validate_opus_rtp`]) and RED
+/// ([`crate::red::validate_red_rtp`]) packets both start here. Never panics, whatever
+/// the bytes.
+pub fn read_rtp_header(datagram: &[u8]) -> Result<RtpReader<'_>, DropReason> {
     if datagram.len() > MAX_DATAGRAM_LEN {
         return Err(DropReason::Oversized);
     }
-    if datagram.len() < RTP_HEADER_LEN {
-        return Err(DropReason::Truncated);
-    }
-    let b0 = datagram[0];
-    if b0 >> 6 != 2 {
-        return Err(DropReason::BadVersion);
-    }
-    let padding = b0 & 0x20 != 0;
-    let extension = b0 & 0x10 != 0;
-    let csrc_count = (b0 & 0x0f) as usize;
-    let csrc_end = RTP_HEADER_LEN + 4 * csrc_count;
-    if csrc_end > datagram.len() {
-        return Err(DropReason::CsrcBeyondLength);
-    }
-    let mut header_end = csrc_end;
-    if extension {
-        if csrc_end + 4 > datagram.len() {
-            return Err(DropReason::BadExtension);
+    RtpReader::new(datagram).map_err(|e| match e {
+        RtpReaderError::BufferTooShort(_) => DropReason::Truncated,
+        RtpReaderError::UnsupportedVersion(_) => DropReason::BadVersion,
+        RtpReaderError::PaddingLengthInvalid(_) => DropReason::BadPadding,
+        // rtp-rs says "headers truncated" for three faults: the headers fit but no byte
+        // is left for the padding count, the CSRC list runs past the end, or the extension
+        // (its 4-byte header or its announced length) does.
+        RtpReaderError::HeadersTruncated { header_len, .. } if header_len <= datagram.len() => {
+            DropReason::BadPadding
         }
-        let words = u16::from_be_bytes([datagram[csrc_end + 2], datagram[csrc_end + 3]]) as usize;
-        header_end = csrc_end + 4 + 4 * words;
-        if header_end > datagram.len() {
-            return Err(DropReason::BadExtension);
+        RtpReaderError::HeadersTruncated { .. } => {
+            let csrc_count = datagram.first().map_or(0, |b| usize::from(b & 0x0f));
+            if RTP_HEADER_LEN + 4 * csrc_count > datagram.len() {
+                DropReason::CsrcBeyondLength
+            } else {
+                DropReason::BadExtension
+            }
         }
-    }
-    let mut payload_end = datagram.len();
-    if padding {
-        if header_end == datagram.len() {
-            return Err(DropReason::BadPadding);
-        }
-        let pad = datagram[datagram.len() - 1] as usize;
-        if pad == 0 || header_end + pad > datagram.len() {
-            return Err(DropReason::BadPadding);
-        }
-        payload_end -= pad;
-    }
-    // Our checks above are a superset of rtp-rs's; the reader is used for field access.
-    let reader = RtpReader::new(datagram).map_err(|_| DropReason::Truncated)?;
-    let payload_type = reader.payload_type();
-    if payload_type != expected_pt {
+    })
+}
+
+/// Validate one datagram as RTP version 2 carrying an Opus packet with payload type
+/// `expected_pt`. Never panics, whatever the bytes.
+pub fn validate_opus_rtp(datagram: &[u8], expected_pt: u8) -> Result<RtpOpusHeader, DropReason> {
+    let reader = read_rtp_header(datagram)?;
+    if reader.payload_type() != expected_pt {
         return Err(DropReason::WrongPayloadType);
     }
-    if payload_end <= header_end {
+    let payload = reader.payload();
+    if payload.is_empty() {
         return Err(DropReason::EmptyPayload);
     }
-    let payload = &datagram[header_end..payload_end];
     let duration = opus_packet_duration(payload).ok_or(DropReason::BadOpus)?;
-    Ok(RtpOpusHeader {
-        marker: reader.mark(),
-        payload_type,
-        sequence: u16::from(reader.sequence_number()),
-        timestamp: reader.timestamp(),
-        ssrc: reader.ssrc(),
-        payload_offset: header_end,
-        payload_len: payload_end - header_end,
-        duration_samples: duration,
-    })
+    Ok(RtpOpusHeader::of(
+        &reader,
+        reader.payload_offset(),
+        payload.len(),
+        duration,
+    ))
 }
 
 /// Duration of an Opus packet in 48 kHz samples, read from its TOC byte and frame count

@@ -96,8 +96,9 @@ pub struct StreamDescription {
     /// The sender's address (the `o=` line). `None` when not known. Read from the source
     /// filter, else from `o=` when that is not `0.0.0.0`.
     pub source: Option<IpAddr>,
-    /// A source filter names `source` as the group's only sender (RFC 4570): what a
-    /// source-specific join (SSM) needs. Written for a group only.
+    /// A source filter names `source` as the stream's only sender (RFC 4570): what a
+    /// source-specific join (SSM) needs, and for a unicast stream what the receiver
+    /// allows. patchcord-send writes one for a group only.
     pub source_filter: bool,
     pub rtcp: RtcpPort,
     pub opus_payload_type: u8,
@@ -194,7 +195,7 @@ impl StreamDescription {
             RtcpPort::Mux => m.add_attribute_from_str("rtcp-mux"),
             RtcpPort::None => {}
         }
-        if let (Some(src), true) = (self.source, self.source_filter && self.destination.is_multicast()) {
+        if let (Some(src), true) = (self.source, self.source_filter) {
             m.add_attribute(SourceFilter {
                 mode: SourceFilterMode::Incl,
                 nettype: sdp_types::NetType::In,
@@ -251,7 +252,8 @@ impl StreamDescription {
         let red = media
             .attributes_typed::<RtpMap>()
             .filter_map(Result::ok)
-            .find(|r| r.encoding_name.eq_ignore_ascii_case("red"))
+            // RED on the Opus stream's own payload type cannot be told from it: not RED
+            .find(|r| r.encoding_name.eq_ignore_ascii_case("red") && r.payload_type != opus)
             .map(|r| {
                 let depth = media
                     .attributes_typed::<Fmtp>()
@@ -313,7 +315,11 @@ impl StreamDescription {
         Ok(StreamDescription {
             destination: address.ip,
             port: media.port,
-            ttl: address.ttl,
+            // only an IPv4 group has a TTL (RFC 8866 §5.7); after an IPv6 address "/N"
+            // is a count of addresses, and after a unicast one it means nothing
+            ttl: address
+                .ttl
+                .filter(|_| address.ip.is_ipv4() && address.ip.is_multicast()),
             source,
             source_filter: filtered.is_some(),
             rtcp,
@@ -379,6 +385,53 @@ mod tests {
             assert!(text.contains(line), "{line:?} missing from\n{text}");
         }
         assert!(!text.contains("source-filter"), "{text}");
+        assert_eq!(StreamDescription::parse(text.as_bytes()).unwrap(), d);
+    }
+
+    /// Found by the `sdp` fuzz target: RED mapped to the Opus payload type was read as
+    /// redundancy on that type (which the receiver refuses: "--red-payload-type equals
+    /// --payload-type").
+    #[test]
+    fn red_on_the_opus_payload_type_is_not_red() {
+        let text = "v=0\r\no=- 1 1 IN IP4 192.0.2.9\r\ns=x\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 96\r\na=rtpmap:96 opus/48000/2\r\na=rtpmap:96 red/48000/2\r\na=fmtp:96 96/96\r\n";
+        let d = StreamDescription::parse(text.as_bytes()).unwrap();
+        assert_eq!((d.opus_payload_type, d.red), (96, None));
+        assert_eq!(StreamDescription::parse(d.to_sdp(1, "t").as_bytes()).unwrap(), d);
+    }
+
+    /// Found by the `sdp` fuzz target: a TTL after an address that is not an IPv4 group was
+    /// read as one (and not written again).
+    #[test]
+    fn only_an_ipv4_group_has_a_ttl() {
+        for (c, ttl) in [
+            ("IN IP6 ::100/2", None),
+            ("IN IP4 ::100/2", None),
+            ("IN IP6 ff15::1/3", None),
+            ("IN IP4 192.0.2.1/16", None),
+            ("IN IP4 239.1.2.3/16", Some(16)),
+        ] {
+            let text = format!("v=0\r\no=- 1 1 IN IP4 192.0.2.9\r\ns=x\r\nc={c}\r\nt=0 0\r\nm=audio 6000 RTP/AVP 96\r\na=rtpmap:96 opus/48000/2\r\n");
+            let d = StreamDescription::parse(text.as_bytes()).unwrap();
+            assert_eq!(d.ttl, ttl, "{c}");
+            let again = StreamDescription::parse(d.to_sdp(1, "t").as_bytes()).unwrap();
+            assert_eq!(again, d, "{c}");
+        }
+    }
+
+    /// Found by the `sdp` fuzz target: a unicast description with a source filter was read
+    /// with its filter (the receiver allows only that source) but written without it.
+    #[test]
+    fn unicast_source_filter_round_trip() {
+        let d = StreamDescription {
+            source: Some("192.168.1.10".parse().unwrap()),
+            source_filter: true,
+            ..unicast_stereo()
+        };
+        let text = d.to_sdp(42, "patchcord-send 0.1.0");
+        assert!(
+            text.contains("a=source-filter:incl IN IP4 127.0.0.1 192.168.1.10\r\n"),
+            "{text}"
+        );
         assert_eq!(StreamDescription::parse(text.as_bytes()).unwrap(), d);
     }
 

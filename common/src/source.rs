@@ -234,7 +234,8 @@ impl StreamSource {
         is_rtcp_source(self.address, from)
     }
 
-    /// Packets held aside now (runs not yet confirmed, and a comeback).
+    /// Packets held aside now (in runs, or of the sequence before a restart): at most
+    /// `(3 + 1) × 8`.
     pub fn held_packets(&self) -> usize {
         self.runs.iter().map(Vec::len).sum::<usize>() + self.comeback.len()
     }
