@@ -19,6 +19,10 @@
 //! - [`rtcp_compound`]: compound RTCP: at most one error, and last; a sender report,
 //!   receiver report or BYE parsed is written again and parses back the same.
 //! - [`sdp`]: SDP descriptions: a description read is written and read back the same.
+//! - [`srtp_unprotect`]: SRTP and SRTCP opened by the receiver's [`Unprotector`]: raw
+//!   bytes, and packets sealed by a [`Protector`] under the same key, then delivered, bit-
+//!   flipped or replayed. What was sealed opens to exactly what was sealed; a flipped bit
+//!   or a replay never opens; the state kept stays within its bound.
 //! - [`playout`]: one stream's playout under any sequence of inserts (any sequence
 //!   numbers, timestamps, arrival times, payloads), redundant copies, BYEs, restarts and
 //!   pulls of any size: the jitter buffer stays within its capacity, the output is finite,
@@ -36,16 +40,19 @@ use crate::rtcp::{parse_compound, CompoundWriter, RtcpPacket};
 use crate::rtp::{opus_packet_duration, validate_opus_rtp, DropReason, RtpOpusHeader, RTP_HEADER_LEN};
 use crate::sdp::StreamDescription;
 use crate::source::{PacketMeta, Probation, SourceCounters, StreamSource};
+use crate::srtp::{Opened, Protector, Rejected, Unprotector};
+use crate::srtp_key::{MasterKey, Suite};
 
 /// A target's body: the fuzzer's bytes in, a panic when an invariant breaks.
 pub type Target = fn(&[u8]);
 
 /// Every target by name (the name of its corpus directory and of its cargo-fuzz target).
-pub const TARGETS: [(&str, Target); 5] = [
+pub const TARGETS: [(&str, Target); 6] = [
     ("rtp_validation", rtp_validation),
     ("red", red),
     ("rtcp_compound", rtcp_compound),
     ("sdp", sdp),
+    ("srtp_unprotect", srtp_unprotect),
     ("playout", playout),
 ];
 
@@ -282,6 +289,102 @@ pub fn red(data: &[u8]) {
             validate_red_rtp(rest, pt, None).is_ok(),
             "looks like RED on {pt} but does not validate"
         );
+    }
+}
+
+/// One step of [`srtp_unprotect`].
+#[derive(Arbitrary, Debug)]
+enum SrtpStep {
+    /// Bytes from anywhere.
+    Raw(Vec<u8>),
+    /// An RTP packet of SSRC `ssrc % SRTP_SOURCES`, `seq_step` (1..=64) after that
+    /// SSRC's last, sealed and delivered.
+    Rtp { ssrc: u8, seq_step: u8, payload: Vec<u8> },
+    /// A receiver report from SSRC `ssrc % SRTP_SOURCES`, sealed and delivered.
+    Rtcp { ssrc: u8 },
+    /// The last sealed datagram again.
+    Replay,
+    /// The last sealed datagram with one byte changed.
+    Flip { at: u16, xor: u8 },
+}
+
+/// SSRCs the fuzzed sender uses: no more than the receiver keeps, so no replay window is
+/// ever evicted (an evicted SSRC's window starts over, by design).
+const SRTP_SOURCES: u8 = 4;
+
+/// SRTP and SRTCP opening (see the module doc).
+pub fn srtp_unprotect(data: &[u8]) {
+    let mut u = Unstructured::new(data);
+    let suite = if u.arbitrary::<bool>().unwrap_or(false) {
+        Suite::AeadAes128Gcm
+    } else {
+        Suite::AesCm128HmacSha1_80
+    };
+    let key_salt: Vec<u8> = (0..suite.key_salt_len() as u8).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
+    let Ok(key) = MasterKey::new(suite, &key_salt) else {
+        panic!("a key of the suite's length");
+    };
+    let mut tx = Protector::new(&key);
+    let mut rx = Unprotector::new(&key, SRTP_SOURCES as usize);
+    let mut seqs = [0u16; SRTP_SOURCES as usize];
+    let (mut plain, mut sealed, mut out) = (vec![0u8; 1600], vec![0u8; 1700], vec![0u8; 1700]);
+    let mut last: Option<Vec<u8>> = None;
+    while let Ok(step) = SrtpStep::arbitrary(&mut u) {
+        match step {
+            SrtpStep::Raw(bytes) => {
+                if let Ok(Opened::Rtp(n) | Opened::Rtcp(n)) = rx.unprotect(&bytes, &mut out) {
+                    assert!(n <= bytes.len());
+                }
+            }
+            SrtpStep::Rtp {
+                ssrc,
+                seq_step,
+                payload,
+            } => {
+                let i = (ssrc % SRTP_SOURCES) as usize;
+                seqs[i] = seqs[i].wrapping_add(1 + (seq_step % 64) as u16);
+                let body = &payload[..payload.len().min(1200)];
+                let len = RTP_HEADER_LEN + body.len().max(1);
+                plain[..len].fill(0);
+                plain[0] = 0x80;
+                plain[1] = OPUS_PT;
+                plain[2..4].copy_from_slice(&seqs[i].to_be_bytes());
+                plain[4..8].copy_from_slice(&(seqs[i] as u32 * 480).to_be_bytes());
+                plain[8..12].copy_from_slice(&(0x5000 + i as u32).to_be_bytes());
+                plain[RTP_HEADER_LEN..RTP_HEADER_LEN + body.len()].copy_from_slice(body);
+                let Ok(n) = tx.protect_rtp(&plain[..len], &mut sealed) else {
+                    panic!("a small RTP packet protects");
+                };
+                assert_eq!(rx.unprotect(&sealed[..n], &mut out), Ok(Opened::Rtp(len)));
+                assert_eq!(out[..len], plain[..len]);
+                last = Some(sealed[..n].to_vec());
+            }
+            SrtpStep::Rtcp { ssrc } => {
+                let i = (ssrc % SRTP_SOURCES) as u32;
+                let mut rr = [0x80, 201, 0, 1, 0, 0, 0, 0];
+                rr[4..8].copy_from_slice(&(0x5000 + i).to_be_bytes());
+                let Ok(n) = tx.protect_rtcp(&rr, &mut sealed) else {
+                    panic!("a receiver report protects");
+                };
+                assert_eq!(rx.unprotect(&sealed[..n], &mut out), Ok(Opened::Rtcp(rr.len())));
+                assert_eq!(out[..rr.len()], rr);
+                last = Some(sealed[..n].to_vec());
+            }
+            SrtpStep::Replay => {
+                if let Some(p) = &last {
+                    assert_eq!(rx.unprotect(p, &mut out), Err(Rejected::Replayed));
+                }
+            }
+            SrtpStep::Flip { at, xor } => {
+                if let Some(p) = &last {
+                    let mut q = p.clone();
+                    let at = at as usize % q.len();
+                    q[at] ^= xor.max(1);
+                    assert!(rx.unprotect(&q, &mut out).is_err(), "a changed byte {at} opened");
+                }
+            }
+        }
+        assert!(rx.sources() <= SRTP_SOURCES as usize);
     }
 }
 

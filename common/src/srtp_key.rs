@@ -72,7 +72,7 @@ impl Suite {
         4 + self.rtp_overhead()
     }
 
-    fn key_salt_len(self) -> usize {
+    pub fn key_salt_len(self) -> usize {
         self.master_key_len() + self.master_salt_len()
     }
 }
