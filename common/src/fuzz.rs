@@ -299,7 +299,11 @@ enum SrtpStep {
     Raw(Vec<u8>),
     /// An RTP packet of SSRC `ssrc % SRTP_SOURCES`, `seq_step` (1..=64) after that
     /// SSRC's last, sealed and delivered.
-    Rtp { ssrc: u8, seq_step: u8, payload: Vec<u8> },
+    Rtp {
+        ssrc: u8,
+        seq_step: u8,
+        payload: Vec<u8>,
+    },
     /// A receiver report from SSRC `ssrc % SRTP_SOURCES`, sealed and delivered.
     Rtcp { ssrc: u8 },
     /// The last sealed datagram again.
@@ -320,7 +324,9 @@ pub fn srtp_unprotect(data: &[u8]) {
     } else {
         Suite::AesCm128HmacSha1_80
     };
-    let key_salt: Vec<u8> = (0..suite.key_salt_len() as u8).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
+    let key_salt: Vec<u8> = (0..suite.key_salt_len() as u8)
+        .map(|i| i.wrapping_mul(37) ^ 0x5a)
+        .collect();
     let Ok(key) = MasterKey::new(suite, &key_salt) else {
         panic!("a key of the suite's length");
     };
@@ -329,7 +335,10 @@ pub fn srtp_unprotect(data: &[u8]) {
     let mut seqs = [0u16; SRTP_SOURCES as usize];
     let (mut plain, mut sealed, mut out) = (vec![0u8; 1600], vec![0u8; 1700], vec![0u8; 1700]);
     let mut last: Option<Vec<u8>> = None;
-    while let Ok(step) = SrtpStep::arbitrary(&mut u) {
+    while !u.is_empty() {
+        let Ok(step) = SrtpStep::arbitrary(&mut u) else {
+            break;
+        };
         match step {
             SrtpStep::Raw(bytes) => {
                 if let Ok(Opened::Rtp(n) | Opened::Rtcp(n)) = rx.unprotect(&bytes, &mut out) {
