@@ -27,6 +27,13 @@
 //!   context; a packet of an unknown SSRC is tried with a fresh one, which is kept only if
 //!   the packet authenticates, and at most `max_sources` are kept (the one unused longest
 //!   makes room). A forged packet with a new SSRC costs a key derivation and is gone.
+//! - **A forged SRTP packet sets a fresh replay window** (found by the `srtp_unprotect`
+//!   fuzz target): the library's wrapped window takes its starting point from the first
+//!   sequence number it *checks*, before the tag is verified. An SSRC whose context was
+//!   made by its SRTCP (patchcord-send's first sender report leaves before its first
+//!   packet) had no SRTP window yet: one forged packet 30,000 ahead made every genuine
+//!   packet "too old", for minutes. Here the first SRTP packet of such an SSRC is tried
+//!   with a fresh context first, and reaches the kept one only if it authenticates.
 //!
 //! It allocates its output for every packet (the API returns `Bytes`): on the network and
 //! encoder threads, which may allocate. The cost per packet is in BENCHMARKS.md.
@@ -183,6 +190,8 @@ struct Source {
     ctx: Context,
     /// [`Unprotector::uses`] at its last authenticated packet.
     last_used: u64,
+    /// An SRTP packet authenticated: the context's SRTP replay window is set.
+    rtp_seen: bool,
 }
 
 /// Opens the SRTP and SRTCP one side receives, from any number of senders (bounded).
@@ -244,8 +253,14 @@ impl Unprotector {
         self.uses += 1;
         let plain = match self.sources.get_mut(&ssrc) {
             Some(s) => {
+                if !rtcp && !s.rtp_seen {
+                    // the SRTP window is not set yet: only an authentic packet may set it
+                    let mut trial = context(&self.key, true).map_err(|_| Rejected::Malformed)?;
+                    open(&mut trial).map_err(rejected)?;
+                }
                 let plain = open(&mut s.ctx).map_err(rejected)?;
                 s.last_used = self.uses;
+                s.rtp_seen |= !rtcp;
                 plain
             }
             None => {
@@ -264,6 +279,7 @@ impl Unprotector {
                 let source = Source {
                     ctx,
                     last_used: self.uses,
+                    rtp_seen: !rtcp,
                 };
                 self.sources.insert(ssrc, source);
                 plain
@@ -310,6 +326,50 @@ impl SrtpCounters {
 
 #[cfg(test)]
 mod tests {
+
+    /// Found by the `srtp_unprotect` fuzz target: an SSRC known from its SRTCP, then one
+    /// forged SRTP packet far ahead, must not make the genuine packets "replayed".
+    #[test]
+    fn a_forged_packet_does_not_set_a_fresh_replay_window() {
+        for suite in [Suite::AesCm128HmacSha1_80, Suite::AeadAes128Gcm] {
+            let key = MasterKey::new(suite, &vec![3u8; suite.key_salt_len()]).unwrap();
+            let mut tx = Protector::new(&key);
+            let mut rx = Unprotector::new(&key, 4);
+            let (mut sealed, mut out) = (vec![0u8; 200], vec![0u8; 200]);
+            let rr = [0x80u8, 201, 0, 1, 0, 0, 0x50, 0x02];
+            let n = tx.protect_rtcp(&rr, &mut sealed).unwrap();
+            assert_eq!(rx.unprotect(&sealed[..n], &mut out), Ok(Opened::Rtcp(8)));
+            let rtp = |seq: u16| {
+                let mut p = vec![0u8; 20];
+                p[0] = 0x80;
+                p[1] = 96;
+                p[2..4].copy_from_slice(&seq.to_be_bytes());
+                p[8..12].copy_from_slice(&0x5002u32.to_be_bytes());
+                p
+            };
+            // a forgery: a genuine-looking packet 30,000 ahead with a wrong tag
+            let n = tx.protect_rtp(&rtp(30_008), &mut sealed).unwrap();
+            let mut forged = sealed[..n].to_vec();
+            let last = forged.len() - 1;
+            forged[last] ^= 1;
+            assert_eq!(rx.unprotect(&forged, &mut out), Err(Rejected::AuthFailed));
+            for seq in 8..12 {
+                let n = tx.protect_rtp(&rtp(seq), &mut sealed).unwrap();
+                assert_eq!(
+                    rx.unprotect(&sealed[..n], &mut out),
+                    Ok(Opened::Rtp(20)),
+                    "{suite:?} {seq}"
+                );
+            }
+            // and once set by a genuine packet, a forgery still moves nothing
+            let n = tx.protect_rtp(&rtp(30_000), &mut sealed).unwrap();
+            let mut forged = sealed[..n].to_vec();
+            forged[last] ^= 1;
+            assert_eq!(rx.unprotect(&forged, &mut out), Err(Rejected::AuthFailed));
+            let n = tx.protect_rtp(&rtp(12), &mut sealed).unwrap();
+            assert_eq!(rx.unprotect(&sealed[..n], &mut out), Ok(Opened::Rtp(20)));
+        }
+    }
     use super::*;
     use crate::rtcp::{parse_compound, CompoundWriter, RtcpPacket};
     use crate::rtp::Packetizer;
