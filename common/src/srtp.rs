@@ -30,9 +30,9 @@
 //! - **A forged SRTP packet sets a fresh replay window** (found by the `srtp_unprotect`
 //!   fuzz target): the library's wrapped window takes its starting point from the first
 //!   sequence number it *checks*, before the tag is verified. An SSRC whose context was
-//!   made by its SRTCP (patchcord-send's first sender report leaves before its first
-//!   packet) had no SRTP window yet: one forged packet 30,000 ahead made every genuine
-//!   packet "too old", for minutes. Here the first SRTP packet of such an SSRC is tried
+//!   made by its SRTCP (a sender report that arrives before the first packet does) had
+//!   no SRTP window yet: one forged packet 30,000 ahead made every genuine packet "too
+//!   old", for minutes. Here the first SRTP packet of such an SSRC is tried
 //!   with a fresh context first, and reaches the kept one only if it authenticates.
 //!
 //! It allocates its output for every packet (the API returns `Bytes`): on the network and

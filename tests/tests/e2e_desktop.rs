@@ -407,6 +407,10 @@ fn pipewire_default_flags_play_at_low_latency() {
         return;
     };
     pw.spawn(&dir, "pipewire-pulse", "pipewire-pulse", &[]);
+    // its socket first: a `pactl` that finds no server autospawns a PulseAudio daemon,
+    // which can take the socket before pipewire-pulse does ("File exists", seen in CI)
+    let socket = runtime_dir(&dir).join("pulse").join("native");
+    assert!(wait_until("pipewire-pulse", Duration::from_secs(10), || socket.exists()));
     assert!(wait_until("pipewire-pulse", Duration::from_secs(10), || pw
         .run("pactl", &["info"])
         .0));
