@@ -17,6 +17,12 @@
 //! conference starting, a flood of new SSRCs) the interval grows before anything is sent,
 //! instead of every participant sending one round at the old, short interval.
 //!
+//! **Reverse reconsideration** (§6.3.4, [`RtcpTimer::members_fell`]): when members leave
+//! (a BYE, a time-out), the next report and the last one's time are both pulled towards
+//! now by `members / pmembers`, so that a receiver left with one of its many senders does
+//! not wait out an interval computed for the crowd (RFC 3550 gives the reason: otherwise
+//! the remaining participants could all be timed out by each other).
+//!
 //! BYE reconsideration (§6.3.7) is for sessions of more than 50 members; a patchcord
 //! receiver sends no BYE, and a sender with at most 50 receivers may send its BYE at once,
 //! as it does.
@@ -96,6 +102,22 @@ impl RtcpTimer {
         } else {
             Expiry::WaitUntil(due)
         }
+    }
+
+    /// Reverse reconsideration (§6.3.4): at `now_ns` the membership fell from `before` to
+    /// `after`; the report due at `due_ns` is brought forward to
+    /// `now + after/before × (due − now)`, and the last report's time moved back to
+    /// `now − after/before × (now − last)`. Returns the new due instant (`due_ns` itself
+    /// when the membership did not fall).
+    pub fn members_fell(&mut self, now_ns: i64, due_ns: i64, before: usize, after: usize) -> i64 {
+        if after >= before || before == 0 {
+            return due_ns;
+        }
+        let ratio = after.max(1) as f64 / before as f64;
+        if let Some(last) = self.last_ns.as_mut() {
+            *last = now_ns - ((now_ns - *last).max(0) as f64 * ratio) as i64;
+        }
+        now_ns + ((due_ns - now_ns).max(0) as f64 * ratio) as i64
     }
 
     /// Average compound packet size so far, bytes with UDP/IP headers.
@@ -256,5 +278,28 @@ mod tests {
             mean_s > deterministic && mean_s < 1.5 * deterministic,
             "mean {mean_s} s against {deterministic} s"
         );
+    }
+
+    #[test]
+    fn members_leaving_bring_the_next_report_forward_in_proportion() {
+        let mut t = RtcpTimer::new(60);
+        let p = receiver_of(1, 64_000.0);
+        assert_eq!(t.on_expiry(0, &p, 0.5), Expiry::Send);
+        t.sent(60, 0);
+        // 40 of 41 members leave at 2 s, with the next report due at 12 s
+        let due = t.members_fell(2_000_000_000, 12_000_000_000, 41, 1);
+        assert_eq!(due, 2_000_000_000 + 10_000_000_000 / 41);
+        // the last report moved back towards now by the same ratio: 2 s ago becomes 2/41 s
+        // ago, so the next expiry's reconsideration starts from there
+        let later = 2_000_000_000 - 2_000_000_000 / 41;
+        match t.on_expiry(due, &p, 0.5) {
+            Expiry::WaitUntil(at) => assert_eq!(at, later + t.interval_ns(&p, 0.5)),
+            Expiry::Send => panic!("a fresh interval from the moved last report is still ahead"),
+        }
+        // a membership that grew or stayed changes nothing
+        assert_eq!(t.members_fell(0, 5, 3, 3), 5);
+        assert_eq!(t.members_fell(0, 5, 3, 4), 5);
+        // a due instant in the past stays now at the earliest
+        assert_eq!(t.members_fell(10, 5, 4, 2), 10);
     }
 }

@@ -14,7 +14,9 @@
 //! members and the received RTP rate as the session bandwidth, so a round of reports to
 //! many senders spaces the rounds out; with forward reconsideration (RFC 3550 §6.3.3), so
 //! a crowd of senders arriving while the timer runs postpones the round instead of being
-//! answered at the old, short interval. The work per round is bounded by the number of
+//! answered at the old, short interval; and with reverse reconsideration (§6.3.4), so that
+//! when senders leave (BYE, time-out, shed) the next round comes sooner in proportion
+//! ([`Feedback::left`], [`Feedback::take_rescheduled`]). The work per round is bounded by the number of
 //! streams (`--max-streams`), and the table of senders by [`MAX_SENDERS`].
 //!
 //! It also remembers which senders are patchcord (SDES TOOL `patchcord-send …`): only
@@ -89,6 +91,12 @@ pub struct Feedback {
     timer: RtcpTimer,
     /// Round-robin start when an address has more than 31 streams.
     cursor: usize,
+    /// When the next round is due, and the membership it was computed for (A.7 `tn`,
+    /// `pmembers`).
+    due_ns: Option<i64>,
+    pmembers: usize,
+    /// A due instant moved by reverse reconsideration, for the caller's timer.
+    rescheduled: Option<i64>,
     pub reports_sent: u64,
     pub report_send_errors: u64,
 }
@@ -102,6 +110,9 @@ impl Feedback {
             // RR with one block and an SDES: about 60 bytes
             timer: RtcpTimer::new(60),
             cursor: 0,
+            due_ns: None,
+            pmembers: 1,
+            rescheduled: None,
             reports_sent: 0,
             report_send_errors: 0,
         }
@@ -137,6 +148,26 @@ impl Feedback {
     /// another source.
     pub fn forget(&mut self, ssrc: u32) {
         self.senders.remove(&ssrc);
+    }
+
+    /// `ssrc`'s sender left at `now_ns` (a BYE, a time-out, shed): forgotten, and when the
+    /// membership fell, the next round is brought forward (reverse reconsideration, RFC
+    /// 3550 §6.3.4); [`Self::take_rescheduled`] then tells the new instant.
+    pub fn left(&mut self, ssrc: u32, now_ns: i64) {
+        self.forget(ssrc);
+        let members = self.senders.len() + 1;
+        if let Some(due) = self.due_ns.filter(|_| members < self.pmembers) {
+            let moved = self.timer.members_fell(now_ns, due, self.pmembers, members);
+            self.due_ns = Some(moved);
+            self.rescheduled = Some(moved);
+        }
+        self.pmembers = self.pmembers.min(members);
+    }
+
+    /// The instant (ns, the clock of `now_ns`) the next round was moved to since the last
+    /// call, if it was.
+    pub fn take_rescheduled(&mut self) -> Option<i64> {
+        self.rescheduled.take()
     }
 
     /// Where `ssrc`'s RTCP came from last.
@@ -186,7 +217,10 @@ impl Feedback {
             we_sent: false,
             session_bps,
         };
+        self.pmembers = members.members;
+        self.rescheduled = None;
         if let Expiry::WaitUntil(at) = self.timer.on_expiry(now_ns, &members, random[0]) {
+            self.due_ns = Some(at);
             return (Vec::new(), at - now_ns);
         }
         // group the streams by where their sender's RTCP comes from
@@ -246,7 +280,9 @@ impl Feedback {
         if bytes > 0 {
             self.timer.sent(bytes, now_ns);
         }
-        (out, self.timer.interval_ns(&members, random[1]))
+        let next = self.timer.interval_ns(&members, random[1]);
+        self.due_ns = Some(now_ns + next);
+        (out, next)
     }
 }
 
@@ -394,5 +430,31 @@ mod tests {
         assert!(wait > 0);
         let (out, _) = f.reports(next + wait, &crowd, 128_000.0, [0.5; 2]);
         assert_eq!(out.len(), 1);
+    }
+
+    /// 100 senders, then 99 say BYE: the round due for 101 members comes sooner, in
+    /// proportion (RFC 3550 §6.3.4); a sender leaving that was never counted moves nothing.
+    #[test]
+    fn senders_leaving_bring_the_round_forward() {
+        let mut f = Feedback::new(1, "c".into());
+        let from = addr("10.0.0.9:5000");
+        let crowd: Vec<Reception> = (0..100).map(|i| reception(i, 10, 0)).collect();
+        for r in &crowd {
+            f.sdes(r.ssrc, false, 0, from, Via::Rtcp);
+        }
+        let (out, next) = f.reports(0, &crowd, 128_000.0, [0.5; 2]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(f.take_rescheduled(), None);
+        let now = next / 10;
+        for r in &crowd[1..] {
+            f.left(r.ssrc, now);
+        }
+        let moved = f.take_rescheduled().expect("the round moved");
+        // 101 members fell to 2 (100 after the first BYE, …): the product of the ratios
+        let expected = now + ((next - now) as f64 * 2.0 / 101.0) as i64;
+        assert!((moved - expected).abs() <= 100, "{moved} vs {expected}");
+        assert_eq!(f.take_rescheduled(), None, "taken once");
+        f.left(0xdead, now);
+        assert_eq!(f.take_rescheduled(), None, "a stranger leaving moves nothing");
     }
 }

@@ -686,6 +686,11 @@ async fn run(mut args: Args) -> Result<(), String> {
 
     let mut render_failed = false;
     let reason = loop {
+        // senders left: the next round of reports comes sooner (RFC 3550 §6.3.4)
+        if let Some(at) = side.feedback.take_rescheduled() {
+            let wait = (at - clock.now_unix_ns()).max(0) as u64;
+            next_report = tokio::time::Instant::now() + Duration::from_nanos(wait);
+        }
         tokio::select! {
             r = &mut stop_fut => break r,
             res = socket.recv_from(&mut buf) => {
@@ -882,7 +887,7 @@ impl NetSide {
         for (slot, ssrc) in self.registry.newest(n) {
             if self.control.push(Control::Remove { slot, ssrc }).is_ok() {
                 self.registry.shed(ssrc, now_ns);
-                self.feedback.forget(ssrc);
+                self.feedback.left(ssrc, now_ns);
             } else {
                 self.counters.control_queue_full += 1;
             }
@@ -894,6 +899,7 @@ impl NetSide {
         for &(slot, ssrc) in &self.silent {
             if self.control.push(Control::Remove { slot, ssrc }).is_ok() {
                 self.registry.forget(ssrc);
+                self.feedback.left(ssrc, now_ns);
             } else {
                 self.counters.control_queue_full += 1;
             }
@@ -1059,7 +1065,7 @@ impl NetSide {
                 Ok(RtcpPacket::Bye { ssrcs, count }) => {
                     self.counters.byes += 1;
                     for &ssrc in &ssrcs[..count.min(31)] {
-                        self.bye(ssrc, from);
+                        self.bye(ssrc, from, arrival);
                     }
                     continue;
                 }
@@ -1099,11 +1105,11 @@ impl NetSide {
     }
 
     /// A BYE for `ssrc` from `from`: the stream ends if it came from its RTCP source.
-    fn bye(&mut self, ssrc: u32, from: SocketAddr) {
+    fn bye(&mut self, ssrc: u32, from: SocketAddr, now_ns: i64) {
         match self.registry.get(ssrc) {
             Some(e) if e.source.is_rtcp_source(from) => {
                 let bye = PacketSlot::bye(e.slot, ssrc);
-                self.feedback.forget(ssrc);
+                self.feedback.left(ssrc, now_ns);
                 if self.packets.push(bye).is_err() {
                     self.counters.queue_full += 1;
                 }

@@ -65,16 +65,20 @@ struct Args {
     device: DeviceArgs,
     #[command(flatten)]
     jack: JackArgs,
-    /// Opus frame duration in ms: 2.5, 5, 10, 20, 40 or 60.
-    #[arg(long, default_value = "10", value_parser = parse_frame_ms)]
+    /// Opus frame duration in ms: 2.5, 5, 10, 20, 40 or 60 (default 5; 2.5 with
+    /// --low-latency, 10 with --fec).
+    #[arg(long, default_value = preset::DEFAULT_FRAME_MS, value_parser = parse_frame_ms)]
     frame_ms: f64,
-    /// Opus bitrate in bits per second (6000..=510000).
-    #[arg(long, default_value_t = 128_000, value_parser = clap::value_parser!(i32).range(6000..=510_000))]
+    /// Opus bitrate in bits per second (6000..=510000; 256000 with --low-latency).
+    #[arg(long, default_value_t = preset::DEFAULT_BITRATE, value_parser = clap::value_parser!(i32).range(6000..=510_000))]
     bitrate: i32,
-    /// Opus application: audio, voip or lowdelay (CELT only: lowest delay, no in-band FEC).
-    #[arg(long, default_value = "audio", value_parser = ["audio", "voip", "lowdelay"])]
+    /// Opus application: audio, voip or lowdelay (CELT only: lowest delay, no in-band FEC;
+    /// the default, except with --fec, which makes it audio).
+    #[arg(long, default_value = preset::DEFAULT_APPLICATION, value_parser = ["audio", "voip", "lowdelay"])]
     application: String,
-    /// Enable Opus in-band FEC (SILK/hybrid modes only; ignored by lowdelay).
+    /// Enable Opus in-band FEC: a lower-quality copy of each frame in the next packet. It
+    /// lives in Opus's SILK/hybrid modes, so unless given, --frame-ms becomes 10 and
+    /// --application audio (about 9 ms more delay than the default).
     #[arg(long)]
     fec: bool,
     /// Expected packet loss in percent, tunes how much FEC the encoder adds.
@@ -150,13 +154,18 @@ fn main() -> ExitCode {
     if let Some(kind) = args.setup.generate {
         return patchcord_devices::generate::print(kind, Args::command());
     }
-    if args.low_latency {
+    let profile = match (args.low_latency, args.fec) {
+        (true, _) => Some(preset::LOW_LATENCY),
+        (false, true) => Some(preset::FEC),
+        (false, false) => None,
+    };
+    if let Some(profile) = profile {
         let choice = preset::EncoderChoice {
             frame_ms: &mut args.frame_ms,
             application: &mut args.application,
             bitrate: &mut args.bitrate,
         };
-        preset::apply_low_latency(&matches, choice);
+        preset::apply(profile, &matches, choice);
     }
     let device = args.device.clone();
     run_main("patchcord-send", &device, move || run(args))
@@ -273,7 +282,7 @@ async fn run(args: Args) -> Result<(), String> {
             .map_err(|e| format!("Opus FEC: {e}"))?;
         if app == opus::Application::LowDelay {
             patchcord_devices::say!(
-                "patchcord-send: note: --fec has no effect with --application lowdelay (CELT carries no FEC)"
+                "patchcord-send: note: --fec has no effect with --application lowdelay or --low-latency (CELT carries no FEC); use --redundancy N for exact copies"
             );
         }
     }

@@ -11,6 +11,11 @@
 //! * PipeWire: `jack_iodelay` (through `pw-jack`, at the receiver's 256-frame quantum) is
 //!   linked to the sender's input and the receiver's output, as on JACK.
 //!
+//! Both measure once the receiver has settled: a new stream's first minute keeps a 10 ms
+//! cushion above its adaptive target (common/src/playout/mod.rs), so the measurement starts
+//! [`SETTLE_S`] seconds in, and the bound is issue 9's: ≤ 30 ms with default flags (a run
+//! above it is measured once more: [`within_bound_in_one_of_two`] says why).
+//!
 //! Also here: JACK `--connect` / `--no-connect` (checked with `jack_lsp -c`), and
 //! `--list-devices` without alsa-lib's messages and with JACK devices in one direction.
 
@@ -19,6 +24,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use patchcord_tests::*;
+
+/// Seconds a stream plays before the latency is measured: past the receiver's first-minute
+/// start-up cushion.
+const SETTLE_S: u64 = 62;
+/// Issue 9's bound on the end-to-end latency with default flags through a desktop server.
+const DEFAULT_FLAGS_BOUND_MS: f64 = 30.0;
 
 /// Processes of one server setup (stopped on drop, last started first) and the
 /// environment that reaches them.
@@ -193,6 +204,13 @@ fn pulseaudio_default_flags_play_at_low_latency() {
         installed("pulseaudio") && installed("paplay") && installed("pactl"),
         "PulseAudio not installed (apt-get install pulseaudio pulseaudio-utils); scripts/setup.sh installs it"
     );
+    within_bound_in_one_of_two("PulseAudio", pulseaudio_latency_ms);
+}
+
+/// One run of sender and receiver with default flags through a headless PulseAudio:
+/// the end-to-end latency measured through the sink (ms), after checking the counters and
+/// the receiver's report; `None` when PulseAudio cannot run here.
+fn pulseaudio_latency_ms() -> Option<f64> {
     let dir = scratch("desktop_pulse");
     let run = runtime_dir(&dir);
     let mut pa = Server {
@@ -220,7 +238,7 @@ fn pulseaudio_default_flags_play_at_low_latency() {
     }) {
         let log = std::fs::read_to_string(dir.join("pulseaudio.stderr")).unwrap_or_default();
         eprintln!("SKIPPED: PulseAudio cannot run here:\n{log}");
-        return;
+        return None;
     }
     for module in [
         "module-null-sink sink_name=loop rate=48000 channels=2",
@@ -246,7 +264,7 @@ fn pulseaudio_default_flags_play_at_low_latency() {
             "--device",
             "loop_right",
             "--duration",
-            "16",
+            &(SETTLE_S + 16).to_string(),
             "--stats-json",
             recv_json.to_str().unwrap(),
         ],
@@ -266,12 +284,12 @@ fn pulseaudio_default_flags_play_at_low_latency() {
             "--device",
             "loop_left",
             "--duration",
-            "12",
+            &(SETTLE_S + 12).to_string(),
             "--stats-json",
             send_json.to_str().unwrap(),
         ],
     );
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(3 + SETTLE_S));
     let recording = dir.join("monitor.wav");
     let mut parec = pa
         .cmd("parec")
@@ -336,18 +354,42 @@ fn pulseaudio_default_flags_play_at_low_latency() {
     eprintln!(
         "PulseAudio, default flags: measured through the sink {measured:.2} ms (bursts {lags:?}); receiver reported {reported:?}; period {period} frames"
     );
-    // 10 ms frames + 6.5 ms look-ahead + the adaptive buffer's start-up margin + ~10 ms of
-    // server buffering: ~41-50 ms on a quiet machine (the figure is BENCHMARKS.md §7's;
-    // a capture hiccup on a busy one lifts the adaptive delay: 64 ms seen in a CI run).
-    // The bound is for the server's own buffering, 1855 ms with its defaults.
-    assert!(
-        measured <= 120.0,
-        "end-to-end {measured:.2} ms through PulseAudio"
-    );
     assert!(
         (closest - measured).abs() <= 3.0,
         "the receiver reports {reported:?}, the sink shows {measured:.2} ms"
     );
+    eprintln!("receiver target per second: {:?}", targets(&recv_records));
+    Some(measured)
+}
+
+/// The receiver's adaptive target per second (ms), printed next to a latency: the
+/// scheduling spikes it held show there.
+fn targets(records: &[serde_json::Value]) -> Vec<f64> {
+    records
+        .iter()
+        .filter_map(|r| r["target_delay_ms"].as_f64())
+        .collect()
+}
+
+/// Issue 9's bound, asserted on a run of `measure`; a run above it is reported and
+/// measured once more. The budget of the default flags (5 ms frames, 2.5 ms look-ahead,
+/// a ~5 ms capture fragment, the adaptive buffer: the spread of the capture fragments,
+/// one period and the spikes it has seen; ~5 ms of playback buffering) is 22-28 ms on a
+/// quiet host (BENCHMARKS.md §7). A scheduling spike of a busy one is held by the adaptive
+/// target for two minutes (by design: it is not heard a second time), and that lifts a
+/// single run above the bound; a default that misses it (the old 10 ms `audio` frames
+/// measured 41-48 ms) misses it twice.
+fn within_bound_in_one_of_two(server: &str, measure: fn() -> Option<f64>) {
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let Some(ms) = measure() else { return };
+        runs.push(ms);
+        eprintln!("{server}, default flags: {ms:.2} ms end to end");
+        if ms <= DEFAULT_FLAGS_BOUND_MS {
+            return;
+        }
+    }
+    panic!("end-to-end through {server} with default flags: {runs:.2?} ms, above {DEFAULT_FLAGS_BOUND_MS} ms in both runs");
 }
 
 /// A private PipeWire (with its session bus and WirePlumber) in `dir`; `None`, said as
@@ -388,6 +430,13 @@ fn pipewire(dir: &Path) -> Option<Server> {
 #[test]
 fn pipewire_default_flags_play_at_low_latency() {
     let _serial = serial();
+    within_bound_in_one_of_two("PipeWire", pipewire_latency_ms);
+}
+
+/// One run of sender and receiver with default flags through a headless PipeWire: the
+/// round trip `jack_iodelay` measured (ms), after checking the counters and the receiver's
+/// report; `None` when PipeWire cannot run here.
+fn pipewire_latency_ms() -> Option<f64> {
     for p in [
         "pipewire",
         "wireplumber",
@@ -403,9 +452,7 @@ fn pipewire_default_flags_play_at_low_latency() {
         );
     }
     let dir = scratch("desktop_pipewire");
-    let Some(mut pw) = pipewire(&dir) else {
-        return;
-    };
+    let mut pw = pipewire(&dir)?;
     pw.spawn(&dir, "pipewire-pulse", "pipewire-pulse", &[]);
     // its socket first: a `pactl` that finds no server autospawns a PulseAudio daemon,
     // which can take the socket before pipewire-pulse does ("File exists", seen in CI)
@@ -439,7 +486,7 @@ fn pipewire_default_flags_play_at_low_latency() {
             "--channels",
             "1",
             "--duration",
-            "16",
+            &(SETTLE_S + 16).to_string(),
             "--stats-json",
             recv_json.to_str().unwrap(),
         ],
@@ -455,7 +502,7 @@ fn pipewire_default_flags_play_at_low_latency() {
             "--channels",
             "1",
             "--duration",
-            "14",
+            &(SETTLE_S + 14).to_string(),
             "--stats-json",
             send_json.to_str().unwrap(),
         ],
@@ -469,7 +516,7 @@ fn pipewire_default_flags_play_at_low_latency() {
         "{}",
         links(&pw)
     );
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(500 + 1000 * SETTLE_S));
     let log = dir.join("iodelay.log");
     let mut iodelay = pw
         .cmd("timeout")
@@ -534,8 +581,6 @@ fn pipewire_default_flags_play_at_low_latency() {
         readings.len()
     );
     assert_eq!(period, 256, "the receiver asked for 256-frame periods");
-    // the figure is BENCHMARKS.md §7's (47 ms); the bound is for the graph's own buffering
-    assert!(measured <= 120.0, "end-to-end {measured:.2} ms through PipeWire");
     // cpal 0.18.2's PipeWire timestamps leave out the quantum a pw_stream keeps queued: the
     // receiver reports one quantum (5.33 ms) less than the round trip (BENCHMARKS.md §7)
     let quantum_ms = 256.0 / 48.0;
@@ -547,6 +592,8 @@ fn pipewire_default_flags_play_at_low_latency() {
         best <= 1.0,
         "reported {reported:?} + one quantum does not match the round trip {measured:.2} ms"
     );
+    eprintln!("receiver target per second: {:?}", targets(&recv_records));
+    Some(measured)
 }
 
 /// A JACK dummy server on a private name.

@@ -310,7 +310,9 @@ fn impaired_path_output_is_the_input_at_the_reported_delay() {
             profile: "loss=5%,delay=10ms,jitter=10ms:uniform,fifo=off",
             seed: 7,
         },
-        &[],
+        // 10 ms frames, as the checks below are sized for: at 5 % loss per packet, a
+        // 0.1 s piece of 5 ms frames is whole only a third of the time
+        &["--frame-ms", "10"],
         &[],
     );
     eprintln!("load average at end: {}", loadavg());
