@@ -7,7 +7,7 @@ use crate::jack_host::{Connect, JackOptions};
 /// JACK client name and connection flags, shared by both binaries.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct JackArgs {
-    /// JACK only: the client name (default: patchcord-send / patchcord-recv). JACK appends
+    /// JACK only: the client name (default: patchcord-send / patchcord-recv). jackd appends
     /// -01, -02… when the name is taken; the name given is printed.
     #[arg(long, value_name = "NAME", value_parser = parse_client_name)]
     pub jack_name: Option<String>,

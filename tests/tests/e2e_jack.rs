@@ -2,7 +2,12 @@
 //! periods, on a private server name), checked by the product's own self-test,
 //! `patchcord-selftest`: it plays its test signal into patchcord-send's JACK port, records
 //! patchcord-recv's, and compares the round trip it measures (plus the JACK port latencies
-//! cpal counts) with the end-to-end latency the receiver reports from RTCP.
+//! the binaries' JACK host counts) with the end-to-end latency the receiver reports from
+//! RTCP.
+//!
+//! Also here: the JACK client flags (`--jack-name`, `--no-connect`, `--connect`, a name
+//! clash), checked with `jack_lsp -c` and the sender's capture meter
+//! (`patchcord_tests::jack_flags`).
 //!
 //! The server runs with real-time scheduling (`jackd -R`) when the machine allows it, else
 //! as the issue's `jackd -r` (no real-time). On this shared 2-core machine the server drops
