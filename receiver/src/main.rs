@@ -593,8 +593,14 @@ async fn run(mut args: Args) -> Result<(), String> {
     match &opened.jack {
         Some(jack) => {
             eprintln!("patchcord-recv: JACK client '{}'", jack.client_name());
-            for c in jack.connections() {
+            let made = jack.connections();
+            for c in &made {
                 eprintln!("patchcord-recv: JACK: connected {c}");
+            }
+            if made.is_empty() && !args.jack.no_connect {
+                eprintln!(
+                    "patchcord-recv: JACK: no physical ports to connect to; connect the ports with --connect or jack_connect"
+                );
             }
         }
         None if args.jack.given() => eprintln!(

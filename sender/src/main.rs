@@ -483,8 +483,14 @@ async fn run(args: Args) -> Result<(), String> {
     match &opened.jack {
         Some(jack) => {
             eprintln!("patchcord-send: JACK client '{}'", jack.client_name());
-            for c in jack.connections() {
+            let made = jack.connections();
+            for c in &made {
                 eprintln!("patchcord-send: JACK: connected {c}");
+            }
+            if made.is_empty() && !args.jack.no_connect {
+                eprintln!(
+                    "patchcord-send: JACK: no physical ports to connect to; connect the ports with --connect or jack_connect"
+                );
             }
         }
         None if args.jack.given() => eprintln!(
