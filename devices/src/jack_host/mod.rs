@@ -13,8 +13,9 @@
 //! all three:
 //!
 //! * **Name.** The client is opened under the name the user chose (`--jack-name`; default
-//!   `patchcord-send` / `patchcord-recv`). On a clash JACK appends `-01`, `-02`…; the name
-//!   JACK gave is reported ([`JackInfo::client_name`]).
+//!   `patchcord-send` / `patchcord-recv`). On a clash jackd appends `-01`, `-02`…; the name
+//!   JACK gave is reported ([`JackInfo::client_name`]). PipeWire's JACK API gives every
+//!   client the name it asked for and shows clashing ones to others as `NAME-<node id>`.
 //! * **Ports.** `in_1`, `in_2`… (capture) or `out_1`, `out_2`… (playback), one per channel.
 //! * **Connections** ([`Connect`]) are made by the stream's own client right after it is
 //!   activated, in [`client::connect`]: to the physical ports by default (looked up with
@@ -28,7 +29,10 @@
 //!   started; `capture` = cycle start − the capture latency JACK gives the port;
 //!   `playback` = cycle start + the playback latency JACK gives the port (the maximum of its
 //!   range, over the ports). Nothing is invented: a port that feeds another client directly
-//!   has a latency of 0, and its frames reach that client in the same cycle.
+//!   has a latency of 0, and its frames reach that client in the same cycle. (The binaries
+//!   use only the offsets from `callback`, against their own wall clock; when the JACK
+//!   dummy driver drops cycles in an xrun, their readings still step by whole periods,
+//!   which no timestamp of the host can hide: BENCHMARKS.md §1.)
 //!
 //! # Devices
 //!
