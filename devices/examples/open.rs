@@ -1,5 +1,5 @@
 //! Resolve a device like the binaries do: `open [HOST] [NAME] [in|out]`.
-use patchcord_devices::{open_device, Direction, HostChoice, VirtualOptions};
+use patchcord_devices::{jack_host::JackOptions, open_device, Direction, HostChoice, VirtualOptions};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -16,7 +16,13 @@ fn main() {
         Some("out") => Direction::Output,
         _ => Direction::Input,
     };
-    match open_device(host, name, dir, VirtualOptions::default()) {
+    match open_device(
+        host,
+        name,
+        dir,
+        VirtualOptions::default(),
+        &JackOptions::default(),
+    ) {
         Ok(d) => println!(
             "opened '{}' on {} (virtual: {})",
             d.device_name, d.host_name, d.is_virtual

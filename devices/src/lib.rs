@@ -1,14 +1,16 @@
 //! Audio device selection for patchcord.
 //!
 //! The sender and receiver open every device through [`open_device`], which returns a plain
-//! [`cpal::Device`]. Real devices come from cpal's ALSA, JACK, PipeWire or PulseAudio hosts; virtual
-//! devices (`tone:HZ`, `wav:PATH`, `silence`, `null`) come from a cpal *custom host* implemented
-//! in [`mod@virtual_host`], so the audio path is identical with real or virtual devices.
+//! [`cpal::Device`]. Real devices come from cpal's ALSA, PipeWire or PulseAudio hosts, or from
+//! patchcord's own JACK host ([`mod@jack_host`], a cpal *custom host*, so that the client can be
+//! named and connected as the user says); virtual devices (`tone:HZ`, `wav:PATH`, `silence`,
+//! `null`) come from another custom host, [`mod@virtual_host`], so the audio path is identical
+//! with real or virtual devices.
 //!
 //! ```no_run
-//! use patchcord_devices::{open_device, Direction, HostChoice, VirtualOptions};
+//! use patchcord_devices::{jack_host::JackOptions, open_device, Direction, HostChoice, VirtualOptions};
 //! let mic = open_device(HostChoice::Auto, Some("tone:440"), Direction::Input,
-//!                       VirtualOptions::default())?;
+//!                       VirtualOptions::default(), &JackOptions::default())?;
 //! assert!(mic.is_virtual);
 //! # Ok::<(), patchcord_devices::DeviceError>(())
 //! ```
@@ -17,13 +19,20 @@
 //! `--allow CIDR` list; [`config_file`] and [`generate`] their `--config FILE` and
 //! `--generate KIND`; [`srtp_args`] their SRTP key flags.
 
+/// Tests run the JACK process path under an allocator that counts allocations made inside
+/// `assert_no_alloc` scopes.
+#[cfg(test)]
+#[global_allocator]
+static ALLOCATOR: assert_no_alloc::AllocDisabler = assert_no_alloc::AllocDisabler;
+
 pub mod allow;
 mod alsa_quiet;
 pub mod app;
 pub mod clock;
 pub mod config_file;
 pub mod generate;
-pub mod jack_ports;
+pub mod jack_args;
+pub mod jack_host;
 mod list;
 pub mod matcher;
 pub mod net;
@@ -39,6 +48,7 @@ use cpal::{
     DeviceDirection, HostId,
 };
 
+use jack_host::{JackHost, JackInfo, JackOptions};
 pub use list::list_devices;
 use matcher::{match_keys, MatchError};
 use virtual_host::{is_virtual_name, VirtualDevice, VirtualHost};
@@ -54,7 +64,7 @@ pub enum HostChoice {
     Auto,
     /// ALSA.
     Alsa,
-    /// JACK (needs a running JACK server).
+    /// JACK (needs a running JACK server), through patchcord's own host ([`mod@jack_host`]).
     Jack,
     /// PulseAudio (needs a running PulseAudio or PipeWire-Pulse server).
     PulseAudio,
@@ -65,14 +75,14 @@ pub enum HostChoice {
 }
 
 impl HostChoice {
-    /// The cpal host id of a real host (`None` for `Auto` and `Virtual`).
+    /// The cpal host id of a cpal host (`None` for `Auto`, and for the custom hosts `Jack`
+    /// and `Virtual`).
     pub fn host_id(self) -> Option<HostId> {
         match self {
             HostChoice::Alsa => Some(HostId::Alsa),
-            HostChoice::Jack => Some(HostId::Jack),
             HostChoice::PulseAudio => Some(HostId::PulseAudio),
             HostChoice::PipeWire => Some(HostId::PipeWire),
-            HostChoice::Auto | HostChoice::Virtual => None,
+            HostChoice::Auto | HostChoice::Jack | HostChoice::Virtual => None,
         }
     }
 }
@@ -152,6 +162,8 @@ pub struct OpenedDevice {
     pub device_name: String,
     /// True for patchcord's virtual devices.
     pub is_virtual: bool,
+    /// On JACK: the client's name and, once a stream is built, its connections.
+    pub jack: Option<JackInfo>,
 }
 
 /// Errors of device selection. Messages say what to do next.
@@ -327,6 +339,7 @@ pub fn open_device(
     name: Option<&str>,
     dir: Direction,
     opts: VirtualOptions,
+    jack: &JackOptions,
 ) -> Result<OpenedDevice, DeviceError> {
     let name = name.map(str::trim).filter(|n| !n.is_empty());
     match host {
@@ -337,11 +350,23 @@ pub fn open_device(
             if host.id() == HostId::Alsa && !has_sound_card() {
                 return Err(DeviceError::NoSoundCard { direction: dir });
             }
-            resolve_real(&host, name, dir)
+            resolve_real(&host, host.id().name(), name, dir)
         }
-        HostChoice::Alsa | HostChoice::Jack | HostChoice::PulseAudio | HostChoice::PipeWire => {
+        HostChoice::Jack => {
+            let host = JackHost::open(jack.clone()).map_err(|reason| DeviceError::HostUnavailable {
+                host: jack_host::HOST_NAME.into(),
+                reason,
+            })?;
+            let info = host.info();
+            let opened = resolve_real(&host.into_cpal(), jack_host::HOST_NAME, name, dir)?;
+            Ok(OpenedDevice {
+                jack: Some(info),
+                ..opened
+            })
+        }
+        HostChoice::Alsa | HostChoice::PulseAudio | HostChoice::PipeWire => {
             let host = real_host(host)?;
-            resolve_real(&host, name, dir)
+            resolve_real(&host, host.id().name(), name, dir)
         }
     }
 }
@@ -379,6 +404,7 @@ fn open_virtual(
         device_name: device.spec().to_owned(),
         is_virtual: true,
         device: device.into_cpal(),
+        jack: None,
     })
 }
 
@@ -407,21 +433,10 @@ fn check_output_path(path: &std::path::Path) -> Result<(), DeviceError> {
 
 /// Initialise a real host, with a helpful error if it is not running.
 pub(crate) fn real_host_by_id(id: HostId) -> Result<cpal::Host, DeviceError> {
-    let host = cpal::host_from_id(id).map_err(|e| DeviceError::HostUnavailable {
+    cpal::host_from_id(id).map_err(|e| DeviceError::HostUnavailable {
         host: id.name().to_owned(),
-        reason: unavailable_reason(id, Some(&e)),
-    })?;
-    if id == HostId::Jack {
-        // cpal's JACK host always initialises; without a server it simply has no devices.
-        let any = host.devices().map(|mut d| d.next().is_some()).unwrap_or(false);
-        if !any {
-            return Err(DeviceError::HostUnavailable {
-                host: id.name().to_owned(),
-                reason: unavailable_reason(id, None),
-            });
-        }
-    }
-    Ok(host)
+        reason: unavailable_reason(id, &e),
+    })
 }
 
 fn real_host(choice: HostChoice) -> Result<cpal::Host, DeviceError> {
@@ -431,17 +446,13 @@ fn real_host(choice: HostChoice) -> Result<cpal::Host, DeviceError> {
     }
 }
 
-pub(crate) fn unavailable_reason(id: HostId, error: Option<&cpal::Error>) -> String {
+pub(crate) fn unavailable_reason(id: HostId, error: &cpal::Error) -> String {
     let hint = match id {
-        HostId::Jack => "is jackd running?",
         HostId::PulseAudio => "is a PulseAudio or PipeWire-Pulse server running?",
         HostId::PipeWire => "is a PipeWire server running (socket pipewire-0 in $XDG_RUNTIME_DIR)?",
         _ => "is the audio subsystem installed?",
     };
-    match error {
-        Some(e) => format!("{hint} cpal reported: {e}"),
-        None => hint.to_owned(),
-    }
+    format!("{hint} cpal reported: {error}")
 }
 
 /// Name shown for a real device, plus the keys a user may type to select it: its
@@ -461,7 +472,7 @@ pub(crate) fn describe_real(device: &cpal::Device) -> (String, Vec<String>) {
             let id = device.id().map(|i| i.id().to_owned()).unwrap_or_default();
             let lower = id.to_lowercase();
             let shown = keys.iter().any(|k| k.to_lowercase().contains(&lower));
-            if !id.is_empty() && !shown && device.id().is_ok_and(|i| i.host() != HostId::Jack) {
+            if !id.is_empty() && !shown {
                 label = format!("{label} [{id}]");
                 keys.push(id);
             }
@@ -478,8 +489,7 @@ pub(crate) fn describe_real(device: &cpal::Device) -> (String, Vec<String>) {
 }
 
 /// The devices of `host` for `dir`. cpal keeps a device that reports configurations in
-/// that direction, and its JACK host reports them both ways ("JACK Input" would be an
-/// output): a device that states its direction is kept only where it says.
+/// that direction: a device that states its direction is kept only where it says.
 pub(crate) fn devices_of(host: &cpal::Host, dir: Direction) -> Result<Vec<cpal::Device>, cpal::Error> {
     let devices: Vec<cpal::Device> = alsa_quiet::quietly(|| match dir {
         Direction::Input => host.input_devices().map(Iterator::collect),
@@ -498,16 +508,22 @@ pub(crate) fn devices_of(host: &cpal::Host, dir: Direction) -> Result<Vec<cpal::
         .collect())
 }
 
-fn resolve_real(host: &cpal::Host, name: Option<&str>, dir: Direction) -> Result<OpenedDevice, DeviceError> {
-    alsa_quiet::quietly(|| resolve_quietly(host, name, dir))
+fn resolve_real(
+    host: &cpal::Host,
+    host_name: &str,
+    name: Option<&str>,
+    dir: Direction,
+) -> Result<OpenedDevice, DeviceError> {
+    alsa_quiet::quietly(|| resolve_quietly(host, host_name, name, dir))
 }
 
 fn resolve_quietly(
     host: &cpal::Host,
+    host_name: &str,
     name: Option<&str>,
     dir: Direction,
 ) -> Result<OpenedDevice, DeviceError> {
-    let host_name = host.id().name().to_owned();
+    let host_name = host_name.to_owned();
     let device = match name {
         None => match dir {
             Direction::Input => host.default_input_device(),
@@ -551,6 +567,7 @@ fn resolve_quietly(
         host_name,
         device_name,
         is_virtual: false,
+        jack: None,
     })
 }
 
@@ -639,11 +656,6 @@ mod tests {
         assert!(e
             .to_string()
             .starts_with("device name 'hw' is ambiguous on ALSA: matches 'a', 'b'"));
-        let e = DeviceError::HostUnavailable {
-            host: "JACK".into(),
-            reason: unavailable_reason(HostId::Jack, None),
-        };
-        assert_eq!(e.to_string(), "host JACK is not available (is jackd running?)");
         let e = DeviceError::NoSoundCard {
             direction: Direction::Output,
         };
@@ -655,14 +667,32 @@ mod tests {
     #[test]
     fn virtual_names_select_virtual_host_in_auto() {
         let opts = VirtualOptions::default();
-        let d = open_device(HostChoice::Auto, Some("tone:440"), Direction::Input, opts);
+        let d = open_device(
+            HostChoice::Auto,
+            Some("tone:440"),
+            Direction::Input,
+            opts,
+            &JackOptions::default(),
+        );
         let d = d.map_err(|e| e.to_string());
         assert!(
             matches!(&d, Ok(d) if d.is_virtual && d.host_name == "Virtual" && d.device_name == "tone:440")
         );
-        let d = open_device(HostChoice::Auto, Some("null"), Direction::Output, opts);
+        let d = open_device(
+            HostChoice::Auto,
+            Some("null"),
+            Direction::Output,
+            opts,
+            &JackOptions::default(),
+        );
         assert!(matches!(&d, Ok(d) if d.is_virtual));
-        let d = open_device(HostChoice::Virtual, None, Direction::Output, opts);
+        let d = open_device(
+            HostChoice::Virtual,
+            None,
+            Direction::Output,
+            opts,
+            &JackOptions::default(),
+        );
         assert!(matches!(&d, Ok(d) if d.device_name == "null"));
     }
 
@@ -675,7 +705,8 @@ mod tests {
                 HostChoice::Auto,
                 Some("tone:abc"),
                 Direction::Input,
-                opts
+                opts,
+                &JackOptions::default()
             ))
             .as_deref(),
             Some("virtual device 'tone:abc': frequency must be a number in (0, 24000)")
@@ -684,14 +715,16 @@ mod tests {
             HostChoice::Auto,
             Some("tone:24000"),
             Direction::Input,
-            opts
+            opts,
+            &JackOptions::default()
         ))
         .is_some());
         assert!(msg(open_device(
             HostChoice::Auto,
             Some("tone:-1"),
             Direction::Input,
-            opts
+            opts,
+            &JackOptions::default()
         ))
         .is_some());
         let m = msg(open_device(
@@ -699,6 +732,7 @@ mod tests {
             Some("silence"),
             Direction::Output,
             opts,
+            &JackOptions::default(),
         ));
         assert!(m.as_deref().is_some_and(|m| m.contains("input-only")), "{m:?}");
         let m = msg(open_device(
@@ -706,6 +740,7 @@ mod tests {
             Some("foo"),
             Direction::Input,
             opts,
+            &JackOptions::default(),
         ));
         assert!(m.as_deref().is_some_and(|m| m.contains("tone:HZ")), "{m:?}");
         let bad_ppm = VirtualOptions { clock_ppm: f64::NAN };
@@ -713,7 +748,8 @@ mod tests {
             HostChoice::Virtual,
             Some("null"),
             Direction::Output,
-            bad_ppm
+            bad_ppm,
+            &JackOptions::default()
         ))
         .is_some());
     }

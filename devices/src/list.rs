@@ -9,12 +9,14 @@ use cpal::{
 
 use crate::{
     alsa_quiet::quietly,
-    describe_real, devices_of, has_sound_card, real_host_by_id,
+    describe_real, devices_of, has_sound_card,
+    jack_host::{self, Connect, JackHost, JackOptions},
+    real_host_by_id,
     virtual_host::{effective_rate, VirtualHost, INPUT_SYNTAX, OUTPUT_SYNTAX},
     Direction, VirtualOptions,
 };
 
-/// Print every host (ALSA, JACK, PulseAudio, Virtual) and, for each, its input and output
+/// Print every host (ALSA, PipeWire, PulseAudio, JACK, Virtual) and, for each, its input and output
 /// devices with supported sample-rate ranges, channel counts, sample formats and buffer-size
 /// ranges. Unavailable hosts are printed with the reason (not an error). Virtual devices are
 /// listed with their syntax. Only write errors are returned. alsa-lib's own messages about
@@ -46,7 +48,23 @@ fn list_all(out: &mut dyn Write, opts: VirtualOptions) -> std::io::Result<()> {
         }
         writeln!(out)?;
     }
+    list_jack(out)?;
     list_virtual(out, opts)
+}
+
+/// patchcord's own JACK host: its client (named `patchcord-list` while listing) shows the
+/// one input and one output a stream would get.
+fn list_jack(out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(out, "Host {}:", jack_host::HOST_NAME)?;
+    let options = JackOptions {
+        client_name: "patchcord-list".into(),
+        connect: Connect::Nothing,
+    };
+    match JackHost::open(options) {
+        Ok(host) => list_host(out, &host.into_cpal())?,
+        Err(e) => writeln!(out, "  unavailable: {e}")?,
+    }
+    writeln!(out)
 }
 
 fn list_host(out: &mut dyn Write, host: &cpal::Host) -> std::io::Result<()> {

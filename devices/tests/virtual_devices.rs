@@ -16,6 +16,7 @@ use cpal::{
     BufferSize, ErrorKind, StreamConfig, StreamInstant,
 };
 use patchcord_devices::{
+    jack_host::JackOptions,
     list_devices, open_device,
     virtual_host::{effective_rate, VirtualDevice, VirtualStream},
     DeviceError, Direction, HostChoice, VirtualOptions,
@@ -529,6 +530,7 @@ fn wav_round_trip_through_input_and_output_streams() {
         Some(&format!("wav:{}", in_path.display())),
         Direction::Input,
         opts(0.0),
+        &JackOptions::default(),
     )
     .unwrap();
     let output = open_device(
@@ -536,6 +538,7 @@ fn wav_round_trip_through_input_and_output_streams() {
         Some(&format!("wav:{}", out_path.display())),
         Direction::Output,
         opts(0.0),
+        &JackOptions::default(),
     )
     .unwrap();
     assert!(input.is_virtual && output.is_virtual);
@@ -673,10 +676,16 @@ fn wav_output_in_missing_directory_fails_early() {
     let path = dir.join("no-such-dir").join("out.wav");
     let spec = format!("wav:{}", path.display());
     // Through open_device: a DeviceError naming the path.
-    let err = open_device(HostChoice::Auto, Some(&spec), Direction::Output, opts(0.0))
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let err = open_device(
+        HostChoice::Auto,
+        Some(&spec),
+        Direction::Output,
+        opts(0.0),
+        &JackOptions::default(),
+    )
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
     assert!(
         err.contains("cannot write wav:") && err.contains("does not exist"),
         "{err}"
@@ -696,7 +705,14 @@ fn wav_input_errors_are_clear() {
     let path = dir.join("cd.wav");
     write_wav_i16(&path, 44_100, 2, &[0; 200]);
     let spec = format!("wav:{}", path.display());
-    let err = open_device(HostChoice::Auto, Some(&spec), Direction::Input, opts(0.0)).err();
+    let err = open_device(
+        HostChoice::Auto,
+        Some(&spec),
+        Direction::Input,
+        opts(0.0),
+        &JackOptions::default(),
+    )
+    .err();
     assert!(matches!(
         err,
         Some(DeviceError::WavSampleRate { rate: 44_100, .. })
@@ -716,6 +732,7 @@ fn wav_input_errors_are_clear() {
         Some(&format!("wav:{}", missing.display())),
         Direction::Input,
         opts(0.0),
+        &JackOptions::default(),
     )
     .err()
     .map(|e| e.to_string())
@@ -768,9 +785,15 @@ fn wav_input_converts_float_and_24_bit() {
 
 #[test]
 fn cpal_device_path_works_for_virtual_devices() {
-    let opened = open_device(HostChoice::Auto, Some("TONE:440"), Direction::Input, opts(0.0))
-        .map_err(|e| e.to_string())
-        .unwrap();
+    let opened = open_device(
+        HostChoice::Auto,
+        Some("TONE:440"),
+        Direction::Input,
+        opts(0.0),
+        &JackOptions::default(),
+    )
+    .map_err(|e| e.to_string())
+    .unwrap();
     assert_eq!(opened.device_name, "TONE:440");
     let device = &opened.device;
     assert_eq!(device.id().unwrap().host(), cpal::HostId::Custom);
@@ -838,7 +861,7 @@ fn auto_without_sound_card_points_to_virtual_devices() {
         (Direction::Input, ["tone:HZ", "wav:PATH", "silence"]),
         (Direction::Output, ["wav:PATH", "null", "null"]),
     ] {
-        let err = open_device(HostChoice::Auto, None, dir, opts(0.0)).err();
+        let err = open_device(HostChoice::Auto, None, dir, opts(0.0), &JackOptions::default()).err();
         assert!(matches!(err, Some(DeviceError::NoSoundCard { .. })), "{err:?}");
         let msg = err.map(|e| e.to_string()).unwrap_or_default();
         assert!(msg.starts_with("no sound card found"), "{msg}");
@@ -851,9 +874,21 @@ fn auto_without_sound_card_points_to_virtual_devices() {
 #[test]
 fn real_host_errors_are_actionable() {
     // JACK: either a server is running, or the error says to start one.
-    match open_device(HostChoice::Jack, None, Direction::Output, opts(0.0)) {
+    match open_device(
+        HostChoice::Jack,
+        None,
+        Direction::Output,
+        opts(0.0),
+        &JackOptions::default(),
+    ) {
         Ok(d) => assert!(!d.is_virtual),
-        Err(e) => assert_eq!(e.to_string(), "host JACK is not available (is jackd running?)"),
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(
+                msg.starts_with("host JACK is not available") && msg.contains("is a JACK server running?"),
+                "{msg}"
+            );
+        }
     }
     // ALSA: an absent name lists the candidates.
     match open_device(
@@ -861,6 +896,7 @@ fn real_host_errors_are_actionable() {
         Some("no such device 1234"),
         Direction::Input,
         opts(0.0),
+        &JackOptions::default(),
     ) {
         Err(DeviceError::NoMatch { .. }) => {}
         Err(DeviceError::Enumerate { .. }) => {}
@@ -871,6 +907,7 @@ fn real_host_errors_are_actionable() {
         Some("no such device 1234"),
         Direction::Input,
         opts(0.0),
+        &JackOptions::default(),
     )
     .err()
     .map(|e| e.to_string())

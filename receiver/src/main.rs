@@ -89,7 +89,7 @@ use patchcord_devices::app::{
     StopReason,
 };
 use patchcord_devices::clock::HostClock;
-use patchcord_devices::jack_ports::{rewire, JackArgs};
+use patchcord_devices::jack_args::JackArgs;
 use patchcord_devices::net::{bind_group, parse_interface, Interface, Membership};
 use patchcord_devices::server::PeriodWatch;
 use patchcord_devices::srtp_args::SrtpArgs;
@@ -505,6 +505,7 @@ async fn run(mut args: Args) -> Result<(), String> {
         args.device.device.as_deref(),
         Direction::Output,
         args.device.virtual_options(),
+        &args.jack.options("patchcord-recv"),
     )
     .map_err(|e| e.to_string())?;
     let (config, format) = choose_config(&opened, Direction::Output, channels, args.device.period)?;
@@ -589,17 +590,24 @@ async fn run(mut args: Args) -> Result<(), String> {
     stream
         .play()
         .map_err(|e| format!("cannot start output device '{}': {e}", opened.device_name))?;
-    if args.jack.rewires() {
-        if opened.host_name != "JACK" {
-            eprintln!(
-                "patchcord-recv: note: --connect / --no-connect concern JACK only; ignored on {}",
-                opened.host_name
-            );
-        } else {
-            for c in rewire(&args.jack, Direction::Output, channels)? {
+    match &opened.jack {
+        Some(jack) => {
+            eprintln!("patchcord-recv: JACK client '{}'", jack.client_name());
+            let made = jack.connections();
+            for c in &made {
                 eprintln!("patchcord-recv: JACK: connected {c}");
             }
+            if made.is_empty() && !args.jack.no_connect {
+                eprintln!(
+                    "patchcord-recv: JACK: no physical ports to connect to; connect the ports with --connect or jack_connect"
+                );
+            }
         }
+        None if args.jack.given() => eprintln!(
+            "patchcord-recv: note: --jack-name / --connect / --no-connect concern JACK only; ignored on {}",
+            opened.host_name
+        ),
+        None => {}
     }
 
     let mut stats_out = StatsSink::open(args.stats_json.as_deref()).map_err(|e| e.to_string())?;

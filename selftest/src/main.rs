@@ -10,9 +10,9 @@
 //! - **JACK** ([`jack_loop`]): the self-test is a JACK client; its `out` port feeds the
 //!   sender (`--connect`), the receiver plays into its `in` port. The lag it measures is port
 //!   to port; the receiver's figure adds the latencies JACK gives the binaries' own ports
-//!   (cpal's JACK host counts those: the capture latency of the sender's port, and the
-//!   playback latency of the receiver's, or one period when JACK reports none there), so
-//!   the self-test compares measured + those with the report.
+//!   (patchcord's JACK host counts those: the capture latency of the sender's port, and the
+//!   playback latency of the receiver's), so the self-test compares measured + those with
+//!   the report.
 //! - **Virtual devices**: the sender reads the signal from `wav:`, the receiver records to
 //!   `wav:`. Their sample-accurate clocks and the start instants both binaries report
 //!   (`capture_start_unix_ns`, `output_start_unix_ns`) turn the lag between the two files
@@ -320,12 +320,7 @@ fn run_jack(args: &Args, dir: &Path, listen: &str, to: &str, signal: Vec<f32>) -
         .collect();
     let rate = wiring.sample_rate as f64 / 1000.0;
     let capture = wiring.sender_ports.iter().map(|p| p.1).max().unwrap_or(0);
-    // cpal's JACK host: no playback latency on a port → one period (the next cycle)
-    let jack_playback = wiring.receiver_ports.iter().map(|p| p.1).max().unwrap_or(0);
-    let playback = match jack_playback {
-        0 => wiring.period,
-        f => f,
-    };
+    let playback = wiring.receiver_ports.iter().map(|p| p.1).max().unwrap_or(0);
     let ports_ms = (capture + playback) as f64 / rate;
     let mut o = verdict(
         args,
@@ -350,7 +345,7 @@ fn run_jack(args: &Args, dir: &Path, listen: &str, to: &str, signal: Vec<f32>) -
         ),
     );
     o.report.push(format!(
-        "JACK port latencies: capture {capture} frames at patchcord-send's port, playback {jack_playback} at patchcord-recv's (counted as {playback}: cpal takes none as one period); JACK xruns during the test: {xruns}"
+        "JACK port latencies: capture {capture} frames at patchcord-send's port, playback {playback} at patchcord-recv's; JACK xruns during the test: {xruns}"
     ));
     if xruns > 0 && o.failures.iter().any(|f| f.contains("latency report is off")) {
         let periods = o.json["difference_ms"].as_f64().unwrap_or(0.0) * rate / wiring.period as f64;

@@ -36,7 +36,7 @@ use patchcord_devices::app::{
     StatsSink, StopReason,
 };
 use patchcord_devices::clock::HostClock;
-use patchcord_devices::jack_ports::{rewire, JackArgs};
+use patchcord_devices::jack_args::JackArgs;
 use patchcord_devices::net::{configure_sender, parse_interface, Interface};
 use patchcord_devices::server::PeriodWatch;
 use patchcord_devices::srtp_args::SrtpArgs;
@@ -368,6 +368,7 @@ async fn run(args: Args) -> Result<(), String> {
         args.device.device.as_deref(),
         Direction::Input,
         args.device.virtual_options(),
+        &args.jack.options("patchcord-send"),
     )
     .map_err(|e| e.to_string())?;
     let (config, format) = choose_config(&opened, Direction::Input, channels, args.device.period)?;
@@ -488,17 +489,24 @@ async fn run(args: Args) -> Result<(), String> {
     stream
         .play()
         .map_err(|e| format!("cannot start input device '{}': {e}", opened.device_name))?;
-    if args.jack.rewires() {
-        if opened.host_name != "JACK" {
-            eprintln!(
-                "patchcord-send: note: --connect / --no-connect concern JACK only; ignored on {}",
-                opened.host_name
-            );
-        } else {
-            for c in rewire(&args.jack, Direction::Input, channels)? {
+    match &opened.jack {
+        Some(jack) => {
+            eprintln!("patchcord-send: JACK client '{}'", jack.client_name());
+            let made = jack.connections();
+            for c in &made {
                 eprintln!("patchcord-send: JACK: connected {c}");
             }
+            if made.is_empty() && !args.jack.no_connect {
+                eprintln!(
+                    "patchcord-send: JACK: no physical ports to connect to; connect the ports with --connect or jack_connect"
+                );
+            }
         }
+        None if args.jack.given() => eprintln!(
+            "patchcord-send: note: --jack-name / --connect / --no-connect concern JACK only; ignored on {}",
+            opened.host_name
+        ),
+        None => {}
     }
 
     let mut stats_out = StatsSink::open(args.stats_json.as_deref()).map_err(|e| e.to_string())?;

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use rustfft::{num_complex::Complex, FftPlanner};
 
+pub mod jack_flags;
+
 /// Directory holding `patchcord-send` / `patchcord-recv`: `$PATCHCORD_BIN_DIR`, else the
 /// workspace's target directory for the profile these tests were built with.
 pub fn bin_dir() -> PathBuf {

@@ -2,7 +2,12 @@
 //! periods, on a private server name), checked by the product's own self-test,
 //! `patchcord-selftest`: it plays its test signal into patchcord-send's JACK port, records
 //! patchcord-recv's, and compares the round trip it measures (plus the JACK port latencies
-//! cpal counts) with the end-to-end latency the receiver reports from RTCP.
+//! the binaries' JACK host counts) with the end-to-end latency the receiver reports from
+//! RTCP.
+//!
+//! Also here: the JACK client flags (`--jack-name`, `--no-connect`, `--connect`, a name
+//! clash), checked with `jack_lsp -c` and the sender's capture meter
+//! (`patchcord_tests::jack_flags`).
 //!
 //! The server runs with real-time scheduling (`jackd -R`) when the machine allows it, else
 //! as the issue's `jackd -r` (no real-time). On this shared 2-core machine the server drops
@@ -232,4 +237,72 @@ fn jack_self_test_fails_when_the_receiver_is_unreachable() {
         "{}",
         run.stdout
     );
+}
+
+/// `--jack-name studio_a` / `studio_b` and `--no-connect`: the ports stay unconnected, and
+/// the sender captures silence until the test connects them with `jack_connect` (see
+/// `patchcord_tests::jack_flags`).
+#[test]
+fn jack_name_and_no_connect() {
+    let _serial = serial();
+    let dir = scratch("jack_name_no_connect");
+    let jack = Jack::start(&dir);
+    jack_flags::check_no_connect(&|p| jack.cmd(p), &dir);
+}
+
+/// `--connect`: from the start, only the connections asked for exist.
+#[test]
+fn jack_connect_makes_only_the_given_connections() {
+    let _serial = serial();
+    let dir = scratch("jack_connect_only");
+    let jack = Jack::start(&dir);
+    jack_flags::check_connect(
+        &|p| jack.cmd(p),
+        &dir,
+        "system:playback_2",
+        ["system:capture_2", "system:capture_1"],
+    );
+}
+
+/// A name already taken: jackd gives the second client `NAME-01`, and the binary says so.
+#[test]
+fn jack_name_clash_gets_a_suffix() {
+    let _serial = serial();
+    let dir = scratch("jack_name_clash");
+    let jack = Jack::start(&dir);
+    let recv = |port: u16| {
+        jack.cmd(bin("patchcord-recv").to_str().unwrap())
+            .args([
+                "--host",
+                "jack",
+                "--jack-name",
+                "studio_a",
+                "--no-connect",
+                "-q",
+                "--duration",
+                "3",
+            ])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let first = recv(free_port_pair());
+    let start = Instant::now();
+    while !jack.lsp(&[]).contains("studio_a:out_1") {
+        assert!(start.elapsed() < Duration::from_secs(10), "{}", jack.lsp(&[]));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let second = recv(free_port_pair());
+    let start = Instant::now();
+    while !jack.lsp(&[]).contains("studio_a-01:out_2") {
+        assert!(start.elapsed() < Duration::from_secs(10), "{}", jack.lsp(&[]));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (child, name) in [(first, "studio_a"), (second, "studio_a-01")] {
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(err.contains(&format!("JACK client '{name}'")), "{err}");
+    }
 }
