@@ -86,12 +86,7 @@ impl JackStream {
         };
         let active = client
             .activate_async(Notifications { errors, rate }, process)
-            .map_err(|e| {
-                Error::with_message(
-                    ErrorKind::DeviceNotAvailable,
-                    format!("cannot activate the JACK client: {e}"),
-                )
-            })?;
+            .map_err(activation_failed)?;
         Self::connected(Box::new(active), shared, Direction::Input, &ours, connect)
     }
 
@@ -123,12 +118,7 @@ impl JackStream {
         };
         let active = client
             .activate_async(Notifications { errors, rate }, process)
-            .map_err(|e| {
-                Error::with_message(
-                    ErrorKind::DeviceNotAvailable,
-                    format!("cannot activate the JACK client: {e}"),
-                )
-            })?;
+            .map_err(activation_failed)?;
         Self::connected(Box::new(active), shared, Direction::Output, &ours, connect)
     }
 
@@ -179,4 +169,12 @@ impl fmt::Debug for JackStream {
             .field("oversized_cycles", &self.oversized_cycles())
             .finish()
     }
+}
+
+/// The error of a client JACK would not activate.
+fn activation_failed(e: jack::Error) -> Error {
+    Error::with_message(
+        ErrorKind::DeviceNotAvailable,
+        format!("cannot activate the JACK client: {e}"),
+    )
 }
