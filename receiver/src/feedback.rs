@@ -154,14 +154,18 @@ impl Feedback {
     /// membership fell, the next round is brought forward (reverse reconsideration, RFC
     /// 3550 §6.3.4); [`Self::take_rescheduled`] then tells the new instant.
     pub fn left(&mut self, ssrc: u32, now_ns: i64) {
-        self.forget(ssrc);
-        let members = self.senders.len() + 1;
+        // one member fewer than the round was computed for; a sender never heard from
+        // (no RTCP) was not counted apart from its stream, and the next round sees that
+        if self.senders.remove(&ssrc).is_none() {
+            return;
+        }
+        let members = self.pmembers.saturating_sub(1).max(1);
         if let Some(due) = self.due_ns.filter(|_| members < self.pmembers) {
             let moved = self.timer.members_fell(now_ns, due, self.pmembers, members);
             self.due_ns = Some(moved);
             self.rescheduled = Some(moved);
         }
-        self.pmembers = self.pmembers.min(members);
+        self.pmembers = members;
     }
 
     /// The instant (ns, the clock of `now_ns`) the next round was moved to since the last
@@ -450,7 +454,7 @@ mod tests {
             f.left(r.ssrc, now);
         }
         let moved = f.take_rescheduled().expect("the round moved");
-        // 101 members fell to 2 (100 after the first BYE, …): the product of the ratios
+        // 101 members fell to 2, one per BYE: the product of the ratios
         let expected = now + ((next - now) as f64 * 2.0 / 101.0) as i64;
         assert!((moved - expected).abs() <= 100, "{moved} vs {expected}");
         assert_eq!(f.take_rescheduled(), None, "taken once");
