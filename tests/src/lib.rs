@@ -77,15 +77,22 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(dir: &Path, name: &str, program: &Path, args: &[String]) -> Proc {
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        Proc::start(dir, name, cmd)
+    }
+
+    /// Start `cmd` (its program, arguments and environment), stdout discarded and stderr
+    /// kept in `dir/NAME.stderr`.
+    pub fn start(dir: &Path, name: &str, mut cmd: Command) -> Proc {
         let stderr_path = dir.join(format!("{name}.stderr"));
         let err = std::fs::File::create(&stderr_path).unwrap();
-        let child = Command::new(program)
-            .args(args)
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(err)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         Proc {
             child: Some(child),
             name: name.into(),
@@ -112,6 +119,29 @@ impl Proc {
         }
     }
 
+    /// Stop it the way an init system would: SIGTERM, up to `grace` to exit, then SIGKILL.
+    /// Returns whether it exited within `grace`. Never panics (it runs in `Drop`s, where a
+    /// second panic would abort the whole test binary).
+    pub fn stop(&mut self, grace: Duration) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < grace {
+            if !matches!(child.try_wait(), Ok(None)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("{} ignored SIGTERM for {grace:?}; killed", self.name);
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
     /// Send SIGTERM (or SIGINT) like a user would.
     pub fn signal(&self, sig: &str) {
         if let Some(c) = &self.child {
@@ -127,6 +157,25 @@ impl Drop for Proc {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+}
+
+/// Run `cmd` to its end and return its output, or `None` if it could not start or had
+/// not ended within `limit` (then it is killed). For tools that talk to a server under
+/// test (`jack_lsp` blocks for good on a JACK server that stopped answering).
+pub fn output_within(cmd: &mut Command, limit: Duration) -> Option<std::process::Output> {
+    let child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).spawn().ok()?;
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.ok(),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            None
         }
     }
 }

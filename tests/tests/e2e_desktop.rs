@@ -95,14 +95,7 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         while let Some(mut p) = self.procs.pop() {
-            p.signal("TERM");
-            if let Some(c) = p.child.as_mut() {
-                let start = Instant::now();
-                while matches!(c.try_wait(), Ok(None)) && start.elapsed() < Duration::from_secs(5) {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-            // dropping the Proc kills what is still running
+            p.stop(Duration::from_secs(5));
         }
     }
 }
