@@ -153,6 +153,11 @@ fn run(
         dir.join("recv.json").display().to_string(),
         s("-q"),
     ];
+    // A cushion against this shared machine's scheduling stalls (30-40 ms seen under a
+    // load of 5-7): a late packet is concealed, and the tone check would blame the attack
+    if !recv_args.contains(&"--latency") {
+        rargs.extend([s("--latency-min"), s("80")]);
+    }
     rargs.extend(recv_args.iter().map(|a| a.to_string()));
     let mut recv = Proc::spawn(&dir, "recv", &bin("patchcord-recv"), &rargs);
     wait_for_file(&dir.join("recv.json"));
@@ -278,7 +283,7 @@ fn sender_header(relay: &Relay) -> (u32, u16, u32) {
 fn timestamp_jumps_from_anywhere_are_never_followed() {
     for (name, args) in [
         ("attack_ts_adaptive", &[][..]),
-        ("attack_ts_fixed", &["--latency", "30"][..]),
+        ("attack_ts_fixed", &["--latency", "80"][..]),
     ] {
         let other = UdpSocket::bind("127.0.0.1:0").unwrap();
         let mut rng = Rng(1);

@@ -283,8 +283,10 @@ fn malformed_datagrams_are_counted_by_kind_and_never_disturb_playout() {
             format!("127.0.0.1:{port}"),
             "--device".into(),
             "null".into(),
+            // fixed, with a cushion against this shared machine's scheduling stalls (a
+            // late packet is concealed, and the check below would blame the datagrams)
             "--latency".into(),
-            "20".into(),
+            "80".into(),
             "--duration".into(),
             "4".into(),
             "--stats-json".into(),
