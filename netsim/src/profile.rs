@@ -658,7 +658,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .map_err(|_| format!("\"{text}\" is not a duration"))?;
         let denom = 10u128.pow(frac_part.len() as u32);
         let scaled = frac * unit_ns;
-        if scaled % denom != 0 {
+        if !scaled.is_multiple_of(denom) {
             return Err(format!("duration \"{text}\" is finer than 1 ns"));
         }
         ns += scaled / denom;
@@ -676,7 +676,7 @@ pub fn fmt_duration(d: Duration) -> String {
         return "0".into();
     }
     for (unit, size) in [("s", 1_000_000_000u128), ("ms", 1_000_000), ("us", 1_000)] {
-        if ns % size == 0 {
+        if ns.is_multiple_of(size) {
             return format!("{}{unit}", ns / size);
         }
     }
