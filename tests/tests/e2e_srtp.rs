@@ -8,7 +8,10 @@
 //!   and with the key taken from the sender's SDP by `patchcord-recv --sdp`;
 //! - a wrong key and plain RTP: refused, counted, nothing played;
 //! - forged and replayed packets from the sender's own address while a tone plays: each
-//!   one counted, and the tone unchanged in every 10 ms window.
+//!   one counted, and the tone unchanged in every 10 ms window;
+//! - the replay-window attack the fuzzer found: a forgery far ahead of a stream's first
+//!   packet, once its SSRC is known from SRTCP, is counted and locks nothing out (the
+//!   test fails without the fix in `common/src/srtp.rs`: every packet was a "replay").
 //!
 //! The received audio is checked for its frequency, level and duration.
 
@@ -16,7 +19,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use patchcord_common::srtp_key::{MasterKey, Suite};
@@ -485,31 +488,46 @@ fn a_wrong_key_and_plain_rtp_are_refused() {
     }
 }
 
-/// Forwards the sender's SRTP to the receiver from one socket; from 1 s to 3 s, after each
-/// packet it forwards, it sends from that same address a forgery of the next one (the
-/// next sequence number, one payload bit flipped: a replayed sequence number would be
-/// refused as a replay before its tag is checked) and the packet it forwarded 20 packets
-/// before (a replay).
+/// What the relay does to the sender's SRTP besides forwarding it.
+#[derive(Clone, Copy)]
+enum Attack {
+    /// From 1 s to 3 s, after each packet it forwards, it sends from that same address a
+    /// forgery of the next one (the next sequence number, one payload bit flipped: a
+    /// replayed sequence number would be refused as a replay before its tag is checked)
+    /// and the packet it forwarded 20 packets before (a replay).
+    ForgeAndReplay,
+    /// It holds back the RTP until the sender's first SRTCP report has passed (as a loss at
+    /// the start would), then sends one forgery 30,000 sequence numbers ahead of the first
+    /// packet it forwards, just before it.
+    ForgeFarAheadOfTheFirst,
+}
+
+/// Forwards the sender's SRTP (and, with `--rtcp-mux`, SRTCP) to the receiver from one
+/// socket, and attacks from that same address; counts what it forged, replayed and held
+/// back.
 struct Relay {
     port: u16,
     forged: Arc<AtomicU64>,
     replayed: Arc<AtomicU64>,
+    held_back: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Relay {
-    fn start(to_port: u16) -> Relay {
+    fn start(to_port: u16, attack: Attack) -> Relay {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         socket.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
         let to: SocketAddr = format!("127.0.0.1:{to_port}").parse().unwrap();
-        let (forged, replayed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let counter = || Arc::new(AtomicU64::new(0));
+        let (forged, replayed, held_back) = (counter(), counter(), counter());
         let stop = Arc::new(AtomicBool::new(false));
         let port = socket.local_addr().unwrap().port();
-        let (f, r, st) = (forged.clone(), replayed.clone(), stop.clone());
+        let (f, r, held, st) = (forged.clone(), replayed.clone(), held_back.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
-            let history: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+            let mut history: Vec<Vec<u8>> = Vec::new();
             let mut first: Option<Instant> = None;
+            let mut reported = false;
             let mut buf = [0u8; 2048];
             while !st.load(Ordering::Relaxed) {
                 let Ok((n, from)) = socket.recv_from(&mut buf) else {
@@ -519,24 +537,43 @@ impl Relay {
                     continue; // receiver reports: not needed here
                 }
                 let d = &buf[..n];
-                let _ = socket.send_to(d, to);
                 let rtp = d[1] & 0x7f == 96;
                 if !rtp {
+                    reported = true;
+                    let _ = socket.send_to(d, to);
                     continue;
                 }
-                let t = first.get_or_insert_with(Instant::now).elapsed().as_secs_f64();
-                let mut h = history.lock().unwrap();
-                h.push(d.to_vec());
-                if (1.0..3.0).contains(&t) {
+                // the next packet's sequence number plus `ahead`, one payload bit flipped
+                let forgery = |ahead: u16| {
                     let mut bad = d.to_vec();
-                    let next = u16::from_be_bytes([d[2], d[3]]).wrapping_add(1);
-                    bad[2..4].copy_from_slice(&next.to_be_bytes());
+                    let seq = u16::from_be_bytes([d[2], d[3]]).wrapping_add(ahead);
+                    bad[2..4].copy_from_slice(&seq.to_be_bytes());
                     bad[20] ^= 0x04;
-                    let _ = socket.send_to(&bad, to);
-                    f.fetch_add(1, Ordering::Relaxed);
-                    let old = &h[h.len() - 21];
-                    let _ = socket.send_to(old, to);
-                    r.fetch_add(1, Ordering::Relaxed);
+                    bad
+                };
+                match attack {
+                    Attack::ForgeAndReplay => {
+                        let _ = socket.send_to(d, to);
+                        let t = first.get_or_insert_with(Instant::now).elapsed().as_secs_f64();
+                        history.push(d.to_vec());
+                        if (1.0..3.0).contains(&t) {
+                            let _ = socket.send_to(&forgery(1), to);
+                            f.fetch_add(1, Ordering::Relaxed);
+                            let _ = socket.send_to(&history[history.len() - 21], to);
+                            r.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Attack::ForgeFarAheadOfTheFirst => {
+                        if !reported {
+                            held.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        if f.load(Ordering::Relaxed) == 0 {
+                            let _ = socket.send_to(&forgery(30_000), to);
+                            f.fetch_add(1, Ordering::Relaxed);
+                        }
+                        let _ = socket.send_to(d, to);
+                    }
                 }
             }
         });
@@ -544,6 +581,7 @@ impl Relay {
             port,
             forged,
             replayed,
+            held_back,
             stop,
             thread: Some(thread),
         }
@@ -568,7 +606,7 @@ fn forged_and_replayed_packets_are_counted_and_never_played() {
     let port = free_port_pair();
     let key = new_key(Suite::AesCm128HmacSha1_80);
     let mut recv = receiver(&dir, port, 6.0, &key_args(&key));
-    let relay = Relay::start(port);
+    let relay = Relay::start(port, Attack::ForgeAndReplay);
     let mut extra = key_args(&key);
     extra.push(s("--rtcp-mux"));
     let mut send = sender(&dir, &format!("127.0.0.1:{}", relay.port), 4.0, &extra);
@@ -615,4 +653,40 @@ fn forged_and_replayed_packets_are_counted_and_never_played() {
         "tone {} windows",
         last + 1 - first
     );
+}
+
+/// The replay-window attack the `srtp_unprotect` fuzz target found (BENCHMARKS.md §11):
+/// the receiver knows the sender's SSRC from an SRTCP report before its first SRTP packet
+/// (the relay holds the RTP back until that report has passed), and a forgery 30,000
+/// sequence numbers ahead arrives just before the first genuine packet. It is refused and
+/// counted, and the stream plays: not one genuine packet is taken for a replay.
+#[test]
+fn a_forgery_far_ahead_of_the_first_packet_does_not_lock_the_stream_out() {
+    let _serial = serial();
+    let dir = scratch("srtp_forged_ahead");
+    let port = free_port_pair();
+    let key = new_key(Suite::AesCm128HmacSha1_80);
+    let mut recv = receiver(&dir, port, 7.0, &key_args(&key));
+    let relay = Relay::start(port, Attack::ForgeFarAheadOfTheFirst);
+    let mut extra = key_args(&key);
+    extra.push(s("--rtcp-mux"));
+    let mut send = sender(&dir, &format!("127.0.0.1:{}", relay.port), 5.0, &extra);
+    finish(&mut send);
+    finish(&mut recv);
+    let (forged, held_back) = (
+        relay.forged.load(Ordering::Relaxed),
+        relay.held_back.load(Ordering::Relaxed),
+    );
+    drop(relay);
+    let r = final_stats(&dir.join("recv.json"));
+    eprintln!("{held_back} packets held back until the first report: {r}");
+    assert_eq!(forged, 1, "the sender's first report never came");
+    assert!(held_back >= 1, "the first report came before any RTP");
+    assert_eq!(u(&r, "srtp_auth_failed"), 1, "{r}");
+    assert_eq!(u(&r, "srtp_replayed"), 0, "{r}");
+    assert_eq!(u(&r, "streams_started"), 1, "{r}");
+    assert!(u(&r, "sender_reports") >= 1, "{r}");
+    let (_, samples) = read_wav(&dir.join("out.wav"));
+    let heard = seconds_of_tone(&samples, 1000.0);
+    assert!(heard > 2.5, "{heard:.2} s of the tone played: {r}");
 }
