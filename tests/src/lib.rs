@@ -180,6 +180,30 @@ pub fn output_within(cmd: &mut Command, limit: Duration) -> Option<std::process:
     }
 }
 
+/// `patchcord-recv ARGS --stats-json DIR/NAME.json -q`, returned once it listens (its
+/// stats file exists).
+pub fn start_recv(dir: &Path, name: &str, args: &[&str]) -> Proc {
+    let p = start_patchcord(dir, name, "patchcord-recv", args);
+    wait_for_file(&dir.join(format!("{name}.json")));
+    p
+}
+
+/// `patchcord-send ARGS --stats-json DIR/NAME.json -q`.
+pub fn start_send(dir: &Path, name: &str, args: &[&str]) -> Proc {
+    start_patchcord(dir, name, "patchcord-send", args)
+}
+
+fn start_patchcord(dir: &Path, name: &str, program: &str, args: &[&str]) -> Proc {
+    let json = dir.join(format!("{name}.json")).display().to_string();
+    let args: Vec<String> = args
+        .iter()
+        .copied()
+        .chain(["--stats-json", &json, "-q"])
+        .map(String::from)
+        .collect();
+    Proc::spawn(dir, name, &bin(program), &args)
+}
+
 /// Wait (up to 10 s) until `p` exists: a process has started and opened its output.
 pub fn wait_for_file(p: &Path) {
     let start = Instant::now();

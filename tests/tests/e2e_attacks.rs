@@ -777,26 +777,22 @@ fn streams_over_the_load_limit_are_shed_and_the_rest_play_in_real_time() {
     let dir = scratch("attack_shed");
     let port = free_port_pair();
     let secs = 6.0;
-    let mut recv = Proc::spawn(
+    let mut recv = start_recv(
         &dir,
         "recv",
-        &bin("patchcord-recv"),
         &[
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-            "--device".into(),
-            format!("wav:{}", dir.join("out.wav").display()),
-            "--channels".into(),
-            "1".into(),
-            "--duration".into(),
-            secs.to_string(),
-            "--load-limit".into(),
-            "3".into(),
-            "--max-streams".into(),
-            "64".into(),
-            "--stats-json".into(),
-            dir.join("recv.json").display().to_string(),
-            "-q".into(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--device",
+            &format!("wav:{}", dir.join("out.wav").display()),
+            "--channels",
+            "1",
+            "--duration",
+            &secs.to_string(),
+            "--load-limit",
+            "3",
+            "--max-streams",
+            "64",
         ],
     );
     std::thread::sleep(Duration::from_millis(100));

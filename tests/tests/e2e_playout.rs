@@ -173,20 +173,16 @@ fn clean_path_three_senders_sixty_seconds_without_a_glitch() {
     let results = std::thread::scope(|scope| {
         let patchcord = scope.spawn(|| {
             clean_run("playout_clean_patchcord", |port, dir| {
-                Proc::spawn(
+                start_send(
                     dir,
                     "send",
-                    &bin("patchcord-send"),
                     &[
-                        "--to".into(),
-                        format!("127.0.0.1:{port}"),
-                        "--device".into(),
-                        "tone:440".into(),
-                        "--duration".into(),
-                        clean_secs().to_string(),
-                        "--stats-json".into(),
-                        dir.join("send.json").display().to_string(),
-                        "-q".into(),
+                        "--to",
+                        &format!("127.0.0.1:{port}"),
+                        "--device",
+                        "tone:440",
+                        "--duration",
+                        &clean_secs().to_string(),
                     ],
                 )
             })

@@ -37,20 +37,16 @@ fn gstreamer_rtpbin_takes_patchcords_sender_reports_and_cname() {
         .spawn()
         .expect("gst-launch-1.0");
     std::thread::sleep(Duration::from_millis(800));
-    let mut send = Proc::spawn(
+    let mut send = start_send(
         &dir,
         "send",
-        &bin("patchcord-send"),
         &[
-            "--to".into(),
-            format!("127.0.0.1:{port}"),
-            "--device".into(),
-            "tone:440".into(),
-            "--duration".into(),
-            "3".into(),
-            "--stats-json".into(),
-            dir.join("send.json").display().to_string(),
-            "-q".into(),
+            "--to",
+            &format!("127.0.0.1:{port}"),
+            "--device",
+            "tone:440",
+            "--duration",
+            "3",
         ],
     );
     let pid = send.child.as_ref().map(|c| c.id()).unwrap();
@@ -79,20 +75,16 @@ fn gstreamer_rtpbins_receiver_reports_reach_patchcord_send() {
     let _serial = serial();
     let dir = scratch("rtcp_rtpbin_reports");
     let port = free_port_pair();
-    let mut send = Proc::spawn(
+    let mut send = start_send(
         &dir,
         "send",
-        &bin("patchcord-send"),
         &[
-            "--to".into(),
-            format!("127.0.0.1:{port}"),
-            "--device".into(),
-            "tone:440".into(),
-            "--duration".into(),
-            "9".into(),
-            "--stats-json".into(),
-            dir.join("send.json").display().to_string(),
-            "-q".into(),
+            "--to",
+            &format!("127.0.0.1:{port}"),
+            "--device",
+            "tone:440",
+            "--duration",
+            "9",
         ],
     );
     // the sender's socket: the one UDP port its process holds
@@ -165,37 +157,28 @@ fn patchcord_send_shows_the_round_trip_from_patchcord_recvs_reports() {
     let _serial = serial();
     let dir = scratch("rtcp_round_trip");
     let port = free_port_pair();
-    let mut recv = Proc::spawn(
+    let mut recv = start_recv(
         &dir,
         "recv",
-        &bin("patchcord-recv"),
         &[
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-            "--device".into(),
-            "null".into(),
-            "--duration".into(),
-            "9".into(),
-            "--stats-json".into(),
-            dir.join("recv.json").display().to_string(),
-            "-q".into(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--device",
+            "null",
+            "--duration",
+            "9",
         ],
     );
-    wait_for_file(&dir.join("recv.json"));
-    let mut send = Proc::spawn(
+    let mut send = start_send(
         &dir,
         "send",
-        &bin("patchcord-send"),
         &[
-            "--to".into(),
-            format!("127.0.0.1:{port}"),
-            "--device".into(),
-            "tone:440".into(),
-            "--duration".into(),
-            "7".into(),
-            "--stats-json".into(),
-            dir.join("send.json").display().to_string(),
-            "-q".into(),
+            "--to",
+            &format!("127.0.0.1:{port}"),
+            "--device",
+            "tone:440",
+            "--duration",
+            "7",
         ],
     );
     let (ok, err) = send.wait(Duration::from_secs(30));
@@ -292,23 +275,18 @@ fn a_foreign_senders_reports_give_only_the_receiver_side_delay() {
     let _serial = serial();
     let dir = scratch("rtcp_foreign_latency");
     let port = free_port_pair();
-    let mut recv = Proc::spawn(
+    let mut recv = start_recv(
         &dir,
         "recv",
-        &bin("patchcord-recv"),
         &[
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-            "--device".into(),
-            "null".into(),
-            "--duration".into(),
-            "5".into(),
-            "--stats-json".into(),
-            dir.join("recv.json").display().to_string(),
-            "-q".into(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--device",
+            "null",
+            "--duration",
+            "5",
         ],
     );
-    wait_for_file(&dir.join("recv.json"));
     let status = Command::new(tool("ffmpeg"))
         .args(["-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i"])
         .arg("sine=frequency=660:duration=3:sample_rate=48000")
@@ -348,20 +326,16 @@ fn patchcord_send_hears_receiver_reports_only_from_allowed_networks() {
     for (allow, heard) in [("127.0.0.0/8", true), ("10.0.0.0/8", false)] {
         let dir = scratch(&format!("rtcp_allow_{heard}"));
         let port = free_port_pair();
-        let mut recv = Proc::spawn(
+        let mut recv = start_recv(
             &dir,
             "recv",
-            &bin("patchcord-recv"),
             &[
-                "--listen".into(),
-                format!("127.0.0.1:{port}"),
-                "--device".into(),
-                "null".into(),
-                "--duration".into(),
-                "7".into(),
-                "--stats-json".into(),
-                dir.join("recv.json").display().to_string(),
-                "-q".into(),
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--device",
+                "null",
+                "--duration",
+                "7",
             ],
         );
         wait_for_file(&dir.join("recv.json"));

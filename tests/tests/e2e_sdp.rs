@@ -52,22 +52,18 @@ fn sender(dir: &Path, port: u16, channels: u16, seconds: f64, sdp: &Path) -> Pro
 }
 
 fn receiver(dir: &Path, sdp: &Path, seconds: f64) -> Proc {
-    Proc::spawn(
+    start_recv(
         dir,
         "recv",
-        &bin("patchcord-recv"),
         &[
-            "--sdp".into(),
-            sdp.display().to_string(),
-            "--device".into(),
-            format!("wav:{}", dir.join("out.wav").display()),
-            "--latency".into(),
-            "60".into(),
-            "--duration".into(),
-            seconds.to_string(),
-            "--stats-json".into(),
-            dir.join("recv.json").display().to_string(),
-            "-q".into(),
+            "--sdp",
+            &sdp.display().to_string(),
+            "--device",
+            &format!("wav:{}", dir.join("out.wav").display()),
+            "--latency",
+            "60",
+            "--duration",
+            &seconds.to_string(),
         ],
     )
 }
@@ -172,7 +168,6 @@ fn patchcord_recv_plays_ffmpegs_sdp_mono() {
     let text = std::fs::read_to_string(&sdp).unwrap();
     assert!(text.contains("a=rtpmap:111 opus/48000/2"), "{text}");
     let mut recv = receiver(&dir, &sdp, 6.0);
-    wait_for_file(&dir.join("recv.json"));
     ffmpeg(3.0);
     let (ok, err) = recv.wait(Duration::from_secs(20));
     assert!(ok, "{err}");
@@ -200,7 +195,6 @@ fn patchcord_recv_plays_a_gstreamer_sdp_stereo() {
     )
     .unwrap();
     let mut recv = receiver(&dir, &sdp, 6.0);
-    wait_for_file(&dir.join("recv.json"));
     let pipeline = format!(
         "audiotestsrc is-live=true freq=440 volume=0.5 samplesperbuffer=480 num-buffers=300 ! \
          audioconvert ! audio/x-raw,rate=48000,channels=2 ! opusenc frame-size=10 ! \

@@ -295,20 +295,16 @@ fn malformed_datagrams_are_counted_by_kind_and_never_disturb_playout() {
         ],
     );
     wait_for_file(&dir.join("recv.json"));
-    let mut send = Proc::spawn(
+    let mut send = start_send(
         &dir,
         "send",
-        &bin("patchcord-send"),
         &[
-            "--to".into(),
-            format!("127.0.0.1:{port}"),
-            "--device".into(),
-            "tone:1000".into(),
-            "--duration".into(),
-            "3".into(),
-            "--stats-json".into(),
-            dir.join("send.json").display().to_string(),
-            "-q".into(),
+            "--to",
+            &format!("127.0.0.1:{port}"),
+            "--device",
+            "tone:1000",
+            "--duration",
+            "3",
         ],
     );
     std::thread::sleep(Duration::from_millis(500));
@@ -429,23 +425,18 @@ fn a_receiver_killed_outright_leaves_a_readable_wav() {
     let port = free_port_pair();
     let out = dir.join("out.wav");
     let started = std::time::Instant::now();
-    let recv = Proc::spawn(
+    let recv = start_recv(
         &dir,
         "recv",
-        &bin("patchcord-recv"),
         &[
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-            "--device".into(),
-            format!("wav:{}", out.display()),
-            "--channels".into(),
-            "1".into(),
-            "--stats-json".into(),
-            dir.join("recv.json").display().to_string(),
-            "-q".into(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--device",
+            &format!("wav:{}", out.display()),
+            "--channels",
+            "1",
         ],
     );
-    wait_for_file(&dir.join("recv.json"));
     let mut send = Proc::spawn(
         &dir,
         "send",
@@ -525,23 +516,18 @@ fn a_closed_standard_error_stops_nothing() {
     let _serial = serial();
     let dir = scratch("closed_stderr");
     let port = free_port_pair();
-    let mut recv = Proc::spawn(
+    let mut recv = start_recv(
         &dir,
         "recv",
-        &bin("patchcord-recv"),
         &[
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-            "--device".into(),
-            "null".into(),
-            "--duration".into(),
-            "5".into(),
-            "--stats-json".into(),
-            dir.join("recv.json").display().to_string(),
-            "-q".into(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--device",
+            "null",
+            "--duration",
+            "5",
         ],
     );
-    wait_for_file(&dir.join("recv.json"));
     let mut send = std::process::Command::new(bin("patchcord-send"))
         .args([
             "--to",
