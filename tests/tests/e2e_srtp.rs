@@ -597,27 +597,42 @@ impl Drop for Relay {
     }
 }
 
+/// What a relay counted.
+struct Attacked {
+    forged: u64,
+    replayed: u64,
+    held_back: u64,
+}
+
+/// A tone of `secs` from `patchcord-send` (`--rtcp-mux`) through a relay that makes
+/// `attack`, into `patchcord-recv` (recording `dir/out.wav`), both with one key; what the
+/// relay counted and the receiver's final stats.
+fn attacked(dir: &Path, attack: Attack, secs: f64) -> (Attacked, serde_json::Value) {
+    let port = free_port_pair();
+    let key = new_key(Suite::AesCm128HmacSha1_80);
+    let mut recv = receiver(dir, port, secs + 2.0, &key_args(&key));
+    let relay = Relay::start(port, attack);
+    let mut extra = key_args(&key);
+    extra.push(s("--rtcp-mux"));
+    let mut send = sender(dir, &format!("127.0.0.1:{}", relay.port), secs, &extra);
+    finish(&mut send);
+    finish(&mut recv);
+    let counted = Attacked {
+        forged: relay.forged.load(Ordering::Relaxed),
+        replayed: relay.replayed.load(Ordering::Relaxed),
+        held_back: relay.held_back.load(Ordering::Relaxed),
+    };
+    (counted, final_stats(&dir.join("recv.json")))
+}
+
 /// Forged and replayed packets from the sender's own address: each one counted (exactly:
 /// loopback loses nothing), and the tone unchanged in every 10 ms window.
 #[test]
 fn forged_and_replayed_packets_are_counted_and_never_played() {
     let _serial = serial();
     let dir = scratch("srtp_forged_replayed");
-    let port = free_port_pair();
-    let key = new_key(Suite::AesCm128HmacSha1_80);
-    let mut recv = receiver(&dir, port, 6.0, &key_args(&key));
-    let relay = Relay::start(port, Attack::ForgeAndReplay);
-    let mut extra = key_args(&key);
-    extra.push(s("--rtcp-mux"));
-    let mut send = sender(&dir, &format!("127.0.0.1:{}", relay.port), 4.0, &extra);
-    finish(&mut send);
-    finish(&mut recv);
-    let (forged, replayed) = (
-        relay.forged.load(Ordering::Relaxed),
-        relay.replayed.load(Ordering::Relaxed),
-    );
-    drop(relay);
-    let r = final_stats(&dir.join("recv.json"));
+    let (relay, r) = attacked(&dir, Attack::ForgeAndReplay, 4.0);
+    let (forged, replayed) = (relay.forged, relay.replayed);
     assert!(
         forged >= 190 && replayed >= 190,
         "{forged} forged, {replayed} replayed"
@@ -664,21 +679,8 @@ fn forged_and_replayed_packets_are_counted_and_never_played() {
 fn a_forgery_far_ahead_of_the_first_packet_does_not_lock_the_stream_out() {
     let _serial = serial();
     let dir = scratch("srtp_forged_ahead");
-    let port = free_port_pair();
-    let key = new_key(Suite::AesCm128HmacSha1_80);
-    let mut recv = receiver(&dir, port, 7.0, &key_args(&key));
-    let relay = Relay::start(port, Attack::ForgeFarAheadOfTheFirst);
-    let mut extra = key_args(&key);
-    extra.push(s("--rtcp-mux"));
-    let mut send = sender(&dir, &format!("127.0.0.1:{}", relay.port), 5.0, &extra);
-    finish(&mut send);
-    finish(&mut recv);
-    let (forged, held_back) = (
-        relay.forged.load(Ordering::Relaxed),
-        relay.held_back.load(Ordering::Relaxed),
-    );
-    drop(relay);
-    let r = final_stats(&dir.join("recv.json"));
+    let (relay, r) = attacked(&dir, Attack::ForgeFarAheadOfTheFirst, 5.0);
+    let (forged, held_back) = (relay.forged, relay.held_back);
     eprintln!("{held_back} packets held back until the first report: {r}");
     assert_eq!(forged, 1, "the sender's first report never came");
     assert!(held_back >= 1, "the first report came before any RTP");
