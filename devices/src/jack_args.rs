@@ -1,8 +1,10 @@
 //! The JACK flags both binaries share: `--jack-name NAME`, `--connect PORT…`, `--no-connect`.
 //! They become the [`JackOptions`] of patchcord's own JACK host ([`mod@crate::jack_host`]),
-//! which names its client and makes its connections itself, at activation.
+//! which names its client and makes its connections itself, at activation; once the
+//! stream runs, [`JackArgs::report`] says what was made of them.
 
 use crate::jack_host::{Connect, JackOptions};
+use crate::OpenedDevice;
 
 /// JACK client name and connection flags, shared by both binaries.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -26,6 +28,31 @@ impl JackArgs {
     /// Whether any JACK flag was given (for the note when the host is not JACK).
     pub fn given(&self) -> bool {
         self.jack_name.is_some() || self.no_connect || !self.connect.is_empty()
+    }
+
+    /// Once `program`'s stream runs on `opened`: on JACK, the client's name (jackd may
+    /// have suffixed it) and each connection made, or that there was none to make;
+    /// elsewhere, that the JACK flags given are ignored.
+    pub fn report(&self, program: &str, opened: &OpenedDevice) {
+        let Some(jack) = &opened.jack else {
+            if self.given() {
+                crate::say!(
+                    "{program}: note: --jack-name / --connect / --no-connect concern JACK only; ignored on {}",
+                    opened.host_name
+                );
+            }
+            return;
+        };
+        crate::say!("{program}: JACK client '{}'", jack.client_name());
+        let made = jack.connections();
+        for c in &made {
+            crate::say!("{program}: JACK: connected {c}");
+        }
+        if made.is_empty() && !self.no_connect {
+            crate::say!(
+                "{program}: JACK: no physical ports to connect to; connect the ports with --connect or jack_connect"
+            );
+        }
     }
 
     /// The host options, with `default_name` when `--jack-name` is not given.

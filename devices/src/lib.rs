@@ -19,6 +19,8 @@
 //! `--allow CIDR` list; [`config_file`] and [`generate`] their `--config FILE` and
 //! `--generate KIND`; [`srtp_args`] their SRTP key flags.
 
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
+
 /// Tests run the JACK process path under an allocator that counts allocations made inside
 /// `assert_no_alloc` scopes.
 #[cfg(test)]

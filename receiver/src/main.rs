@@ -11,6 +11,8 @@
 //! (`monitor.rs`, `stats.rs`) for the status line, the JSON lines and the HTTP endpoint
 //! (`--http`, on a thread of its own), and handles signals.
 
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
+
 mod ahead;
 mod durations;
 mod feedback;
@@ -299,11 +301,11 @@ fn main() -> ExitCode {
 fn write_report(input: &str, output: &str) -> ExitCode {
     match patchcord_web::report::write(input, output) {
         Ok(n) => {
-            eprintln!("patchcord-recv: wrote {output} ({n} records)");
+            patchcord_devices::say!("patchcord-recv: wrote {output} ({n} records)");
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("patchcord-recv: {e}");
+            patchcord_devices::say!("patchcord-recv: {e}");
             ExitCode::FAILURE
         }
     }
@@ -590,25 +592,7 @@ async fn run(mut args: Args) -> Result<(), String> {
     stream
         .play()
         .map_err(|e| format!("cannot start output device '{}': {e}", opened.device_name))?;
-    match &opened.jack {
-        Some(jack) => {
-            eprintln!("patchcord-recv: JACK client '{}'", jack.client_name());
-            let made = jack.connections();
-            for c in &made {
-                eprintln!("patchcord-recv: JACK: connected {c}");
-            }
-            if made.is_empty() && !args.jack.no_connect {
-                eprintln!(
-                    "patchcord-recv: JACK: no physical ports to connect to; connect the ports with --connect or jack_connect"
-                );
-            }
-        }
-        None if args.jack.given() => eprintln!(
-            "patchcord-recv: note: --jack-name / --connect / --no-connect concern JACK only; ignored on {}",
-            opened.host_name
-        ),
-        None => {}
-    }
+    args.jack.report("patchcord-recv", &opened);
 
     let mut stats_out = StatsSink::open(args.stats_json.as_deref()).map_err(|e| e.to_string())?;
     let timeline = match (&args.timeline, seg_rx) {
@@ -769,7 +753,7 @@ async fn run(mut args: Args) -> Result<(), String> {
                 side.payload.end_second();
                 let s = monitor.stats(&side.context(xrun_count(), &playout_cfg), false);
                 if let Some(w) = period_watch.observe(s.period_frames as f64) {
-                    eprintln!("patchcord-recv: {w}");
+                    patchcord_devices::say!("patchcord-recv: {w}");
                 }
                 let bytes = s.payload_bytes;
                 let bps = (bytes - last_bytes.min(bytes)) as f64 * 8.0;

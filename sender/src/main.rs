@@ -6,6 +6,8 @@
 //! name resolution, the once-a-second stats record (`stats.rs`: status line, JSON lines,
 //! the `--http` endpoint on a thread of its own) and signals.
 
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
+
 mod capture;
 mod encoder;
 mod preset;
@@ -374,7 +376,7 @@ async fn run(args: Args) -> Result<(), String> {
     let (config, format) = choose_config(&opened, Direction::Input, channels, args.device.period)?;
     let mut period_watch = PeriodWatch::of(&config);
     if let Some(note) = wav_input_note(&opened.device_name, config.channels).filter(|_| opened.is_virtual) {
-        eprintln!("patchcord-send: note: {}: {note}", opened.device_name);
+        patchcord_devices::say!("patchcord-send: note: {}: {note}", opened.device_name);
     }
 
     // Rings between the audio thread and the encoder: one second of samples.
@@ -489,25 +491,7 @@ async fn run(args: Args) -> Result<(), String> {
     stream
         .play()
         .map_err(|e| format!("cannot start input device '{}': {e}", opened.device_name))?;
-    match &opened.jack {
-        Some(jack) => {
-            eprintln!("patchcord-send: JACK client '{}'", jack.client_name());
-            let made = jack.connections();
-            for c in &made {
-                eprintln!("patchcord-send: JACK: connected {c}");
-            }
-            if made.is_empty() && !args.jack.no_connect {
-                eprintln!(
-                    "patchcord-send: JACK: no physical ports to connect to; connect the ports with --connect or jack_connect"
-                );
-            }
-        }
-        None if args.jack.given() => eprintln!(
-            "patchcord-send: note: --jack-name / --connect / --no-connect concern JACK only; ignored on {}",
-            opened.host_name
-        ),
-        None => {}
-    }
+    args.jack.report("patchcord-send", &opened);
 
     let mut stats_out = StatsSink::open(args.stats_json.as_deref()).map_err(|e| e.to_string())?;
     if !args.quiet {
@@ -571,7 +555,7 @@ async fn run(args: Args) -> Result<(), String> {
                 let s = reader.record(false);
                 let callbacks = capture_counters.callbacks.load(Ordering::Relaxed).max(1);
                 if let Some(w) = period_watch.observe(s.frames_captured as f64 / callbacks as f64) {
-                    eprintln!("patchcord-send: {w}");
+                    patchcord_devices::say!("patchcord-send: {w}");
                 }
                 if !args.quiet {
                     patchcord_devices::say!(

@@ -9,6 +9,13 @@
 //! - [`report`]: a `--stats-json` file written into that same page, as a self-contained
 //!   HTML report of the run.
 
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
+
+/// `eprintln!` that never panics: standard error may be closed (`… 2>&1 | head -1`).
+macro_rules! say {
+    ($($arg:tt)*) => {{ use std::io::Write as _; let _ = writeln!(std::io::stderr(), $($arg)*); }};
+}
+
 pub mod metrics;
 pub mod report;
 pub mod server;

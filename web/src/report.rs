@@ -46,7 +46,7 @@ pub fn write(input: &str, output: &str) -> Result<usize, String> {
         ));
     }
     if skipped > 0 {
-        eprintln!("--report: {skipped} lines of '{input}' are not stats records; left out");
+        say!("--report: {skipped} lines of '{input}' are not stats records; left out");
     }
     // "</" would end the script element early
     let data = format!(

@@ -181,7 +181,7 @@ pub fn start(args: &HttpArgs, program: &str) -> Result<Option<Publisher>, String
                     })
                 });
             if let Err(e) = served {
-                eprintln!("{name}: --http stopped: {e}");
+                say!("{name}: --http stopped: {e}");
             }
         })
         .map_err(|e| format!("--http: cannot start its thread: {e}"))?;

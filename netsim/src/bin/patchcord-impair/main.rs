@@ -23,6 +23,13 @@
 //! For a given `--seed`, the N-th datagram always gets the same loss, duplicate, reorder,
 //! jitter and spike draws; only the absolute times follow the real clock.
 
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
+
+/// `eprintln!` that never panics: standard error may be closed (`… 2>&1 | head -1`).
+macro_rules! say {
+    ($($arg:tt)*) => {{ use std::io::Write as _; let _ = writeln!(std::io::stderr(), $($arg)*); }};
+}
+
 mod ledger;
 mod timer;
 
@@ -109,21 +116,24 @@ fn main() -> ExitCode {
     if args.list_profiles {
         for (name, spec, about) in named_profiles() {
             let spec = if spec.is_empty() { "(nothing)" } else { spec };
-            println!("{name:<9} {spec}\n          {about}");
+            let mut out = std::io::stdout().lock();
+            if writeln!(out, "{name:<9} {spec}\n          {about}").is_err() {
+                return ExitCode::FAILURE;
+            }
         }
         return ExitCode::SUCCESS;
     }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("patchcord-impair: cannot start runtime: {e}");
+            say!("patchcord-impair: cannot start runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("patchcord-impair: {}", f.message);
+            say!("patchcord-impair: {}", f.message);
             ExitCode::from(f.code)
         }
     }
@@ -353,7 +363,7 @@ impl Proxy {
             "reorder_delayed": d.reorder_delayed,
         });
         if log.line(&line, false).is_err() {
-            eprintln!("patchcord-impair: cannot write the packet log; no longer writing it");
+            say!("patchcord-impair: cannot write the packet log; no longer writing it");
             self.packet_log = None;
         }
     }
@@ -520,7 +530,7 @@ async fn run(args: Args) -> Result<(), Failure> {
     timer::reduce_timer_slack();
     if args.realtime {
         if let Err(e) = timer::promote_to_realtime() {
-            eprintln!("patchcord-impair: note: no real-time scheduling: {e}");
+            say!("patchcord-impair: note: no real-time scheduling: {e}");
         }
     }
     let mut timer = timer::new_timer().map_err(|e| failure(format!("cannot create timer: {e}")))?;
@@ -549,7 +559,7 @@ async fn run(args: Args) -> Result<(), Failure> {
         packet_log,
     };
     // Tests and scripts wait for this line.
-    eprintln!(
+    say!(
         "patchcord-impair: listening on {local} (RTCP {}) -> {to} (RTCP {}) | profile {profile_text} | seed {seed}",
         rtcp_local.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
         rtcp_to.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
@@ -612,11 +622,11 @@ async fn run(args: Args) -> Result<(), Failure> {
             _ = tick.tick() => {
                 let v = proxy.snapshot(timer::now_ns(), false);
                 if !args.quiet {
-                    eprintln!("{}", status_line(&v));
+                    say!("{}", status_line(&v));
                 }
                 if let Some(out) = &mut stats_out {
                     if let Err(e) = out.line(&v, true) {
-                        eprintln!("patchcord-impair: cannot write --stats-json: {e}");
+                        say!("patchcord-impair: cannot write --stats-json: {e}");
                     }
                 }
             }
@@ -630,8 +640,8 @@ async fn run(args: Args) -> Result<(), Failure> {
         map.insert("stop_reason".into(), json!(stop_reason));
         map.insert("unsent_at_exit".into(), json!(unsent));
     }
-    eprintln!("{}", status_line(&v));
-    eprintln!(
+    say!("{}", status_line(&v));
+    say!(
         "patchcord-impair: stopped ({stop_reason}){}",
         if unsent > 0 {
             format!("; {unsent} delayed copies were still pending and not sent")
@@ -641,7 +651,7 @@ async fn run(args: Args) -> Result<(), Failure> {
     );
     if let Some(log) = &mut proxy.packet_log {
         if let Err(e) = log.flush() {
-            eprintln!("patchcord-impair: cannot write the packet log: {e}");
+            say!("patchcord-impair: cannot write the packet log: {e}");
         }
     }
     if let Some(out) = &mut stats_out {
