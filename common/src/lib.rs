@@ -19,6 +19,8 @@
 //! - [`mem`]: allocation that is resident before the audio thread touches it.
 //! - [`fuzz`]: the bodies of the fuzz targets (`fuzz/`), also replayed on stable.
 
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
+
 pub mod delay;
 pub mod drift;
 pub mod fuzz;

@@ -85,6 +85,8 @@
 //! jitter, the reordering and the reporting — nearly everything — so this crate has its own
 //! model (same Gilbert–Elliott parameterisation; no code taken from it).
 
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
+
 mod model;
 mod profile;
 mod rng;
