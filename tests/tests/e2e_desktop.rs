@@ -14,7 +14,8 @@
 //! Both measure once the receiver has settled: a new stream's first minute keeps a 10 ms
 //! cushion above its adaptive target (common/src/playout/mod.rs), so the measurement starts
 //! [`SETTLE_S`] seconds in, and the bound is issue 9's: ≤ 30 ms with default flags (a run
-//! above it is measured once more: [`clean_within_bound_in_one_of_two`] says why).
+//! above it is measured again, up to three runs: [`clean_within_bound_in_one_of_three`]
+//! says why).
 //!
 //! Also here: `--jack-name` / `--no-connect` on PipeWire's JACK API, JACK `--connect` to a
 //! port that does not exist, and `--list-devices` without alsa-lib's messages and with JACK
@@ -210,7 +211,7 @@ fn pulseaudio_default_flags_play_at_low_latency() {
         installed("pulseaudio") && installed("paplay") && installed("pactl"),
         "PulseAudio not installed (apt-get install pulseaudio pulseaudio-utils); scripts/setup.sh installs it"
     );
-    clean_within_bound_in_one_of_two("PulseAudio", pulseaudio_run);
+    clean_within_bound_in_one_of_three("PulseAudio", pulseaudio_run);
 }
 
 /// One run of sender and receiver with default flags through a headless PulseAudio: the
@@ -389,17 +390,19 @@ fn targets(records: &[serde_json::Value]) -> Vec<f64> {
 }
 
 /// Issue 9's test: default flags play clean (no overrun, xrun or underrun) and within its
-/// bound. A run that is not is reported and measured once more. The budget of the default
-/// flags (5 ms frames, 2.5 ms look-ahead, a ~5 ms capture fragment, the adaptive buffer:
-/// the spread of the capture fragments, one period and the spikes it has seen; ~5 ms of
-/// playback buffering) is 22-29 ms on a quiet host (BENCHMARKS.md §7). A scheduling
-/// hiccup of a busy host is a late packet, or a spike the adaptive target then holds for
-/// two minutes (by design: it is not heard a second time), and either spoils one long
-/// run; a default that misses the bound (the old 10 ms `audio` frames measured 41-48 ms)
-/// or glitches on a quiet host misses it twice.
-fn clean_within_bound_in_one_of_two(server: &str, run: fn() -> Option<ServerRun>) {
+/// bound. A run that is not is reported and measured again, up to three runs. The budget
+/// of the default flags (5 ms frames, 2.5 ms look-ahead, a ~5 ms capture fragment, the
+/// adaptive buffer: the spread of the capture fragments, one period and the spikes it has
+/// seen; ~5 ms of playback buffering) is 22-29 ms on a quiet host (BENCHMARKS.md §7). A
+/// scheduling hiccup of a busy host is a late packet, or a spike the adaptive target then
+/// holds for two minutes (by design: it is not heard a second time), and either spoils
+/// one long run: on PulseAudio 2 of 7 runs measured above 30 ms, each followed by one
+/// within it, so two runs would still miss together about once in twelve. A default that
+/// misses the bound (the old 10 ms `audio` frames measured 41-48 ms) or glitches on a
+/// quiet host misses it three times.
+fn clean_within_bound_in_one_of_three(server: &str, run: fn() -> Option<ServerRun>) {
     let mut runs = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..3 {
         let Some(r) = run() else { return };
         let verdict = format!(
             "{:.2} ms, {}",
@@ -412,7 +415,7 @@ fn clean_within_bound_in_one_of_two(server: &str, run: fn() -> Option<ServerRun>
         }
         runs.push(verdict);
     }
-    panic!("{server} with default flags, twice not clean within {DEFAULT_FLAGS_BOUND_MS} ms: {runs:?}");
+    panic!("{server} with default flags, three times not clean within {DEFAULT_FLAGS_BOUND_MS} ms: {runs:?}");
 }
 
 /// A private PipeWire (with its session bus and WirePlumber) in `dir`; `None`, said as
@@ -453,7 +456,7 @@ fn pipewire(dir: &Path) -> Option<Server> {
 #[test]
 fn pipewire_default_flags_play_at_low_latency() {
     let _serial = serial();
-    clean_within_bound_in_one_of_two("PipeWire", pipewire_run);
+    clean_within_bound_in_one_of_three("PipeWire", pipewire_run);
 }
 
 /// One run of sender and receiver with default flags through a headless PipeWire: the
