@@ -43,6 +43,8 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::metrics::MetricsWriter;
+
 /// What a connection may hold; [`Limits::DEFAULT`] is what the binaries use.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -85,6 +87,36 @@ impl Counters {
             http_refused: self.refused.load(Ordering::Relaxed),
             http_timeouts: self.timeouts.load(Ordering::Relaxed),
             http_bad_requests: self.bad_requests.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl HttpCounters {
+    /// Its families in `/metrics`: `{prefix}http_refused_total` and so on.
+    pub fn write_metrics(&self, m: &mut MetricsWriter, prefix: &str) {
+        for (name, help, value) in [
+            (
+                "refused",
+                "HTTP connections over the cap, closed at once",
+                self.http_refused,
+            ),
+            (
+                "timeouts",
+                "HTTP connections that sent no request headers in time",
+                self.http_timeouts,
+            ),
+            (
+                "bad_requests",
+                "HTTP requests too large or malformed",
+                self.http_bad_requests,
+            ),
+        ] {
+            m.family(
+                &format!("{prefix}http_{name}"),
+                help,
+                true,
+                &[(vec![], value as f64)],
+            );
         }
     }
 }
