@@ -8,13 +8,19 @@
 //!   its buffers and a file descriptor, and a few thousand exhaust the process's
 //!   descriptors (1024 by default), the audio's sockets and files included. 64 leaves
 //!   room for the [`MAX_EVENT_CLIENTS`](crate::server::MAX_EVENT_CLIENTS) dashboards, a
-//!   few scrapers and browsers, at a worst case of about 64 × 16 KiB of request buffers.
+//!   few scrapers and browsers; at worst, 64 requests' buffers (16 KiB each) and answers
+//!   (the history, the largest, about a megabyte after five minutes).
 //!   The cap counts connections, not requests: a limit on requests (tower's
 //!   `ConcurrencyLimit`) leaves a connection that never sends one unbounded.
 //! - **The request's headers within [`Limits::header_timeout`]** (5 s) of the connection
 //!   (hyper's `header_read_timeout`): a client that sends nothing, or its headers a byte at
 //!   a time (slowloris), is closed and counted in `http_timeouts`. A client here sends its
 //!   few hundred bytes in milliseconds.
+//! - **An answer that moves within [`Limits::write_timeout`]** (10 s; `tokio-io-timeout`
+//!   on the socket's writes): a client that asks and then reads nothing (its TCP window
+//!   shut) would hold its slot and its answer for as long as it liked; it is cut off
+//!   when no byte has gone out for that long, and counted in `http_timeouts` too. A slow
+//!   link still moves; a dashboard reads its stream as it comes.
 //! - **No keep-alive**: each connection serves one request and closes, so no idle
 //!   connection waits between requests holding a slot; at one scrape a second at most,
 //!   the extra TCP handshake costs nothing. A dashboard's event stream is one request,
@@ -26,9 +32,9 @@
 //!
 //! Which client gets a slot is first come, first served: at accept, before a byte of
 //! the request, nothing tells a scraper from an attacker, so no slot is kept aside for
-//! one. An attacker who holds every slot shuts a scraper out for at most the header
-//! timeout, unless it keeps reconnecting; even then the cost is the HTTP thread's
-//! (bounded), never the audio's.
+//! one. An attacker who takes every slot shuts a scraper out for a timeout (5 or 10 s),
+//! or as long as it keeps reconnecting, or reading a byte now and then; even then the
+//! cost is the HTTP thread's (bounded), never the audio's.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,6 +48,7 @@ use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_io_timeout::TimeoutStream;
 
 use crate::metrics::MetricsWriter;
 
@@ -50,6 +57,7 @@ use crate::metrics::MetricsWriter;
 pub struct Limits {
     pub max_connections: usize,
     pub header_timeout: Duration,
+    pub write_timeout: Duration,
     pub max_request_bytes: usize,
 }
 
@@ -57,6 +65,7 @@ impl Limits {
     pub const DEFAULT: Limits = Limits {
         max_connections: 64,
         header_timeout: Duration::from_secs(5),
+        write_timeout: Duration::from_secs(10),
         max_request_bytes: 16 * 1024,
     };
 }
@@ -67,7 +76,8 @@ impl Limits {
 pub struct HttpCounters {
     /// Connections over the cap, closed at once.
     pub http_refused: u64,
-    /// Connections closed for not sending their request's headers in time.
+    /// Connections closed for not sending their request's headers in time, or not
+    /// reading the answer.
     pub http_timeouts: u64,
     /// Requests refused as too large or malformed.
     pub http_bad_requests: u64,
@@ -102,7 +112,7 @@ impl HttpCounters {
             ),
             (
                 "timeouts",
-                "HTTP connections that sent no request headers in time",
+                "HTTP connections that sent no request headers in time, or read no answer",
                 self.http_timeouts,
             ),
             (
@@ -146,11 +156,14 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, counters:
             counters.refused.fetch_add(1, Ordering::Relaxed);
             continue;
         };
-        let connection = http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(app.clone()));
+        let mut tcp = TimeoutStream::new(tcp);
+        tcp.set_write_timeout(Some(limits.write_timeout));
+        let connection =
+            http.serve_connection(TokioIo::new(Box::pin(tcp)), TowerToHyperService::new(app.clone()));
         let counters = counters.clone();
         tokio::spawn(async move {
             if let Err(e) = connection.await {
-                if e.is_timeout() {
+                if timed_out(&e) {
                     counters.timeouts.fetch_add(1, Ordering::Relaxed);
                 } else if e.is_parse() {
                     counters.bad_requests.fetch_add(1, Ordering::Relaxed);
@@ -159,6 +172,13 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, counters:
             drop(slot);
         });
     }
+}
+
+/// Whether the connection ended for want of the request's headers (hyper's timeout) or
+/// of progress writing the answer (the socket's).
+fn timed_out(e: &hyper::Error) -> bool {
+    let io = std::error::Error::source(e).and_then(|s| s.downcast_ref::<io::Error>());
+    e.is_timeout() || io.is_some_and(|io| io.kind() == io::ErrorKind::TimedOut)
 }
 
 /// After a failed accept: none for a connection the client gave up on; a moment for
@@ -288,6 +308,39 @@ mod tests {
             "{after:?}"
         );
         assert!(eventually(Duration::from_secs(1), || p.counters().http_timeouts == 1));
+    }
+
+    /// A record of `pad` bytes.
+    #[derive(Serialize)]
+    struct Padded {
+        pad: String,
+    }
+
+    impl crate::Metrics for Padded {
+        fn write_metrics(&self, _: &mut MetricsWriter) {}
+    }
+
+    #[test]
+    fn a_client_that_reads_no_answer_is_cut_off_and_frees_its_slot() {
+        let limits = Limits {
+            max_connections: 1,
+            write_timeout: Duration::from_millis(500),
+            ..Limits::DEFAULT
+        };
+        let mut p = start(limits);
+        // A history of 12 MB: more than the sockets' buffers hold.
+        for _ in 0..crate::server::HISTORY {
+            p.publish(&Padded {
+                pad: "x".repeat(40_000),
+            });
+        }
+        let mut c = TcpStream::connect(p.local_addr()).unwrap();
+        c.write_all(b"GET /history.json HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        assert!(!exchange(p.local_addr(), GET).starts_with("HTTP/1.1 200"));
+        assert!(eventually(Duration::from_secs(3), || p.counters().http_timeouts == 1));
+        assert!(exchange(p.local_addr(), GET).starts_with("HTTP/1.1 200"));
+        drop(c);
     }
 
     #[test]
