@@ -200,7 +200,7 @@ pub struct ReceiverStats {
     #[serde(flatten)]
     pub srtp_refused: SrtpCounters,
     /// `--http`: connections refused (over the cap), timed out (no request headers in
-    /// time), and bad requests (too large, malformed).
+    /// time, or an answer nobody read), and bad requests (too large, malformed).
     #[serde(flatten)]
     pub http: HttpCounters,
     /// Advice about the senders' payload types, when there is some.

@@ -88,7 +88,7 @@ pub struct SenderStats {
     /// Datagrams on the socket that are not RTCP.
     pub not_rtcp: u64,
     /// `--http`: connections refused (over the cap), timed out (no request headers in
-    /// time), and bad requests (too large, malformed).
+    /// time, or an answer nobody read), and bad requests (too large, malformed).
     #[serde(flatten)]
     pub http: HttpCounters,
     /// What each receiver says back (RTCP receiver reports): loss, jitter, round trip.
