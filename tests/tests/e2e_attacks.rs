@@ -1,10 +1,11 @@
 //! End-to-end: attacks on a playing stream (issue 10), against the real binaries. A real
 //! `patchcord-send` plays a 1 kHz tone through a small relay in this test (so that the
 //! test can also send from the sender's own address) into a real `patchcord-recv`
-//! recording a WAV; meanwhile the test attacks. For every attack class the attack must be
-//! counted, and the recording must be the tone from the stream's first 10 ms window to its
-//! last: no silent, quieter, louder or noisy window (10 ms, at 1 kHz: amplitude 0.5 within
-//! 0.05, nothing else in it).
+//! recording a WAV; meanwhile the test attacks (the stream, or the receiver's `--http`
+//! endpoint). For every attack class the attack must be counted, and the recording must
+//! be the tone from the stream's first 10 ms window to its last: no silent, quieter,
+//! louder or noisy window (10 ms, at 1 kHz: amplitude 0.5 within 0.05, nothing else in
+//! it).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
