@@ -247,14 +247,14 @@ mod tests {
     fn connections_over_the_cap_are_closed_at_once_and_idle_ones_time_out() {
         let limits = Limits {
             max_connections: 8,
-            header_timeout: Duration::from_secs(2),
+            header_timeout: Duration::from_secs(3),
             ..Limits::DEFAULT
         };
         let p = start(limits);
         let addr = p.local_addr();
         let t0 = Instant::now();
         let mut idle: Vec<_> = (0..58).map(|_| TcpStream::connect(addr).unwrap()).collect();
-        assert!(eventually(Duration::from_secs(1), || p.counters().http_refused == 50));
+        assert!(eventually(Duration::from_secs(2), || p.counters().http_refused == 50));
         let refused = idle.split_off(8);
         for mut c in refused {
             assert!(
