@@ -102,6 +102,7 @@ use feedback::{Feedback, Via};
 use monitor::{Context, Monitor};
 use net_counters::NetCounters;
 use output::{Control, OutputSide, PacketSlot, Retired, Snapshot, StreamReport, StreamSegment};
+use patchcord_web::{HttpCounters, Publisher};
 use payload::PayloadTypes;
 use registry::{parse_source_gain, GainKey, Registry};
 
@@ -751,7 +752,8 @@ async fn run(mut args: Args) -> Result<(), String> {
                 }
                 side.refresh_gauges();
                 side.payload.end_second();
-                let s = monitor.stats(&side.context(xrun_count(), &playout_cfg), false);
+                let http = publisher.as_ref().map(Publisher::counters).unwrap_or_default();
+                let s = monitor.stats(&side.context(xrun_count(), &playout_cfg, http), false);
                 if let Some(w) = period_watch.observe(s.period_frames as f64) {
                     patchcord_devices::say!("patchcord-recv: {w}");
                 }
@@ -784,7 +786,8 @@ async fn run(mut args: Args) -> Result<(), String> {
         patchcord_devices::say!("patchcord-recv: timeline file: {e}");
     }
     side.refresh_gauges();
-    let summary = monitor.stats(&side.context(xrun_count(), &playout_cfg), true);
+    let http = publisher.as_ref().map(Publisher::counters).unwrap_or_default();
+    let summary = monitor.stats(&side.context(xrun_count(), &playout_cfg, http), true);
     let _ = stats_out.write(&summary);
     if let Some(p) = publisher.as_mut() {
         p.publish(&summary);
@@ -908,7 +911,7 @@ impl NetSide {
     }
 
     /// What the stats record reads of the network side.
-    fn context<'a>(&'a self, xruns: u64, cfg: &'a PlayoutConfig) -> Context<'a> {
+    fn context<'a>(&'a self, xruns: u64, cfg: &'a PlayoutConfig, http: HttpCounters) -> Context<'a> {
         Context {
             net: &self.counters,
             registry: &self.registry,
@@ -916,6 +919,7 @@ impl NetSide {
             xruns,
             cfg,
             hint: self.payload.hint(),
+            http,
         }
     }
 

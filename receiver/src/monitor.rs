@@ -17,6 +17,7 @@ use patchcord_common::playout::{DelayMode, PlayoutConfig};
 use patchcord_common::rtp::DropReason;
 use patchcord_common::stats::StreamCounters;
 use patchcord_common::time::frames_to_ns;
+use patchcord_web::HttpCounters;
 
 use crate::durations::Durations;
 use crate::feedback::{Feedback, Reception};
@@ -48,6 +49,8 @@ pub struct Context<'a> {
     pub xruns: u64,
     pub cfg: &'a PlayoutConfig,
     pub hint: Option<&'a str>,
+    /// What `--http` refused so far (zeros without it).
+    pub http: HttpCounters,
 }
 
 pub struct Monitor {
@@ -403,6 +406,7 @@ impl Monitor {
             source: net.source,
             srtp: net.srtp_suite,
             srtp_refused: net.srtp,
+            http: cx.http,
             hint: cx.hint.map(str::to_string),
         }
     }

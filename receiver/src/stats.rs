@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use patchcord_common::source::SourceCounters;
 use patchcord_common::srtp::SrtpCounters;
-use patchcord_web::{Metrics, MetricsWriter, PerItem};
+use patchcord_web::{HttpCounters, Metrics, MetricsWriter, PerItem};
 use serde::Serialize;
 
 /// Version of the JSON record's keys.
@@ -199,6 +199,10 @@ pub struct ReceiverStats {
     pub srtp: Option<&'static str>,
     #[serde(flatten)]
     pub srtp_refused: SrtpCounters,
+    /// `--http`: connections refused (over the cap), timed out (no request headers in
+    /// time, or an answer nobody read), and bad requests (too large, malformed).
+    #[serde(flatten)]
+    pub http: HttpCounters,
     /// Advice about the senders' payload types, when there is some.
     pub hint: Option<String>,
 }
@@ -412,5 +416,6 @@ impl Metrics for ReceiverStats {
                 d as f64,
             );
         }
+        self.http.write_metrics(m, "patchcord_recv_");
     }
 }

@@ -44,6 +44,7 @@ use patchcord_devices::server::PeriodWatch;
 use patchcord_devices::srtp_args::SrtpArgs;
 use patchcord_devices::virtual_host::wav_input_note;
 use patchcord_devices::{open_device, Direction};
+use patchcord_web::Publisher;
 
 use capture::{CaptureCounters, CaptureMark, CaptureSide};
 use encoder::{EncoderConfig, EncoderStats, EncoderThread, SentReport};
@@ -552,7 +553,7 @@ async fn run(args: Args) -> Result<(), String> {
                 while let Ok(e) = err_rx.pop() {
                     patchcord_devices::say!("patchcord-send: device error: {e}");
                 }
-                let s = reader.record(false);
+                let s = reader.record(false, publisher.as_ref().map(Publisher::counters).unwrap_or_default());
                 let callbacks = capture_counters.callbacks.load(Ordering::Relaxed).max(1);
                 if let Some(w) = period_watch.observe(s.frames_captured as f64 / callbacks as f64) {
                     patchcord_devices::say!("patchcord-send: {w}");
@@ -592,7 +593,10 @@ async fn run(args: Args) -> Result<(), String> {
     if let Some(h) = report_reader {
         let _ = h.join();
     }
-    let summary = reader.record(true);
+    let summary = reader.record(
+        true,
+        publisher.as_ref().map(Publisher::counters).unwrap_or_default(),
+    );
     let _ = stats_out.write(&summary);
     if let Some(p) = publisher.as_mut() {
         p.publish(&summary);

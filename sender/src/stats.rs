@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use patchcord_common::level::Levels;
 use patchcord_common::srtp::SrtpCounters;
-use patchcord_web::{Metrics, MetricsWriter, PerItem};
+use patchcord_web::{HttpCounters, Metrics, MetricsWriter, PerItem};
 use serde::Serialize;
 
 use crate::capture::CaptureCounters;
@@ -87,6 +87,10 @@ pub struct SenderStats {
     pub rtcp_not_allowed: u64,
     /// Datagrams on the socket that are not RTCP.
     pub not_rtcp: u64,
+    /// `--http`: connections refused (over the cap), timed out (no request headers in
+    /// time, or an answer nobody read), and bad requests (too large, malformed).
+    #[serde(flatten)]
+    pub http: HttpCounters,
     /// What each receiver says back (RTCP receiver reports): loss, jitter, round trip.
     pub receivers: Vec<ReceiverView>,
 }
@@ -148,8 +152,9 @@ impl StatsReader {
         }
     }
 
-    /// The record of the last second (`final_`: the summary of the run).
-    pub fn record(&mut self, final_: bool) -> SenderStats {
+    /// The record of the last second (`final_`: the summary of the run), with what
+    /// `--http` refused so far.
+    pub fn record(&mut self, final_: bool, http: HttpCounters) -> SenderStats {
         let e = &self.encoder;
         let c = &self.capture;
         let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
@@ -202,6 +207,7 @@ impl StatsReader {
             srtcp_refused: self.reports.srtp.lock().map(|c| *c).unwrap_or_default(),
             rtcp_not_allowed: load(&self.reports.not_allowed),
             not_rtcp: load(&self.reports.not_rtcp),
+            http,
             receivers: self.reports.snapshot(),
         }
     }
@@ -302,5 +308,6 @@ impl Metrics for SenderStats {
             ]
         };
         m.per_item("patchcord_send_", &self.receivers, labels, &per_receiver);
+        self.http.write_metrics(m, "patchcord_send_");
     }
 }

@@ -90,6 +90,10 @@ def main():
             if r["rtt_ms"] is not None:
                 expect("patchcord_send_receiver_rtt_seconds", rl, r["rtt_ms"] / 1e3, "gauge")
                 checked += 1
+    prefix = "patchcord_recv_" if stats["program"] == "patchcord-recv" else "patchcord_send_"
+    for name in ["http_refused", "http_timeouts", "http_bad_requests"]:
+        expect(prefix + name, {}, stats[name], "counter")
+        checked += 1
     if failures:
         sys.exit("FAIL: " + "; ".join(failures))
     print(f"OK: {checked} series match the stats ({len(samples)} samples parsed)")

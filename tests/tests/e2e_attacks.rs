@@ -1,12 +1,14 @@
 //! End-to-end: attacks on a playing stream (issue 10), against the real binaries. A real
 //! `patchcord-send` plays a 1 kHz tone through a small relay in this test (so that the
 //! test can also send from the sender's own address) into a real `patchcord-recv`
-//! recording a WAV; meanwhile the test attacks. For every attack class the attack must be
-//! counted, and the recording must be the tone from the stream's first 10 ms window to its
-//! last: no silent, quieter, louder or noisy window (10 ms, at 1 kHz: amplitude 0.5 within
-//! 0.05, nothing else in it).
+//! recording a WAV; meanwhile the test attacks (the stream, or the receiver's `--http`
+//! endpoint). For every attack class the attack must be counted, and the recording must
+//! be the tone from the stream's first 10 ms window to its last: no silent, quieter,
+//! louder or noisy window (10 ms, at 1 kHz: amplitude 0.5 within 0.05, nothing else in
+//! it).
 
-use std::net::{SocketAddr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -728,6 +730,73 @@ fn validated_streams_beyond_max_streams_are_refused_and_counted_exactly() {
     assert_eq!(u(r, "streams_refused"), 100 - 63, "{r}");
     assert!(u(r, "refused_packets") > 37 * 150, "{r}");
     assert_eq!(u(r, "unvalidated"), 0, "{r}");
+}
+
+/// GET `path` from the receiver's `--http` on 127.0.0.1:`port`: the whole answer.
+fn http_get(port: u16, path: &str) -> std::io::Result<String> {
+    let mut c = TcpStream::connect(("127.0.0.1", port))?;
+    c.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(c, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut answer = String::new();
+    c.read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
+/// The value of the unlabelled sample `name` in a `/metrics` answer.
+fn sample(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// 200 idle TCP connections to `--http` (a process on the machine, or anyone with
+/// `--http-public`): the 64 within the cap are closed after the 5 s header timeout, the
+/// rest at once; `/metrics` is served again within a few seconds, says so, and the tone
+/// plays on unbroken.
+#[test]
+fn idle_http_connections_are_capped_and_timed_out_and_the_tone_plays_on() {
+    let http = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let r = run(
+        "attack_http",
+        &["--http", &format!("127.0.0.1:{http}")],
+        |_| None,
+        |relay, _, start| {
+            sender_header(relay);
+            at(start, 1.0);
+            let idle: Vec<_> = (0..200)
+                .map(|_| TcpStream::connect(("127.0.0.1", http)).unwrap())
+                .collect();
+            let flooded = Instant::now();
+            let served = loop {
+                match http_get(http, "/metrics") {
+                    Ok(m) if m.starts_with("HTTP/1.1 200") => break flooded.elapsed(),
+                    _ => assert!(flooded.elapsed() < Duration::from_secs(8), "/metrics locked out"),
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            };
+            eprintln!("/metrics served {served:?} after 200 idle connections");
+            assert!(served < Duration::from_secs(7), "{served:?}");
+            // The record of a second later counts them.
+            let counted = |m: &str| {
+                sample(m, "patchcord_recv_http_refused_total").is_some_and(|n| n >= 136.0)
+                    && sample(m, "patchcord_recv_http_timeouts_total") == Some(64.0)
+            };
+            let t = Instant::now();
+            while !http_get(http, "/metrics").is_ok_and(|m| counted(&m)) {
+                assert!(t.elapsed() < Duration::from_secs(3), "not counted in /metrics");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            drop(idle);
+        },
+    );
+    assert_tone_unbroken(&r);
+    let r = &r.recv;
+    assert!(u(r, "http_refused") >= 136, "{r}");
+    assert_eq!((u(r, "http_timeouts"), u(r, "http_bad_requests")), (64, 0), "{r}");
 }
 
 /// `--load-limit`: well-formed streams that would take more render time than the limit

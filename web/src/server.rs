@@ -14,8 +14,9 @@
 //!
 //! Off by default; an address that is not loopback is refused unless `--http-public`
 //! says so, since anyone who reaches the port reads the stats (addresses, SSRCs) with no
-//! authentication. Memory is bounded: [`HISTORY`] records, and at most
-//! [`MAX_EVENT_CLIENTS`] event streams open at once (more are answered 503).
+//! authentication. Memory is bounded: [`HISTORY`] records, at most [`MAX_EVENT_CLIENTS`]
+//! event streams open at once (more are answered 503), and the connections themselves
+//! are capped, timed and counted ([`crate::connections`]).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -31,6 +32,7 @@ use axum::routing::get;
 use axum::Router;
 use serde::Serialize;
 
+use crate::connections::{self, Counters, HttpCounters, Limits};
 use crate::metrics::{Metrics, MetricsWriter};
 
 /// Records kept for a dashboard that opens: five minutes at one a second.
@@ -93,6 +95,7 @@ impl Shared {
 /// The control thread's handle: each record published is what the endpoint serves next.
 pub struct Publisher {
     shared: Arc<Shared>,
+    counters: Arc<Counters>,
     count: u64,
     local: SocketAddr,
 }
@@ -101,6 +104,11 @@ impl Publisher {
     /// Where the endpoint listens.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// What the endpoint refused so far, for the stats record.
+    pub fn counters(&self) -> HttpCounters {
+        self.counters.read()
     }
 
     /// Render `stats` (JSON and metrics) and make it the latest record.
@@ -139,6 +147,15 @@ impl Publisher {
 /// Start the endpoint if `--http` asks for it: bind now (so a bad address fails at
 /// start), serve on a thread of its own.
 pub fn start(args: &HttpArgs, program: &str) -> Result<Option<Publisher>, String> {
+    start_within(args, program, Limits::DEFAULT)
+}
+
+/// [`start`], with other limits (the tests').
+pub(crate) fn start_within(
+    args: &HttpArgs,
+    program: &str,
+    limits: Limits,
+) -> Result<Option<Publisher>, String> {
     let Some(addr) = args.http else {
         return Ok(None);
     };
@@ -166,6 +183,8 @@ pub fn start(args: &HttpArgs, program: &str) -> Result<Option<Publisher>, String
         .route("/history.json", get(history))
         .route("/events", get(events))
         .with_state(shared.clone());
+    let counters = Arc::new(Counters::default());
+    let counting = counters.clone();
     let name = program.to_string();
     std::thread::Builder::new()
         .name("patchcord-http".into())
@@ -177,7 +196,8 @@ pub fn start(args: &HttpArgs, program: &str) -> Result<Option<Publisher>, String
                 .and_then(|rt| {
                     rt.block_on(async {
                         let l = tokio::net::TcpListener::from_std(listener).map_err(|e| e.to_string())?;
-                        axum::serve(l, app).await.map_err(|e| e.to_string())
+                        connections::serve(l, app, limits, counting).await;
+                        Ok(())
                     })
                 });
             if let Err(e) = served {
@@ -187,6 +207,7 @@ pub fn start(args: &HttpArgs, program: &str) -> Result<Option<Publisher>, String
         .map_err(|e| format!("--http: cannot start its thread: {e}"))?;
     Ok(Some(Publisher {
         shared,
+        counters,
         count: 0,
         local,
     }))
