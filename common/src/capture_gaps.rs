@@ -159,13 +159,13 @@ impl CaptureGapDetector {
             self.baseline_ns = Some(baseline.saturating_add(step));
             return None;
         }
-        let frames = self.ns_to_frames(step);
-        if step < 0 || step > MAX_GAP_NS || frames == 0 {
+        if !(0..=MAX_GAP_NS).contains(&step) {
             self.baseline_ns = Some(baseline.saturating_add(step));
             self.clock_steps += 1;
             return None;
         }
         // the offset now includes the gap: the baseline stays, the residual goes back to ~0
+        let frames = self.ns_to_frames(step);
         self.gaps += 1;
         self.gap_frames += frames;
         Some(CaptureGap {
@@ -195,7 +195,7 @@ impl CaptureGapDetector {
         ns.min(i64::MAX as i128) as i64
     }
 
-    /// Rounded to the nearest frame; 0 for negative durations.
+    /// Rounded to the nearest frame (of a positive duration).
     fn ns_to_frames(&self, ns: i64) -> u64 {
         ((ns.max(0) as i128 * self.sample_rate as i128 + 500_000_000) / 1_000_000_000) as u64
     }

@@ -7,6 +7,16 @@
 //! that frame was captured; it tells the report reader ([`crate::reports`]) when each
 //! report left, which the round trip is measured from. At the end it sends RR + SDES + BYE.
 //!
+//! It watches the capture marks for audio lost before it reached the callback (a capture
+//! gap: the host clock advanced by clearly more than the frames delivered,
+//! [`patchcord_common::capture_gaps`]) and skips the lost time in the RTP timeline, as it
+//! does for frames lost to a full sample ring: the timestamps keep telling when each sample
+//! was captured, so the receiver conceals the hole and keeps its latency, and the sender
+//! reports stay true. Without the skip every packet after a 300 ms gap would carry a
+//! timestamp 300 ms older than its capture: the receiver would see them all 300 ms late.
+//! The skip lands when the gap is confirmed, a few callbacks after the audio resumed (the
+//! frames of those callbacks are time-stamped early by the gap and reach the receiver late).
+//!
 //! With `--redundancy N` each Opus packet is wrapped in an RFC 2198 RED payload that also
 //! carries the previous N Opus packets ([`patchcord_common::red`]); all buffers for that
 //! are allocated before the loop, so sending stays allocation-free.
@@ -21,11 +31,12 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use patchcord_common::capture_gaps::CaptureGapDetector;
 use patchcord_common::red::{RedEncoder, MAX_RED_PAYLOAD_LEN};
 use patchcord_common::rtcp::{ntp_short, unix_ns_to_ntp, CompoundWriter, SenderReport};
 use patchcord_common::rtp::{Packetizer, MAX_DATAGRAM_LEN, RTP_HEADER_LEN};
 use patchcord_common::srtp::Protector;
-use patchcord_common::time::frames_to_ns;
+use patchcord_common::time::{frames_to_ns, SAMPLE_RATE};
 use patchcord_devices::clock::HostClock;
 
 use crate::capture::{CaptureCounters, CaptureMark};
@@ -47,6 +58,12 @@ pub struct EncoderStats {
     pub encode_ns_total: AtomicU64,
     /// Frames skipped in the RTP timeline because the sample ring overflowed.
     pub frames_skipped: AtomicU64,
+    /// Capture gaps (audio lost before the callback, found from the capture marks), the
+    /// frames lost in them (also skipped in the RTP timeline), and steps of the capture
+    /// clock that were no gap (backwards, or implausibly long).
+    pub capture_gaps: AtomicU64,
+    pub capture_gap_frames: AtomicU64,
+    pub capture_clock_steps: AtomicU64,
     /// RFC 2198 redundant blocks sent, and previous frames left out of a packet (too big
     /// for the datagram or the 10-bit block length).
     pub red_blocks_sent: AtomicU64,
@@ -164,9 +181,22 @@ impl EncoderThread {
         let mut window_estimate: Option<i64> = None;
         let mut report_estimate: Option<i64> = None;
         let mut last_sr_unix_ns: Option<i64> = None;
+        let mut gaps = CaptureGapDetector::new(SAMPLE_RATE);
         loop {
             while let Ok(m) = self.marks.pop() {
-                let est = m.capture_unix_ns - frames_to_ns(m.frame_index as i64);
+                if let Some(gap) = gaps.observe(m.frame_index, m.capture_unix_ns) {
+                    frame_index += gap.frames;
+                    self.stats.capture_gaps.store(gaps.gaps(), Ordering::Relaxed);
+                    self.stats
+                        .capture_gap_frames
+                        .store(gaps.gap_frames(), Ordering::Relaxed);
+                }
+                self.stats
+                    .capture_clock_steps
+                    .store(gaps.clock_steps(), Ordering::Relaxed);
+                // the mark's frame on the RTP timeline, which skips the gaps
+                let timeline = m.frame_index + gaps.gap_frames();
+                let est = m.capture_unix_ns - frames_to_ns(timeline as i64);
                 window_estimate = Some(window_estimate.map_or(est, |w: i64| w.min(est)));
                 if start_estimate.is_none_or(|s| est < s) {
                     start_estimate = Some(est);
