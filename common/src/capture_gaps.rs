@@ -16,18 +16,24 @@
 //! `new`, every call is a few comparisons (it runs next to the audio path).
 //!
 //! - **Jitter is a spike, a gap is a step.** A residual (offset − baseline) above the
-//!   threshold opens a candidate; it becomes a gap only when [`PERSIST_CALLBACKS`]
-//!   consecutive callbacks are all above the threshold *and* agree with each other within
-//!   it (the step has settled). A lone late timestamp, or two, comes back to the baseline
-//!   and is forgotten. The gap's length is the median of those residuals, in frames.
+//!   threshold opens a candidate; it becomes a gap only when it has held for [`PERSIST_NS`]
+//!   (10 ms of frames) and at least [`PERSIST_CALLBACKS`] consecutive callbacks, all above
+//!   the threshold, the last three agreeing with each other within it (the step has
+//!   settled). A lone late timestamp, or a few (a callback thread descheduled for a few
+//!   ms: with 64-frame JACK periods, several callbacks in a row), comes back to the
+//!   baseline and is forgotten. The gap's length is the median of the last three
+//!   residuals, in frames.
 //!   PulseAudio, stopped for 300 ms, was seen to hand the loss over in two steps (205 ms,
 //!   then 95 ms, one callback apart): the "settled" condition waits for the second step and
 //!   reports one gap of the whole length.
 //! - **Threshold**: [`MIN_GAP_NS`] (2 ms) or half of the last callback's duration, whichever
 //!   is larger. Measured on PulseAudio 16 with cpal's interpolated timestamps (256-frame
-//!   periods, 5.3 ms): the offset's standard deviation is 0.18 ms and its excursions stay
-//!   within ±0.5 ms, so 2 ms is 10 σ; a server with long periods stamps a callback anywhere
-//!   within a period, hence the half period.
+//!   periods, 5.3 ms; 880 callbacks, BENCHMARKS.md §7): the offset's standard deviation is
+//!   0.18 ms, its excursions −0.3 to +1.6 ms (the large ones late: a callback that read
+//!   the clock late), so 2 ms is 11 σ and above every spike seen, and a lone larger one is
+//!   what the persistence is for; a server with long periods stamps a callback anywhere
+//!   within a period, hence the half period. A step shorter than 2 ms goes unseen (so
+//!   would one 64-frame quantum, 1.3 ms).
 //! - **Drift**: within the threshold the baseline follows the offset with a 1/16 weight per
 //!   callback. A ±300 ppm clock difference moves the offset 1.6 µs per 5.3 ms callback
 //!   (25 µs per 85 ms one); the baseline lags it by 16 × that, 26–400 µs, far inside 2 ms,
@@ -40,8 +46,8 @@
 //!   [`WARMUP_CALLBACKS`] callbacks only settle the baseline (a stream's first timestamps are
 //!   the least steady: a 14.7 ms first interval was seen where 5.3 ms followed).
 //!
-//! Reported when confirmed, [`PERSIST_CALLBACKS`] callbacks after the audio resumed, with
-//! the frame index where it resumed.
+//! Reported when confirmed, 10 ms or three callbacks after the audio resumed (whichever is
+//! later), with the frame index where it resumed.
 
 use crate::time::SAMPLE_RATE;
 
@@ -49,6 +55,8 @@ use crate::time::SAMPLE_RATE;
 pub const MIN_GAP_NS: i64 = 2_000_000;
 /// Consecutive callbacks a step must hold, settled, to be a gap (or a clock step).
 pub const PERSIST_CALLBACKS: usize = 3;
+/// ... and the time it must hold, in frames delivered since it began, ns.
+pub const PERSIST_NS: i64 = 10_000_000;
 /// Forward steps longer than this are clock steps, not gaps, ns.
 pub const MAX_GAP_NS: i64 = 60_000_000_000;
 /// Callbacks at the start that only settle the baseline.
@@ -148,8 +156,9 @@ impl CaptureGapDetector {
             .pending
             .iter()
             .fold((i64::MAX, i64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
-        if hi.saturating_sub(lo) > threshold {
-            return None; // still moving: wait until it settles
+        let held_ns = self.frames_to_ns(frame_index.saturating_sub(self.pending_at));
+        if hi.saturating_sub(lo) > threshold || held_ns < PERSIST_NS {
+            return None; // still moving, or not long enough
         }
         let mut sorted = self.pending;
         sorted.sort_unstable();
@@ -207,7 +216,8 @@ mod tests {
 
     /// A simulated capture stream: the device's clock runs `ppm` off the host's, callbacks
     /// of varying size, timestamps with a deterministic pseudo-random jitter of up to
-    /// ±`jitter_ns` (a xorshift, so runs replay bit for bit).
+    /// ±`jitter_ns` and, one callback in a hundred, 1–3 ms late (PulseAudio's worst seen:
+    /// 1.6 ms); a xorshift, so runs replay bit for bit.
     struct Stream {
         frame_index: u64,
         /// Device time of the next frame, in host ns (exact, before jitter).
@@ -241,10 +251,13 @@ mod tests {
 
         /// The next callback's (frame index, capture ns).
         fn next(&mut self) -> (u64, i64) {
-            let at = (
-                self.frame_index,
-                (self.host_ns + self.random() * self.jitter_ns) as i64,
-            );
+            let late = if self.random() > 0.98 {
+                2.0e6 + self.random() * 1.0e6
+            } else {
+                0.0
+            };
+            let jitter = self.random() * self.jitter_ns;
+            let at = (self.frame_index, (self.host_ns + jitter + late) as i64);
             let frames = self.sizes[self.k % self.sizes.len()];
             self.k += 1;
             self.frame_index += frames;
@@ -341,6 +354,25 @@ mod tests {
             assert!(run(&mut d, &mut s, 100).is_empty());
         }
         assert_eq!((d.gaps(), d.clock_steps()), (0, 0));
+    }
+
+    /// At 64-frame periods (1.3 ms) a thread descheduled for 5 ms makes four late
+    /// timestamps in a row, each less late (they do not settle): no gap; an 8 ms loss
+    /// there is one.
+    #[test]
+    fn short_periods_need_ten_ms_not_three_callbacks() {
+        let mut s = Stream::new(100.0, 50_000.0, &[64]);
+        let mut d = CaptureGapDetector::new(48_000);
+        run(&mut d, &mut s, 1000);
+        for late_ns in [5_000_000i64, 3_700_000, 2_400_000, 1_100_000] {
+            let (f, t) = s.next();
+            assert_eq!(d.observe(f, t + late_ns), None);
+        }
+        assert!(run(&mut d, &mut s, 1000).is_empty());
+        s.lose(8e6);
+        let gaps = run(&mut d, &mut s, 1000);
+        assert_eq!(gaps.len(), 1, "{gaps:?}");
+        assert!((gaps[0].frames as f64 / 48.0 - 8.0).abs() < 0.2);
     }
 
     /// A host clock stepped back by a second, and one stepped far forward: no panic, no
