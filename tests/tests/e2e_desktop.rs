@@ -395,9 +395,10 @@ fn pulseaudio_run() -> Option<ServerRun> {
 /// stopped (SIGSTOP) for 300 ms a few seconds in: the null sink then renders the time it
 /// missed at once, the record stream's one-period buffer keeps the last period of it and
 /// drops the rest, and the sender gets a period where 300 ms passed. (Stopping the *sender*
-/// instead does not make a gap: the stream dies. pulseaudio 0.3.2, under cpal 0.18.2,
-/// ends its reactor on the interrupted `epoll_wait` of a stopped and continued process, and
-/// the sender says "device error: PulseAudio disconnected" and captures nothing more.)
+/// instead does not make a gap: the stream dies, the sender says "device error: PulseAudio
+/// disconnected" and captures nothing more; likely pulseaudio 0.3.2, under cpal 0.18.2,
+/// ending its reactor on the interrupted `epoll_wait` of a continued process,
+/// BENCHMARKS.md §7.)
 #[test]
 fn pulseaudio_capture_gap_is_counted() {
     let _serial = serial();
@@ -454,7 +455,7 @@ fn pulseaudio_capture_gap_is_counted() {
     };
     // What was lost is what is missing against the clean run of the same duration (the
     // clean runs capture the same count of frames to the callback); PulseAudio loses
-    // most of the stop, or part of it (measured: 292 ms twice, 106 ms once, of 305 ms)
+    // most of the stop, or part of it (measured, of 303-305 ms: 292, 292, 106, 101, 90 ms)
     let missing_ms = |s: &serde_json::Value| {
         let frames = |s: &serde_json::Value| s["frames_captured"].as_f64().unwrap_or(0.0);
         (frames(&clean) - frames(s)) / 48.0
