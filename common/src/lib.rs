@@ -15,12 +15,14 @@
 //! - [`source`]: source validation: probation of new SSRCs, address binding, jumps held aside.
 //! - [`load`]: the load governor: admission and shedding of streams by render time.
 //! - [`latency`]: end-to-end latency from sender reports and playback instants.
+//! - [`capture_gaps`]: audio the capture device or server dropped silently, from capture instants.
 //! - [`level`]: peak / RMS dBFS and clip counts for the meters.
 //! - [`mem`]: allocation that is resident before the audio thread touches it.
 //! - [`fuzz`]: the bodies of the fuzz targets (`fuzz/`), also replayed on stable.
 
 #![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
 
+pub mod capture_gaps;
 pub mod delay;
 pub mod drift;
 pub mod fuzz;

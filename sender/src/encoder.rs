@@ -7,6 +7,28 @@
 //! that frame was captured; it tells the report reader ([`crate::reports`]) when each
 //! report left, which the round trip is measured from. At the end it sends RR + SDES + BYE.
 //!
+//! It watches the capture marks for audio lost before it reached the callback (a capture
+//! gap: the host clock advanced by clearly more than the frames delivered,
+//! [`patchcord_common::capture_gaps`]), counts it, and skips a long one (50 ms or more)
+//! in the RTP timeline, as it does for frames lost to a full sample ring: the timestamps
+//! keep telling when each sample was captured, so the receiver conceals the hole and
+//! keeps its latency, and the sender reports stay true. Without the skip every packet
+//! after a gap carries a timestamp older than its capture by the gap: measured after a
+//! 292 ms gap on PulseAudio (BENCHMARKS.md §7), the receiver counted 61 packets late, its
+//! delay target went to its 500 ms ceiling and the latency from 40 to 719 ms; with the
+//! skip, 4 late packets, the latency from 44 to 65 ms (the adaptive target holding the
+//! spike). The skip lands when the gap is confirmed, 10 ms or three callbacks after the
+//! audio resumed: the frames captured in between are time-stamped early by the gap and
+//! reach the receiver late (those 4).
+//!
+//! Shorter gaps are counted, not skipped. A step of a few ms is within what the
+//! receiver's adaptive delay absorbs, and it is not always lost audio: on a PulseAudio
+//! monitor with 5 ms clients beside it (the e2e_desktop latency test) the capture timing
+//! stepped forward 260 times (1.2 s in all) and back 282 times in 74 s with no frames
+//! missing; skipping those pushed the RTP timeline a second ahead of the audio (the
+//! receiver concealed where nothing was lost and reported negative latencies). The
+//! timeline cannot step back, so only a gap too long to be such a wobble is skipped.
+//!
 //! With `--redundancy N` each Opus packet is wrapped in an RFC 2198 RED payload that also
 //! carries the previous N Opus packets ([`patchcord_common::red`]); all buffers for that
 //! are allocated before the loop, so sending stays allocation-free.
@@ -21,11 +43,12 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use patchcord_common::capture_gaps::CaptureGapDetector;
 use patchcord_common::red::{RedEncoder, MAX_RED_PAYLOAD_LEN};
 use patchcord_common::rtcp::{ntp_short, unix_ns_to_ntp, CompoundWriter, SenderReport};
 use patchcord_common::rtp::{Packetizer, MAX_DATAGRAM_LEN, RTP_HEADER_LEN};
 use patchcord_common::srtp::Protector;
-use patchcord_common::time::frames_to_ns;
+use patchcord_common::time::{frames_to_ns, SAMPLE_RATE};
 use patchcord_devices::clock::HostClock;
 
 use crate::capture::{CaptureCounters, CaptureMark};
@@ -47,11 +70,21 @@ pub struct EncoderStats {
     pub encode_ns_total: AtomicU64,
     /// Frames skipped in the RTP timeline because the sample ring overflowed.
     pub frames_skipped: AtomicU64,
+    /// Capture gaps (audio lost before the callback, found from the capture marks), the
+    /// frames lost in them (also skipped in the RTP timeline), and steps of the capture
+    /// clock that were no gap (backwards, or implausibly long).
+    pub capture_gaps: AtomicU64,
+    pub capture_gap_frames: AtomicU64,
+    pub capture_clock_steps: AtomicU64,
     /// RFC 2198 redundant blocks sent, and previous frames left out of a packet (too big
     /// for the datagram or the 10-bit block length).
     pub red_blocks_sent: AtomicU64,
     pub red_blocks_skipped: AtomicU64,
 }
+
+/// Capture gaps this long or longer are skipped in the RTP timeline (50 ms); see the
+/// module doc.
+const RTP_SKIP_MIN_FRAMES: u64 = SAMPLE_RATE as u64 / 20;
 
 pub struct EncoderConfig {
     pub channels: usize,
@@ -164,9 +197,26 @@ impl EncoderThread {
         let mut window_estimate: Option<i64> = None;
         let mut report_estimate: Option<i64> = None;
         let mut last_sr_unix_ns: Option<i64> = None;
+        let mut gaps = CaptureGapDetector::new(SAMPLE_RATE);
+        let mut gap_frames_skipped: u64 = 0;
         loop {
             while let Ok(m) = self.marks.pop() {
-                let est = m.capture_unix_ns - frames_to_ns(m.frame_index as i64);
+                if let Some(gap) = gaps.observe(m.frame_index, m.capture_unix_ns) {
+                    if gap.frames >= RTP_SKIP_MIN_FRAMES {
+                        frame_index += gap.frames;
+                        gap_frames_skipped += gap.frames;
+                    }
+                    self.stats.capture_gaps.store(gaps.gaps(), Ordering::Relaxed);
+                    self.stats
+                        .capture_gap_frames
+                        .store(gaps.gap_frames(), Ordering::Relaxed);
+                }
+                self.stats
+                    .capture_clock_steps
+                    .store(gaps.clock_steps(), Ordering::Relaxed);
+                // the mark's frame on the RTP timeline, which skips the long gaps
+                let timeline = m.frame_index + gap_frames_skipped;
+                let est = m.capture_unix_ns - frames_to_ns(timeline as i64);
                 window_estimate = Some(window_estimate.map_or(est, |w: i64| w.min(est)));
                 if start_estimate.is_none_or(|s| est < s) {
                     start_estimate = Some(est);

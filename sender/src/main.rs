@@ -560,12 +560,14 @@ async fn run(args: Args) -> Result<(), String> {
                 }
                 if !args.quiet {
                     patchcord_devices::say!(
-                        "send {:>6.1}s | packets {:>7} | {:>6.1} kb/s | overruns {} | xruns {} | send errors {} | encode mean {:.0} us max {:.0} us | in {} | {}",
+                        "send {:>6.1}s | packets {:>7} | {:>6.1} kb/s | overruns {} | xruns {} | gaps {} ({:.0} ms) | send errors {} | encode mean {:.0} us max {:.0} us | in {} | {}",
                         s.t,
                         s.packets_sent,
                         s.send_kbps,
                         s.ring_overruns,
                         s.xruns,
+                        s.capture_gaps,
+                        s.capture_gap_ms,
                         s.send_errors,
                         s.encode_us_mean,
                         s.encode_us_max,
@@ -602,7 +604,7 @@ async fn run(args: Args) -> Result<(), String> {
         p.publish(&summary);
     }
     patchcord_devices::say!(
-        "patchcord-send: stopped ({}) after {:.1} s: {} packets, {} bytes, {} frames captured, {} ring overruns, {} xruns, {} send errors",
+        "patchcord-send: stopped ({}) after {:.1} s: {} packets, {} bytes, {} frames captured, {} ring overruns, {} xruns, {} capture gaps ({:.1} ms), {} send errors",
         match reason {
             StopReason::Interrupted => "interrupted",
             StopReason::Terminated => "terminated",
@@ -614,6 +616,8 @@ async fn run(args: Args) -> Result<(), String> {
         summary.frames_captured,
         summary.ring_overruns,
         summary.xruns,
+        summary.capture_gaps,
+        summary.capture_gap_ms,
         summary.send_errors,
     );
     Ok(())

@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use patchcord_common::level::Levels;
 use patchcord_common::srtp::SrtpCounters;
+use patchcord_common::time::SAMPLE_RATE;
 use patchcord_web::{HttpCounters, Metrics, MetricsWriter, PerItem};
 use serde::Serialize;
 
@@ -69,6 +70,14 @@ pub struct SenderStats {
     pub frames_captured: u64,
     pub ring_overruns: u64,
     pub xruns: u64,
+    /// Audio lost before it reached the sender, nobody told (the audio server dropped it:
+    /// the host clock ran on without frames), since the start: how often, and how long in
+    /// all.
+    pub capture_gaps: u64,
+    pub capture_gap_ms: f64,
+    /// Persistent steps of the capture timestamps that were no gap (backwards, or longer
+    /// than a minute): a stepped clock, not lost audio.
+    pub capture_clock_steps: u64,
     pub capture_start_unix_ns: i64,
     pub encode_us_max: f64,
     pub encode_us_mean: f64,
@@ -114,6 +123,10 @@ pub struct LiveLevels {
     pub unix_ms: i64,
     pub peak_dbfs: f64,
     pub rms_dbfs: f64,
+}
+
+fn frames_to_ms(frames: u64) -> f64 {
+    frames as f64 * 1000.0 / SAMPLE_RATE as f64
 }
 
 fn unix_ms() -> i64 {
@@ -191,6 +204,9 @@ impl StatsReader {
             frames_captured: load(&c.frames_captured),
             ring_overruns: load(&c.ring_overruns),
             xruns: load(&c.xruns),
+            capture_gaps: load(&e.capture_gaps),
+            capture_gap_ms: frames_to_ms(load(&e.capture_gap_frames)),
+            capture_clock_steps: load(&e.capture_clock_steps),
             capture_start_unix_ns: e.capture_start_unix_ns.load(Ordering::Relaxed),
             encode_us_max: load(&e.encode_ns_max) as f64 / 1000.0,
             encode_us_mean: if packets > 0 {
@@ -250,6 +266,24 @@ impl Metrics for SenderStats {
             self.ring_overruns as f64,
         );
         one("xruns", "Device xruns", true, self.xruns as f64);
+        one(
+            "capture_gaps",
+            "Audio lost before capture, unreported by the device or server",
+            true,
+            self.capture_gaps as f64,
+        );
+        one(
+            "capture_gap_seconds",
+            "Length of the capture gaps, in all",
+            true,
+            self.capture_gap_ms / 1e3,
+        );
+        one(
+            "capture_clock_steps",
+            "Steps of the capture timestamps that were no gap",
+            true,
+            self.capture_clock_steps as f64,
+        );
         one(
             "peak_dbfs",
             "Capture peak level over the last second",

@@ -113,6 +113,7 @@ fn assert_clean_and_aligned(run: &Run, min_snr_db: f64) {
         assert_eq!(n(r, k), 0.0, "{k} in {r}");
     }
     assert_eq!(n(s, "ring_overruns"), 0.0);
+    assert_eq!(n(s, "capture_gaps"), 0.0, "capture gaps in {s}");
     assert_eq!(n(s, "send_errors"), 0.0);
     for (k, v) in r["dropped"].as_object().unwrap() {
         assert_eq!(v.as_u64(), Some(0), "dropped {k}");
